@@ -1,0 +1,381 @@
+"""Profiles: versioned TOML describing one installation target.
+
+A profile names the host, what to install and the image to upload.  Secrets
+live apart (see ``secrets.py``).  Loading is strict: unknown keys, wrong
+types, a missing host or a broken file are refused with file, key and reason,
+and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+from .secrets import (
+    SECRET_NAMES,
+    Secrets,
+    SecretError,
+    atomic_write,
+    env_name,
+    read_secrets_file,
+    validate,
+)
+from .toml import dumps
+
+PROFILE_VERSION = 1
+SERVICES = ("mariadb", "rabbitmq", "memcached", "keystone", "glance")
+# What each service needs to be useful.
+DEPENDS = {
+    "mariadb": (),
+    "rabbitmq": (),
+    "memcached": (),
+    "keystone": ("mariadb", "memcached"),
+    "glance": ("keystone", "mariadb", "memcached"),
+}
+PLATFORMS = ("auto", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
+DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
+MAX_PROFILE_BYTES = 256 * 1024
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names file, key and reason."""
+
+    def __init__(self, message: str, *, file: Path | str | None = None, key: str | None = None):
+        self.file = str(file) if file else None
+        self.key = key
+        self.reason = message
+        where = ""
+        if file:
+            where += f"{file}: "
+        if key:
+            where += f"[{key}] "
+        super().__init__(where + message)
+
+
+@dataclass
+class HostConfig:
+    address: str = ""
+    port: int = 22
+    user: str = "root"
+    key_file: str | None = None
+
+
+@dataclass
+class OpenStackConfig:
+    region: str = "RegionOne"
+    endpoint_host: str | None = None
+    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    demo: bool = True
+    platform: str = "auto"
+    fix_hosts: bool = True
+
+
+@dataclass
+class ImageConfig:
+    name: str = "cirros"
+    file: str | None = None
+    url: str | None = None
+    disk_format: str = "qcow2"
+    container_format: str = "bare"
+    visibility: str = "public"
+
+
+@dataclass
+class Profile:
+    name: str
+    host: HostConfig = field(default_factory=HostConfig)
+    openstack: OpenStackConfig = field(default_factory=OpenStackConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    path: Path | None = None
+    inline_secrets: dict[str, str] = field(default_factory=dict)
+    version: int = PROFILE_VERSION
+
+    # -- derived -------------------------------------------------------
+    @property
+    def endpoint_host(self) -> str:
+        return self.openstack.endpoint_host or self.host.address
+
+    @property
+    def secrets_file(self) -> Path:
+        base = self.path if self.path is not None else paths.profiles_dir() / f"{self.name}.toml"
+        return base.with_name(base.stem + ".secrets.toml")
+
+    def needed_secrets(self) -> list[str]:
+        svc = set(self.openstack.services)
+        need = []
+        if "keystone" in svc:
+            need += ["admin_password", "keystone_db_password"]
+            if self.openstack.demo:
+                need.append("demo_password")
+        if "glance" in svc:
+            need += ["glance_db_password", "glance_password"]
+        if "rabbitmq" in svc:
+            need.append("rabbit_password")
+        return need
+
+    # -- serialisation -------------------------------------------------
+    def to_dict(self, *, with_secrets: bool = False) -> dict:
+        data: dict = {
+            "version": self.version,
+            "host": {
+                "address": self.host.address,
+                "port": self.host.port,
+                "user": self.host.user,
+                "key_file": self.host.key_file,
+            },
+            "openstack": {
+                "region": self.openstack.region,
+                "endpoint_host": self.openstack.endpoint_host,
+                "services": list(self.openstack.services),
+                "demo": self.openstack.demo,
+                "platform": self.openstack.platform,
+                "fix_hosts": self.openstack.fix_hosts,
+            },
+            "image": {
+                "name": self.image.name,
+                "file": self.image.file,
+                "url": self.image.url,
+                "disk_format": self.image.disk_format,
+                "container_format": self.image.container_format,
+                "visibility": self.image.visibility,
+            },
+        }
+        if with_secrets and self.inline_secrets:
+            data["secrets"] = dict(self.inline_secrets)
+        return data
+
+    def dumps(self) -> str:
+        return f"# stack-tui profile '{self.name}'\n" + dumps(self.to_dict(with_secrets=True))
+
+    def validate(self) -> None:
+        errors = validation_errors(self)
+        if errors:
+            key, reason = errors[0]
+            raise ProfileError(reason, file=self.path, key=key)
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+def valid_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(HOSTNAME_RE.match(value)) and not value.replace(".", "").isdigit()
+
+
+def validation_errors(p: Profile) -> list[tuple[str, str]]:
+    """Every problem as (key, reason); empty when the profile is usable."""
+    errs: list[tuple[str, str]] = []
+    h, o, i = p.host, p.openstack, p.image
+    if not h.address:
+        errs.append(("host.address", "no host address given"))
+    elif not valid_host(h.address):
+        errs.append(("host.address", f"'{h.address}' is not a hostname or IP address"))
+    if not 1 <= h.port <= 65535:
+        errs.append(("host.port", f"port {h.port} is outside 1-65535"))
+    if not h.user or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", h.user):
+        errs.append(("host.user", f"'{h.user}' is not a valid user name"))
+    if h.key_file:
+        kf = Path(h.key_file).expanduser()
+        if not kf.is_file():
+            errs.append(("host.key_file", f"key file {kf} does not exist"))
+        elif not os.access(kf, os.R_OK):
+            errs.append(("host.key_file", f"key file {kf} is not readable"))
+    if not REGION_RE.match(o.region or ""):
+        errs.append(("openstack.region", f"'{o.region}' is not a valid region name"))
+    if o.endpoint_host and not valid_host(o.endpoint_host):
+        errs.append(("openstack.endpoint_host", f"'{o.endpoint_host}' is not a hostname or IP address"))
+    unknown = [s for s in o.services if s not in SERVICES]
+    if unknown:
+        errs.append(("openstack.services", f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"))
+    for svc in o.services:
+        for dep in DEPENDS.get(svc, ()):
+            if dep not in o.services:
+                errs.append(("openstack.services", f"{svc} needs {dep}"))
+    if o.platform not in PLATFORMS:
+        errs.append(("openstack.platform", f"'{o.platform}' is not one of {', '.join(PLATFORMS)}"))
+    if "glance" in o.services:
+        if not i.name or len(i.name) > 255:
+            errs.append(("image.name", "image name must be 1-255 characters"))
+        if i.file and i.url:
+            errs.append(("image", "give either image.file or image.url, not both"))
+        if i.file and not Path(i.file).expanduser().is_file():
+            errs.append(("image.file", f"image file {i.file} does not exist"))
+        if i.url and not re.match(r"^(https?|file)://", i.url):
+            errs.append(("image.url", f"'{i.url}' is not an http(s) URL"))
+        if i.disk_format not in DISK_FORMATS:
+            errs.append(("image.disk_format", f"'{i.disk_format}' is not one of {', '.join(DISK_FORMATS)}"))
+        if i.visibility not in ("public", "private", "shared", "community"):
+            errs.append(("image.visibility", f"'{i.visibility}' is not public/private/shared/community"))
+    for name, value in p.inline_secrets.items():
+        why = validate(name, value)
+        if why:
+            errs.append((f"secrets.{name}", why))
+    return errs
+
+
+_SCHEMA = {
+    "host": (HostConfig, {"address": str, "port": int, "user": str, "key_file": (str, type(None))}),
+    "openstack": (
+        OpenStackConfig,
+        {"region": str, "endpoint_host": (str, type(None)), "services": list, "demo": bool,
+         "platform": str, "fix_hosts": bool},
+    ),
+    "image": (
+        ImageConfig,
+        {"name": str, "file": (str, type(None)), "url": (str, type(None)), "disk_format": str,
+         "container_format": str, "visibility": str},
+    ),
+}
+
+_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
+
+
+def _typename(t) -> str:
+    if isinstance(t, tuple):
+        t = t[0]
+    return _TYPE_NAMES.get(t, t.__name__)
+
+
+def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
+    version = data.get("version")
+    if version is None:
+        raise ProfileError("missing 'version' (this stack-tui writes version = 1)", file=path, key="version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProfileError("must be a whole number", file=path, key="version")
+    if version > PROFILE_VERSION:
+        raise ProfileError(
+            f"profile version {version} is newer than this stack-tui understands ({PROFILE_VERSION}); upgrade stack-tui",
+            file=path, key="version")
+    for key in data:
+        if key not in ("version", "host", "openstack", "image", "secrets"):
+            raise ProfileError(f"unknown key '{key}' (known: version, host, openstack, image, secrets)", file=path, key=key)
+    if "host" not in data:
+        raise ProfileError("missing [host] table with at least address = \"...\"", file=path, key="host")
+    built = {}
+    for table, (cls, fields) in _SCHEMA.items():
+        raw = data.get(table, {})
+        if not isinstance(raw, dict):
+            raise ProfileError("must be a table", file=path, key=table)
+        kwargs = {}
+        for key, value in raw.items():
+            if key not in fields:
+                raise ProfileError(f"unknown key '{key}' (known: {', '.join(fields)})", file=path, key=f"{table}.{key}")
+            want = fields[key]
+            ok = isinstance(value, want) and not (isinstance(value, bool) and want is int)
+            if not ok:
+                raise ProfileError(f"must be {_typename(want)}, not {type(value).__name__}", file=path, key=f"{table}.{key}")
+            if want is list and not all(isinstance(v, str) for v in value):
+                raise ProfileError("must be a list of strings", file=path, key=f"{table}.{key}")
+            kwargs[key] = value
+        built[table] = cls(**kwargs)
+    secrets_raw = data.get("secrets", {})
+    if not isinstance(secrets_raw, dict):
+        raise ProfileError("must be a table", file=path, key="secrets")
+    for key, value in secrets_raw.items():
+        if key not in SECRET_NAMES:
+            raise ProfileError(f"unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})", file=path, key=f"secrets.{key}")
+        if not isinstance(value, str):
+            raise ProfileError("must be a string", file=path, key=f"secrets.{key}")
+    profile = Profile(name=name, path=path, inline_secrets=dict(secrets_raw), version=PROFILE_VERSION, **built)
+    profile.validate()
+    return profile
+
+
+# ---------------------------------------------------------------------------
+# files
+
+def profile_path(name_or_path: str | os.PathLike) -> Path:
+    text = str(name_or_path)
+    if os.sep in text or text.endswith(".toml") or Path(text).exists():
+        return Path(text).expanduser()
+    if not NAME_RE.match(text):
+        raise ProfileError(f"'{text}' is not a valid profile name (letters, digits, . _ -)")
+    return paths.profiles_dir() / f"{text}.toml"
+
+
+def load(name_or_path: str | os.PathLike) -> Profile:
+    path = profile_path(name_or_path)
+    if not path.exists():
+        raise ProfileError("no such profile (see `stack-tui profiles list`)", file=path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"file is {size} bytes; a profile is at most {MAX_PROFILE_BYTES}", file=path)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"cannot read: {exc.strerror}", file=path) from None
+    if b"\0" in raw:
+        raise ProfileError("this is a binary file, not a TOML profile", file=path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError("not UTF-8 text", file=path) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"not valid TOML: {exc}", file=path) from None
+    name = path.stem
+    return from_dict(data, name=name, path=path)
+
+
+def save(profile: Profile, *, path: Path | None = None) -> Path:
+    profile.validate()
+    target = path or profile.path or paths.profiles_dir() / f"{profile.name}.toml"
+    atomic_write(target, profile.dumps().encode(), mode=0o600)
+    profile.path = target
+    return target
+
+
+def list_profiles() -> list[str]:
+    return sorted(
+        p.stem for p in paths.profiles_dir().glob("*.toml") if not p.name.endswith(".secrets.toml")
+    )
+
+
+def delete(name: str) -> bool:
+    path = profile_path(name)
+    found = False
+    for p in (path, path.with_name(path.stem + ".secrets.toml")):
+        if p.exists():
+            p.unlink()
+            found = True
+    return found
+
+
+def load_secrets(profile: Profile, env: dict | None = None) -> Secrets:
+    """Collect secrets: environment, then the profile's [secrets], then the file."""
+    env = os.environ if env is None else env
+    file = profile.secrets_file
+    try:
+        stored = read_secrets_file(file)
+    except SecretError as exc:
+        raise ProfileError(str(exc)) from None
+    if stored and file.exists() and (file.stat().st_mode & 0o077):
+        os.chmod(file, 0o600)
+    out = Secrets(file=file)
+    for name in SECRET_NAMES:
+        if env.get(env_name(name)):
+            out.values[name], out.sources[name] = env[env_name(name)], "env"
+        elif name in profile.inline_secrets:
+            out.values[name], out.sources[name] = profile.inline_secrets[name], "profile"
+        elif name in stored:
+            out.values[name], out.sources[name] = stored[name], "file"
+        else:
+            continue
+        why = validate(name, out.values[name])
+        if why:
+            raise ProfileError(why + f" (from {out.sources[name]})", key=f"secrets.{name}")
+    return out

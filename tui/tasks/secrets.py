@@ -1,0 +1,237 @@
+"""Secrets: where they come from, how they are generated, how they are hidden.
+
+Sources, first match wins: the environment (``STACK_TUI_<NAME>``), the
+profile's own ``[secrets]`` table (only when the user put them there), the
+0600 secrets file beside the profile.  Missing secrets the run needs are
+generated and saved to that file.  Every string that leaves the engine for a
+log, a screen, an exception or the state file goes through ``Redactor``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _random
+import shlex
+import string
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECRET_NAMES: tuple[str, ...] = (
+    "admin_password",
+    "demo_password",
+    "keystone_db_password",
+    "glance_db_password",
+    "glance_password",
+    "rabbit_password",
+    "ssh_password",
+    "sudo_password",
+)
+# Secrets stack-tui may invent; the SSH and sudo passwords belong to the user.
+GENERATABLE: tuple[str, ...] = SECRET_NAMES[:6]
+
+DESCRIPTIONS = {
+    "admin_password": "Keystone 'admin' user",
+    "demo_password": "Keystone 'demo' user",
+    "keystone_db_password": "MariaDB user 'keystone'",
+    "glance_db_password": "MariaDB user 'glance'",
+    "glance_password": "Keystone 'glance' service user",
+    "rabbit_password": "RabbitMQ user 'openstack'",
+    "ssh_password": "SSH login password",
+    "sudo_password": "sudo password on the host",
+}
+
+MASK = "********"
+
+
+class SecretError(ValueError):
+    pass
+
+
+def env_name(name: str) -> str:
+    return "STACK_TUI_" + name.upper()
+
+
+def generate(length: int = 24) -> str:
+    """A strong random password of letters and digits (easy to copy)."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        value = "".join(_random.choice(alphabet) for _ in range(length))
+        if any(c.isdigit() for c in value) and any(c.isupper() for c in value):
+            return value
+
+
+def validate(name: str, value: str) -> str | None:
+    """Why a value cannot be used, or None.  Any printable text works;
+    control characters (newline, tab, NUL...) cannot survive config files."""
+    if value == "":
+        return f"{name} is empty"
+    bad = [c for c in value if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
+    if len(value.encode()) > 256:
+        return f"{name} is longer than 256 bytes"
+    return None
+
+
+def strength(value: str) -> str:
+    """A rough hint for the UI: weak / fair / strong."""
+    if not value:
+        return "empty"
+    classes = sum(
+        any(f(c) for c in value)
+        for f in (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+    )
+    if len(value) >= 16 and classes >= 2 or len(value) >= 12 and classes >= 3:
+        return "strong"
+    if len(value) >= 10 and classes >= 2:
+        return "fair"
+    return "weak"
+
+
+class Redactor:
+    """Replaces every known secret (and its quoted/encoded forms) by a mask."""
+
+    def __init__(self, values=()):
+        self._values: set[str] = set()
+        for value in values:
+            self.add(value)
+
+    def add(self, value: str | None) -> None:
+        if not value or len(value) < 3:
+            return
+        forms = {
+            value,
+            shlex.quote(value),
+            urllib.parse.quote(value, safe=""),
+            urllib.parse.quote_plus(value, safe=""),
+            urllib.parse.quote(value),
+            json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1],
+            repr(value)[1:-1],
+        }
+        self._values.update(f for f in forms if len(f) >= 3)
+        self._ordered = sorted(self._values, key=len, reverse=True)
+
+    def __call__(self, text):
+        return self.redact(text)
+
+    def redact(self, text):
+        if text is None or not self._values:
+            return text
+        if isinstance(text, bytes):
+            return self.redact(text.decode("utf-8", "replace"))
+        if not isinstance(text, str):
+            text = str(text)
+        for value in self._ordered:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def __contains__(self, value: str) -> bool:
+        return value in self._values
+
+
+@dataclass
+class Secrets:
+    """The run's secrets and where each came from."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def __getitem__(self, name: str) -> str:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise SecretError(f"secret {name} is not set") from None
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.values.values())
+
+    def ensure(self, names, *, save: bool = True) -> list[str]:
+        """Generate the missing generatable secrets among ``names``; save them."""
+        made = []
+        for name in names:
+            if name in self.values or name not in GENERATABLE:
+                continue
+            self.values[name] = generate()
+            self.sources[name] = "generated"
+            made.append(name)
+        if made and save and self.file is not None:
+            self.save()
+        return made
+
+    def save(self) -> None:
+        """Write the file-backed and generated secrets to the 0600 file."""
+        if self.file is None:
+            return
+        keep = {
+            k: v
+            for k, v in self.values.items()
+            if self.sources.get(k) in ("file", "generated", "user")
+        }
+        write_secrets_file(self.file, keep)
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    import tomllib
+
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{path}: not a valid secrets file ({exc})") from None
+    out = {}
+    for key, value in data.items():
+        if key == "version":
+            continue
+        if key not in SECRET_NAMES:
+            raise SecretError(f"{path}: unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})")
+        if not isinstance(value, str):
+            raise SecretError(f"{path}: secret '{key}' must be a string")
+        out[key] = value
+    return out
+
+
+def write_secrets_file(path: Path, values: dict[str, str]) -> None:
+    from .toml import dumps
+
+    text = "# stack-tui secrets: keep this file private (mode 0600)\n" + dumps(
+        {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}}
+    )
+    atomic_write(path, text.encode(), mode=0o600)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via temp file + fsync + rename so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
