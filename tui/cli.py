@@ -1,0 +1,338 @@
+"""Command line: `stack-tui` opens the TUI; sub-commands run headless.
+
+Imports are deferred so `stack-tui --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="stack-tui",
+        description="Keyboard-driven installer for the OpenStack control plane "
+                    "(MariaDB, RabbitMQ, Memcached, Keystone, Glance) over SSH.",
+        epilog="Run without a command to open the installer's screens.",
+    )
+    p.add_argument("--version", action="version", version=f"stack-tui {__version__}")
+    p.add_argument("--profile", metavar="NAME_OR_PATH", help="open the TUI with this profile")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("plan", help="print the phases and steps (no changes to any host)")
+    sp.add_argument("profile", metavar="PROFILE")
+
+    sp = sub.add_parser("apply", help="install headless; resumes where a previous run stopped")
+    sp.add_argument("profile", metavar="PROFILE")
+    sp.add_argument("--yes", action="store_true", help="never ask; abort on the first failure")
+    sp.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust the host's SSH key if it is not known yet (never a changed one)")
+    sp.add_argument("--from", dest="from_step", metavar="STEP_ID", help="start at this step")
+    sp.add_argument("--only", metavar="PHASE", help="run only this phase")
+    sp.add_argument("--reset-state", action="store_true",
+                    help="forget the saved run state (steps still check the host first)")
+    sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+
+    sp = sub.add_parser("profiles", help="list, show or delete saved profiles")
+    psub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    psub.add_parser("list", help="list saved profiles")
+    x = psub.add_parser("show", help="print a profile (secrets masked)")
+    x.add_argument("name")
+    x = psub.add_parser("delete", help="delete a profile (its secrets file too)")
+    x.add_argument("name")
+
+    sp = sub.add_parser("sandbox", help="a throwaway local Debian 12 test host (needs root)")
+    ssub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    x = ssub.add_parser("up", help="boot it (idempotent) and write the profile 'sandbox'")
+    x.add_argument("--name", default="sandbox")
+    x = ssub.add_parser("down", help="remove everything it made")
+    x.add_argument("--name", default="sandbox")
+    x = ssub.add_parser("status", help="show what exists")
+    x.add_argument("--name", default="sandbox")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command is None:
+            return _tui(args.profile)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "apply":
+            return cmd_apply(args)
+        if args.command == "profiles":
+            return cmd_profiles(args)
+        if args.command == "sandbox":
+            return cmd_sandbox(args)
+    except KeyboardInterrupt:
+        print("\nInterrupted. The run state is saved; `stack-tui apply` resumes.", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _load(name: str):
+    from .tasks.profile import ProfileError, load
+
+    try:
+        return load(name)
+    except ProfileError as exc:
+        _err(f"stack-tui: cannot use profile: {exc}")
+        return None
+
+
+def _tui(profile: str | None) -> int:
+    from .app import run_app
+
+    return run_app(profile)
+
+
+# -- plan ----------------------------------------------------------------------
+def cmd_plan(args) -> int:
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    from .tasks.deploy import build_plan
+    from .tasks.platforms import PLATFORMS
+
+    plan = build_plan(prof)
+    plat = PLATFORMS[plan.platform]
+    forced = prof.openstack.platform != "auto"
+    print(f"Profile {prof.name}: {prof.host.user}@{prof.host.address}:{prof.host.port}, "
+          f"region {prof.openstack.region}, endpoints on {prof.endpoint_host}")
+    print(f"Platform: {plat.name}, OpenStack {plat.openstack}"
+          + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
+          + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))
+    print(f"Services: {', '.join(prof.openstack.services)}; demo project: "
+          f"{'yes' if prof.openstack.demo else 'no'}")
+    n = 0
+    for phase in plan.phases:
+        print(f"\n{phase.title} [{phase.id}]")
+        for step in phase.steps:
+            n += 1
+            print(f"  {n:2d}. {step.id:28s} {step.title}")
+            if step.detail:
+                print(f"      does:  {step.detail}")
+            if step.files:
+                print(f"      files: {', '.join(step.files)}")
+    return EXIT_OK
+
+
+# -- apply -----------------------------------------------------------------------
+class HeadlessView:
+    """Prints one line per step; failures in full; asks on a TTY unless --yes."""
+
+    def __init__(self, yes: bool, quiet: bool, out=sys.stdout):
+        self.yes, self.quiet, self.out = yes, quiet, out
+        self.titles: dict[str, str] = {}
+
+    def __call__(self, ev) -> None:
+        from .tasks import engine as e
+
+        if isinstance(ev, e.StepStarted):
+            self.titles[ev.step_id] = ev.title
+            self.index = f"[{ev.index:2d}/{ev.total}]"
+        elif isinstance(ev, e.StepFinished):
+            if self.quiet and ev.status != e.Status.FAILED:
+                return
+            mark = {"done": "done", "already done": "already done", "skipped": "SKIPPED",
+                    "failed": "FAILED"}[ev.status.value]
+            print(f"{self.index} {ev.step_id:28s} {mark:13s} {ev.duration:6.1f}s", file=self.out,
+                  flush=True)
+            if ev.error is not None and ev.status == e.Status.FAILED:
+                print(_indent(ev.error.text()), file=self.out)
+                if ev.error.tail:
+                    print("    last output:", file=self.out)
+                    for line in ev.error.tail[-15:]:
+                        print(f"    | {line}", file=self.out)
+        elif isinstance(ev, e.Notice) and not self.quiet:
+            print(f"        note: {ev.text}", file=self.out, flush=True)
+
+    def decide(self, step, error):
+        from .tasks.engine import Decision
+
+        if self.yes or not sys.stdin.isatty():
+            return Decision.ABORT
+        while True:
+            try:
+                ans = input(f"{step.id} failed: [r]etry, [s]kip, [a]bort? ").strip().lower()
+            except EOFError:
+                return Decision.ABORT
+            if ans in ("r", "retry"):
+                return Decision.RETRY
+            if ans in ("s", "skip"):
+                return Decision.SKIP
+            if ans in ("a", "abort", ""):
+                return Decision.ABORT
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def cmd_apply(args) -> int:
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    from .tasks import runner
+    from .tasks.engine import StateError
+    from .tasks.profile import ProfileError
+    from .tasks.transport import TransportError, UnknownHostKey
+
+    try:
+        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key,
+                                      reset_state=args.reset_state)
+    except (ProfileError, StateError) as exc:
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    view = HeadlessView(args.yes, args.quiet)
+    if session.generated:
+        print(f"Generated secrets {', '.join(session.generated)} -> {prof.secrets_file} (0600)")
+    try:
+        if not args.accept_new_host_key and not args.yes and sys.stdin.isatty():
+            session.transport.confirm_host_key = _ask_host_key
+        try:
+            plan = runner.connect_and_plan(session)
+        except UnknownHostKey as exc:
+            _err(f"stack-tui: {exc.what}\n  {exc.why}\n  Refused. If this is the right server, "
+                 f"re-run with --accept-new-host-key.")
+            return EXIT_CONNECT
+        except TransportError as exc:
+            _err(f"stack-tui: {exc.message()}")
+            return EXIT_CONNECT
+        try:
+            eng = runner.make_engine(session, listeners=[view], decide=view.decide,
+                                     from_step=args.from_step, only_phase=args.only)
+        except ValueError as exc:
+            _err(f"stack-tui: {exc}; see `stack-tui plan {args.profile}` for the ids")
+            return EXIT_USAGE
+        resumed = session.state.unfinished()
+        print(f"Installing on {prof.host.user}@{prof.host.address} ({plan.platform}); "
+              f"log: {session.log_path}" + (" - resuming the previous run" if resumed else ""),
+              flush=True)
+        result = eng.run()
+        c = result.counts
+        summary = (f"{c['done']} done, {c['already done']} already done, {c['skipped']} skipped, "
+                   f"{c['failed']} failed in {result.duration:.1f}s")
+        if result.ok:
+            print(f"OK: {summary}")
+            files = session.state.facts.get("local_files")
+            if files:
+                print(f"admin-openrc.sh, demo-openrc.sh and clouds.yaml saved in {files}")
+            return EXIT_OK
+        print(f"NOT COMPLETE: {summary}. Full log: {session.log_path}\n"
+              f"Fix the cause and run `stack-tui apply {args.profile}` again: it resumes.")
+        return EXIT_FAILED
+    finally:
+        session.close()
+
+
+def _ask_host_key(host: str, key_type: str, fp: str) -> bool:
+    print(f"The SSH host key of {host} is not known yet.\n  {key_type} {fp}")
+    try:
+        return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+# -- profiles ----------------------------------------------------------------------
+def cmd_profiles(args) -> int:
+    from .tasks import profile as pr
+    from .tasks.secrets import MASK
+
+    if args.action == "list":
+        names = pr.list_profiles()
+        if not names:
+            print(f"No profiles yet in {pr.paths.profiles_dir()}")
+        for n in names:
+            try:
+                p = pr.load(n)
+                print(f"{n:20s} {p.host.user}@{p.host.address}:{p.host.port}  "
+                      f"{','.join(p.openstack.services)}")
+            except pr.ProfileError as exc:
+                print(f"{n:20s} BROKEN: {exc}")
+        return EXIT_OK
+    if args.action == "show":
+        p = _load(args.name)
+        if p is None:
+            return EXIT_USAGE
+        text = p.dumps()
+        for v in p.inline_secrets.values():
+            text = text.replace(v, MASK)
+        print(f"# {p.path}")
+        print(text, end="")
+        return EXIT_OK
+    if args.action == "delete":
+        if pr.delete(args.name):
+            print(f"Deleted profile {args.name}")
+            return EXIT_OK
+        _err(f"stack-tui: no profile named {args.name}")
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+# -- sandbox -------------------------------------------------------------------------
+def cmd_sandbox(args) -> int:
+    from .tasks import sandbox
+
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    try:
+        if args.action == "up":
+            info = sandbox.up(args.name, log=log)
+            path = write_sandbox_profile(info)
+            print(f"Sandbox {args.name} is up: ssh -i {info.key_file} root@{info.address}\n"
+                  f"Profile written: {path}\n"
+                  f"Install with: stack-tui apply {args.name} --accept-new-host-key "
+                  f"(or open the TUI: stack-tui --profile {args.name})")
+            return EXIT_OK
+        if args.action == "down":
+            if sandbox.down(args.name, log=log):
+                print(f"Sandbox {args.name} removed.")
+            else:
+                print(f"No sandbox named {args.name}.")
+            return EXIT_OK
+        if args.action == "status":
+            st = sandbox.status(args.name)
+            if not st:
+                print(f"No sandbox named {args.name}.")
+                return EXIT_FAILED
+            for k, v in st.items():
+                print(f"{k:14s} {v}")
+            return EXIT_OK
+    except sandbox.SandboxError as exc:
+        _err(f"stack-tui sandbox: {exc}")
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def write_sandbox_profile(info, name: str | None = None):
+    """Create or update the profile pointing at a sandbox (keeps the user's other choices)."""
+    from .tasks import profile as pr
+
+    name = name or info.name
+    try:
+        prof = pr.load(name)
+    except pr.ProfileError:
+        prof = pr.Profile(name=name)
+    prof.host.address = info.address
+    prof.host.port = info.port
+    prof.host.user = info.user
+    prof.host.key_file = info.key_file
+    prof.openstack.endpoint_host = None
+    if not prof.image.url:
+        prof.image.file = info.image_file
+    return pr.save(prof)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

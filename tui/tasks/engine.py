@@ -1,0 +1,500 @@
+"""The step engine: plans of phases and idempotent steps, events, decisions, state.
+
+UI-free: the TUI and the headless CLI are both just listeners (they receive
+events) and decision providers (they answer retry / skip / abort).
+
+Every step looks before it acts: ``check`` says whether the host already is
+as the step wants it, in which case the step is reported ``already done``.
+After every step the run state is written atomically, so a killed run resumes
+at the first step that is not done.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable
+
+from . import paths
+from .secrets import Redactor, atomic_write
+
+STATE_VERSION = 1
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    ALREADY_DONE = "already done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    @property
+    def finished_ok(self) -> bool:
+        return self in (Status.DONE, Status.ALREADY_DONE)
+
+
+class Decision(str, Enum):
+    RETRY = "retry"
+    SKIP = "skip"
+    ABORT = "abort"
+
+
+class StepError(Exception):
+    """A step failure explained for people."""
+
+    def __init__(self, what: str, why: str = "", hint: str = "", tail: list[str] | None = None,
+                 transient: bool = False):
+        self.what, self.why, self.hint = what, why, hint
+        self.tail = list(tail or [])
+        self.transient = transient
+        super().__init__(what)
+
+
+@dataclass
+class ErrorInfo:
+    what: str
+    why: str = ""
+    hint: str = ""
+    tail: list[str] = field(default_factory=list)
+    kind: str = "error"
+
+    def text(self) -> str:
+        out = [self.what]
+        if self.why:
+            out.append(f"Why: {self.why}")
+        if self.hint:
+            out.append(f"Try: {self.hint}")
+        return "\n".join(out)
+
+    def to_dict(self) -> dict:
+        return {"what": self.what, "why": self.why, "hint": self.hint, "tail": self.tail,
+                "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ErrorInfo":
+        return cls(d.get("what", ""), d.get("why", ""), d.get("hint", ""), list(d.get("tail", [])),
+                   d.get("kind", "error"))
+
+
+@dataclass
+class Step:
+    id: str
+    title: str
+    run: Callable[["Context"], Any]
+    check: Callable[["Context"], bool] | None = None
+    verify: Callable[["Context"], Any] | None = None
+    detail: str = ""            # what it will do / run, for plan and review (no secrets)
+    files: list[str] = field(default_factory=list)  # files it changes on the host
+    retries: int = 0            # automatic retries for transient errors
+    phase: str = ""
+
+
+@dataclass
+class Phase:
+    id: str
+    title: str
+    steps: list[Step]
+
+
+@dataclass
+class Plan:
+    phases: list[Phase]
+    platform: str = ""
+
+    def steps(self) -> list[Step]:
+        return [s for p in self.phases for s in p.steps]
+
+    def find(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps() if s.id == step_id), None)
+
+    def phase_of(self, step_id: str) -> Phase | None:
+        return next((p for p in self.phases if any(s.id == step_id for s in p.steps)), None)
+
+
+# -- events ----------------------------------------------------------------
+@dataclass
+class RunStarted:
+    total: int
+    resumed: bool
+
+
+@dataclass
+class StepStarted:
+    step_id: str
+    title: str
+    index: int
+    total: int
+    attempt: int = 1
+
+
+@dataclass
+class StepOutput:
+    step_id: str
+    line: str
+
+
+@dataclass
+class StepProgress:
+    step_id: str
+    done: int
+    total: int
+    text: str = ""
+
+
+@dataclass
+class StepFinished:
+    step_id: str
+    status: Status
+    duration: float
+    error: ErrorInfo | None = None
+
+
+@dataclass
+class Notice:
+    text: str
+    step_id: str | None = None
+
+
+@dataclass
+class RunFinished:
+    ok: bool
+    aborted: bool
+    duration: float
+    counts: dict
+
+
+# -- state -----------------------------------------------------------------
+class StateError(Exception):
+    pass
+
+
+def state_path(profile_name: str, host: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{profile_name}@{host}")
+    d = paths.state_dir() / "runs"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d / f"{safe}.json"
+
+
+class RunState:
+    """Per profile and host: each step's status, duration, error and output tail."""
+
+    def __init__(self, path: Path, redact: Redactor | None = None):
+        self.path = Path(path)
+        self.redact = redact or Redactor()
+        self.steps: dict[str, dict] = {}
+        self.facts: dict[str, Any] = {}
+        self.started: float | None = None
+        self.finished: bool = False
+
+    @classmethod
+    def load(cls, path: Path, redact: Redactor | None = None) -> "RunState":
+        st = cls(path, redact)
+        if not path.exists():
+            return st
+        try:
+            raw = path.read_bytes()
+            if len(raw) > 10_000_000:
+                raise ValueError("file is larger than 10 MB")
+            data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("top level is not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"The saved run state {path} is corrupted ({exc}). It was left untouched; "
+                f"move it away (or run with --reset-state) to start the run's bookkeeping afresh "
+                f"(steps still check the host, so nothing is done twice)."
+            ) from None
+        version = data.get("version")
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise StateError(
+                f"The saved run state {path} was written by a newer stack-tui (state version "
+                f"{version!r}, this one understands {STATE_VERSION}). It was left untouched; "
+                f"upgrade stack-tui or move the file away."
+            )
+        st.steps = {k: v for k, v in data.get("steps", {}).items() if isinstance(v, dict)}
+        st.facts = dict(data.get("facts", {}))
+        st.started = data.get("started")
+        st.finished = bool(data.get("finished", False))
+        return st
+
+    def status(self, step_id: str) -> Status:
+        try:
+            return Status(self.steps.get(step_id, {}).get("status", "pending"))
+        except ValueError:
+            return Status.PENDING
+
+    def unfinished(self) -> bool:
+        return bool(self.steps) and not self.finished
+
+    def first_not_done(self, plan: Plan) -> str | None:
+        for s in plan.steps():
+            if not self.status(s.id).finished_ok and self.status(s.id) != Status.SKIPPED:
+                return s.id
+        return None
+
+    def set(self, step_id: str, status: Status, duration: float | None = None,
+            error: ErrorInfo | None = None) -> None:
+        entry = {"status": status.value, "updated": time.time()}
+        if duration is not None:
+            entry["duration"] = round(duration, 3)
+        if error is not None:
+            entry["error"] = error.to_dict()
+        self.steps[step_id] = entry
+        self.save()
+
+    def save(self) -> None:
+        data = {
+            "version": STATE_VERSION,
+            "started": self.started,
+            "finished": self.finished,
+            "facts": self.facts,
+            "steps": self.steps,
+        }
+        text = self.redact(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+        atomic_write(self.path, text.encode("utf-8"), mode=0o600)
+
+
+# -- context -----------------------------------------------------------------
+class Context:
+    """What a step gets: the transport, the profile, secrets, output helpers."""
+
+    def __init__(self, transport, profile, secrets, redact: Redactor, state: RunState,
+                 engine: "Engine | None" = None):
+        self.transport = transport
+        self.profile = profile
+        self.secrets = secrets
+        self.redact = redact
+        self.state = state
+        self.facts = state.facts
+        self.engine = engine
+        self.cancel = threading.Event()
+        self.step_id: str | None = None
+        self.cache: dict[str, Any] = {}   # per-run objects (db connections, sessions)
+
+    def output(self, line: str) -> None:
+        if self.engine is not None:
+            self.engine.emit(StepOutput(self.step_id or "", self.redact(line)))
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        if self.engine is not None:
+            self.engine.emit(StepProgress(self.step_id or "", done, total, self.redact(text)))
+
+    def sh(self, command: str, *, secrets: dict[str, str] | None = None, stdin=None,
+           timeout: float | None = 900, check: bool = True, quiet: bool = False):
+        return self.transport.run(
+            command, secrets=secrets, stdin=stdin, timeout=timeout, check=check,
+            on_line=None if quiet else self.output, cancel=self.cancel,
+        )
+
+
+def _explain(exc: BaseException, redact: Redactor) -> ErrorInfo:
+    from .transport import TransportError
+    from . import explain
+
+    if isinstance(exc, StepError):
+        info = ErrorInfo(exc.what, exc.why, exc.hint, exc.tail)
+    elif isinstance(exc, TransportError):
+        info = ErrorInfo(exc.what, exc.why, exc.hint, exc.tail, kind=type(exc).__name__)
+    else:
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else "?"
+        info = ErrorInfo(
+            f"Unexpected error: {type(exc).__name__}: {exc}",
+            f"raised at {where}; this is probably a bug in stack-tui",
+            "retry once; if it persists, run `stack-tui bundle` and report it",
+        )
+    info = explain.improve(info)
+    info.what = redact(info.what)
+    info.why = redact(info.why)
+    info.hint = redact(info.hint)
+    info.tail = [redact(t) for t in info.tail][-30:]
+    return info
+
+
+class Engine:
+    def __init__(
+        self,
+        plan: Plan,
+        ctx: Context,
+        *,
+        listeners: list[Callable[[Any], None]] | None = None,
+        decide: Callable[[Step, ErrorInfo], Decision] | None = None,
+        from_step: str | None = None,
+        only_phase: str | None = None,
+        reconnect_deadline: float = 60.0,
+    ):
+        self.plan = plan
+        self.ctx = ctx
+        ctx.engine = self
+        self.state = ctx.state
+        self.listeners = list(listeners or [])
+        self.decide = decide or (lambda step, err: Decision.ABORT)
+        self.from_step = from_step
+        self.only_phase = only_phase
+        self.reconnect_deadline = reconnect_deadline
+        self._lock = threading.Lock()
+        if from_step and plan.find(from_step) is None:
+            raise ValueError(f"unknown step id {from_step!r}")
+        if only_phase and not any(p.id == only_phase for p in plan.phases):
+            raise ValueError(f"unknown phase {only_phase!r}")
+
+    def emit(self, event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                pass
+
+    def selected(self) -> list[Step]:
+        steps = []
+        started = self.from_step is None
+        for phase in self.plan.phases:
+            for step in phase.steps:
+                if step.id == self.from_step:
+                    started = True
+                if not started:
+                    continue
+                if self.only_phase and phase.id != self.only_phase:
+                    continue
+                steps.append(step)
+        return steps
+
+    def run(self) -> RunFinished:
+        steps = self.selected()
+        t0 = time.monotonic()
+        resumed = self.state.unfinished()
+        if self.state.started is None or self.state.finished:
+            self.state.started = time.time()
+        self.state.finished = False
+        self.state.save()
+        self.emit(RunStarted(len(steps), resumed))
+        counts = {s.value: 0 for s in Status}
+        aborted = False
+        for i, step in enumerate(steps, 1):
+            status = self._run_step(step, i, len(steps))
+            counts[status.value] += 1
+            if status == Status.FAILED:
+                aborted = True
+                break
+        ok = not aborted and counts[Status.FAILED.value] == 0 and counts[Status.SKIPPED.value] == 0
+        if not aborted and len(steps) == len(self.plan.steps()):
+            self.state.finished = ok
+        self.state.save()
+        result = RunFinished(ok, aborted, time.monotonic() - t0, counts)
+        self.emit(result)
+        return result
+
+    def _run_step(self, step: Step, index: int, total: int) -> Status:
+        ctx = self.ctx
+        attempt = 0
+        auto_retries = 0
+        reconnects = 0
+        while True:
+            attempt += 1
+            ctx.step_id = step.id
+            ctx.cancel.clear()
+            self.emit(StepStarted(step.id, step.title, index, total, attempt))
+            self.state.set(step.id, Status.RUNNING)
+            t0 = time.monotonic()
+            try:
+                if step.check is not None and step.check(ctx):
+                    status = Status.ALREADY_DONE
+                else:
+                    step.run(ctx)
+                    if step.verify is not None:
+                        step.verify(ctx)
+                    status = Status.DONE
+                dur = time.monotonic() - t0
+                self.state.set(step.id, status, dur)
+                self.emit(StepFinished(step.id, status, dur))
+                return status
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a decision
+                from .transport import ConnectionLost, CommandCancelled, TransportError
+
+                dur = time.monotonic() - t0
+                if isinstance(exc, ConnectionLost) and reconnects < 3:
+                    reconnects += 1
+                    self.emit(Notice(f"SSH connection lost ({exc.why or exc.what}); reconnecting "
+                                     f"and retrying {step.id}", step.id))
+                    try:
+                        ctx.transport.reconnect(self.reconnect_deadline)
+                        continue
+                    except TransportError as exc2:
+                        exc = exc2
+                info = _explain(exc, ctx.redact)
+                if isinstance(exc, CommandCancelled):
+                    info.kind = "cancelled"
+                transient = getattr(exc, "transient", False) or info.kind == "transient"
+                if transient and auto_retries < step.retries:
+                    auto_retries += 1
+                    delay = min(2 ** auto_retries, 20)
+                    self.emit(Notice(f"{info.what} - retrying in {delay} s "
+                                     f"({auto_retries}/{step.retries})", step.id))
+                    if ctx.cancel.wait(delay):
+                        pass
+                    continue
+                self.state.set(step.id, Status.FAILED, dur, info)
+                self.emit(StepFinished(step.id, Status.FAILED, dur, info))
+                decision = self.decide(step, info)
+                if decision == Decision.RETRY:
+                    auto_retries = 0
+                    continue
+                if decision == Decision.SKIP:
+                    self.state.set(step.id, Status.SKIPPED, dur, info)
+                    self.emit(StepFinished(step.id, Status.SKIPPED, dur, info))
+                    return Status.SKIPPED
+                return Status.FAILED
+
+
+class Transcript:
+    """Listener writing the run's full transcript (redacted) to a log file."""
+
+    def __init__(self, path: Path, redact: Redactor):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.redact = redact
+        import os
+
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for line in self.redact(text).splitlines() or [""]:
+            self.fh.write(f"{stamp} {line}\n")
+
+    def __call__(self, ev) -> None:
+        if isinstance(ev, StepStarted):
+            self.write(f"=== [{ev.index}/{ev.total}] {ev.step_id}: {ev.title}"
+                       + (f" (attempt {ev.attempt})" if ev.attempt > 1 else ""))
+        elif isinstance(ev, StepOutput):
+            self.write(f"    {ev.line}")
+        elif isinstance(ev, StepProgress):
+            self.write(f"    progress {ev.done}/{ev.total} {ev.text}")
+        elif isinstance(ev, StepFinished):
+            self.write(f"--- {ev.step_id}: {ev.status.value} in {ev.duration:.1f} s")
+            if ev.error is not None:
+                self.write(ev.error.text())
+                for t in ev.error.tail:
+                    self.write(f"    | {t}")
+        elif isinstance(ev, Notice):
+            self.write(f"!!! {ev.text}")
+        elif isinstance(ev, RunStarted):
+            self.write(f"##### run started: {ev.total} steps" + (" (resuming)" if ev.resumed else ""))
+        elif isinstance(ev, RunFinished):
+            self.write(f"##### run finished: ok={ev.ok} aborted={ev.aborted} "
+                       f"in {ev.duration:.1f} s {ev.counts}")
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def new_log_path(profile_name: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile_name)
+    return paths.log_dir() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -1,0 +1,101 @@
+"""Glue shared by the headless CLI and the TUI: one run of the engine for a profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import deploy
+from .engine import Context, Decision, Engine, Plan, RunState, Transcript, new_log_path, state_path
+from .platforms import PLATFORMS, detect
+from .profile import Profile, load_secrets
+from .secrets import Redactor, Secrets
+from .transport import Transport
+
+
+@dataclass
+class Session:
+    profile: Profile
+    secrets: Secrets
+    redact: Redactor
+    transport: Transport
+    state: RunState
+    log_path: Path
+    plan: Plan | None = None
+    transcript: Transcript | None = None
+    generated: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.transcript is not None:
+            self.transcript.close()
+        self.transport.close()
+
+
+def prepare_secrets(profile: Profile) -> tuple[Secrets, list[str]]:
+    secrets = load_secrets(profile)
+    made = secrets.ensure(profile.needed_secrets())
+    return secrets, made
+
+
+def open_session(
+    profile: Profile,
+    *,
+    accept_new_host_key: bool = False,
+    confirm_host_key: Callable[[str, str, str], bool] | None = None,
+    secrets: Secrets | None = None,
+    reset_state: bool = False,
+) -> Session:
+    """Secrets (generated and saved when missing), redactor, transport (not yet connected)."""
+    made: list[str] = []
+    if secrets is None:
+        secrets, made = prepare_secrets(profile)
+    redact = secrets.redactor()
+    transport = Transport(
+        profile.host.address, profile.host.port, profile.host.user,
+        key_file=profile.host.key_file, password=secrets.get("ssh_password"),
+        sudo_password=secrets.get("sudo_password"), redactor=redact,
+        accept_new_host_key=accept_new_host_key, confirm_host_key=confirm_host_key,
+    )
+    spath = state_path(profile.name, profile.host.address)
+    if reset_state and spath.exists():
+        spath.unlink()
+    state = RunState.load(spath, redact)
+    return Session(profile, secrets, redact, transport, state, new_log_path(profile.name),
+                   generated=made)
+
+
+def connect_and_plan(session: Session) -> Plan:
+    """Connect (host key checks happen here), detect the platform, build the plan."""
+    session.transport.connect()
+    forced = session.profile.openstack.platform
+    if forced != "auto":
+        pid = forced
+    else:
+        text = session.transport.read_file("/etc/os-release") or ""
+        plat = detect(text)
+        pid = plat.id if plat else "debian-12"  # prepare.detect explains the refusal
+    session.plan = deploy.build_plan(session.profile, pid)
+    return session.plan
+
+
+def make_engine(
+    session: Session,
+    *,
+    listeners: list[Callable[[Any], None]] | None = None,
+    decide: Callable | None = None,
+    from_step: str | None = None,
+    only_phase: str | None = None,
+) -> Engine:
+    assert session.plan is not None, "connect_and_plan first"
+    if session.transcript is None:
+        session.transcript = Transcript(session.log_path, session.redact)
+    ctx = Context(session.transport, session.profile, session.secrets, session.redact,
+                  session.state)
+    return Engine(session.plan, ctx, listeners=[session.transcript, *(listeners or [])],
+                  decide=decide or (lambda step, err: Decision.ABORT),
+                  from_step=from_step, only_phase=only_phase)
+
+
+def platform_name(pid: str) -> str:
+    return PLATFORMS[pid].name if pid in PLATFORMS else pid

@@ -1,0 +1,672 @@
+"""One SSH connection per run (paramiko), used for every remote step.
+
+* Commands stream stdout/stderr lines, return the exit status, honour a
+  timeout and a cancel event.
+* Non-root users get ``sudo``: ``sudo -n`` when it needs no password, else
+  ``sudo -k -S`` with the password as the first line of stdin.
+* Secrets reach remote commands only through stdin: the wrapper reads them
+  with the shell builtin ``read`` into exported variables, so they are never
+  in any process's argv.
+* Files are written atomically (temp file + rename) with mode and owner.
+* Local port forwards go through the same connection and survive reconnects.
+* Host keys are checked against our known_hosts (and the user's, read-only);
+  unknown keys need the caller's consent, changed keys are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import select
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import hostkeys
+from .secrets import Redactor
+
+
+class TransportError(Exception):
+    """A failure with a plain explanation: what, why, what to try."""
+
+    def __init__(self, what: str, why: str = "", hint: str = "", tail: list[str] | None = None):
+        self.what, self.why, self.hint = what, why, hint
+        self.tail = list(tail or [])
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        parts = [self.what]
+        if self.why:
+            parts.append(f"Why: {self.why}")
+        if self.hint:
+            parts.append(f"Try: {self.hint}")
+        return "\n".join(parts)
+
+
+class ConnectError(TransportError):
+    pass
+
+
+class AuthError(TransportError):
+    pass
+
+
+class SudoError(TransportError):
+    pass
+
+
+class UnknownHostKey(TransportError):
+    def __init__(self, host: str, key_type: str, fingerprint: str):
+        self.host, self.key_type, self.fingerprint = host, key_type, fingerprint
+        super().__init__(
+            f"The SSH host key of {host} is not known yet.",
+            f"{key_type} key fingerprint {fingerprint}",
+            "check the fingerprint on the server (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
+            "and accept it (TUI: Trust; headless: --accept-new-host-key)",
+        )
+
+
+class HostKeyChanged(TransportError):
+    def __init__(self, host: str, key_type: str, fingerprint: str, known: list[str]):
+        self.host, self.key_type, self.fingerprint = host, key_type, fingerprint
+        super().__init__(
+            f"REFUSED: the SSH host key of {host} HAS CHANGED. Nothing was run.",
+            f"the server now presents {key_type} {fingerprint}, but {', '.join(known)} was "
+            "recorded. Either the server was reinstalled, or someone is intercepting the "
+            "connection (man-in-the-middle).",
+            f"if you reinstalled {host}, remove its old key with "
+            f"`ssh-keygen -R {host}` and from stack-tui's known_hosts, then connect again",
+        )
+
+
+class ConnectionLost(TransportError):
+    pass
+
+
+class CommandTimeout(TransportError):
+    pass
+
+
+class CommandCancelled(TransportError):
+    pass
+
+
+class CommandFailed(TransportError):
+    def __init__(self, command: str, status: int, tail: list[str], what: str | None = None):
+        self.command, self.status = command, status
+        super().__init__(
+            what or f"Remote command failed with exit status {status}: {command}",
+            tail=tail,
+        )
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: str = ""
+    stderr: str = ""
+    lines: list[str] = field(default_factory=list)  # redacted, merged, for people
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+def _signal_channel(chan, name: str = "TERM") -> None:
+    """Send an SSH 'signal' request (OpenSSH >= 7.9 delivers it)."""
+    try:
+        from paramiko.common import cMSG_CHANNEL_REQUEST
+        from paramiko.message import Message
+
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string(name)
+        chan.transport._send_user_message(m)
+    except Exception:
+        pass
+
+
+class Transport:
+    def __init__(
+        self,
+        address: str,
+        port: int = 22,
+        user: str = "root",
+        *,
+        key_file: str | None = None,
+        password: str | None = None,
+        sudo_password: str | None = None,
+        redactor: Redactor | None = None,
+        accept_new_host_key: bool = False,
+        confirm_host_key: Callable[[str, str, str], bool] | None = None,
+        connect_timeout: float = 10.0,
+    ):
+        self.address, self.port, self.user = address, int(port), user
+        self.key_file = key_file
+        self.password = password
+        self.sudo_password = sudo_password
+        self.redact = redactor or Redactor()
+        self.redact.add(password)
+        self.redact.add(sudo_password)
+        self.accept_new_host_key = accept_new_host_key
+        self.confirm_host_key = confirm_host_key
+        self.connect_timeout = connect_timeout
+        self._client = None
+        self._lock = threading.RLock()
+        self._sudo_mode: str | None = None  # "root" | "nopasswd" | "password"
+        self._forwards: list[_Forward] = []
+        self.commands_run = 0
+        self.connects = 0
+
+    # -- connection ---------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        c = self._client
+        t = c.get_transport() if c is not None else None
+        return bool(t and t.is_active())
+
+    def connect(self) -> "Transport":
+        import paramiko
+
+        with self._lock:
+            if self.connected:
+                return self
+            self._close_client()
+            client = paramiko.SSHClient()
+            known = hostkeys.lookup(self.address, self.port)
+            entry = hostkeys.host_entry(self.address, self.port)
+            for ktype, key in known.items():
+                client.get_host_keys().add(entry, ktype, key)
+            client.set_missing_host_key_policy(_Policy(self, known))
+            kwargs = dict(
+                hostname=self.address,
+                port=self.port,
+                username=self.user,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                allow_agent=True,
+                look_for_keys=self.key_file is None,
+            )
+            if self.key_file:
+                kwargs["key_filename"] = str(_expand(self.key_file))
+            if self.password:
+                kwargs["password"] = self.password
+            try:
+                client.connect(**kwargs)
+            except (UnknownHostKey, HostKeyChanged):
+                client.close()
+                raise
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                raise HostKeyChanged(
+                    self.address,
+                    exc.key.get_name(),
+                    hostkeys.fingerprint(exc.key),
+                    [hostkeys.fingerprint(exc.expected_key)],
+                ) from None
+            except paramiko.AuthenticationException as exc:
+                client.close()
+                raise AuthError(
+                    f"SSH login to {self.user}@{self.address}:{self.port} was refused.",
+                    self.redact(str(exc)) or "the server rejected the key/password",
+                    "check the user name, the key file (and that its public key is in "
+                    "~/.ssh/authorized_keys on the server) or the SSH password",
+                ) from None
+            except (socket.timeout, TimeoutError):
+                client.close()
+                raise ConnectError(
+                    f"Could not connect to {self.address}:{self.port}.",
+                    f"no answer within {self.connect_timeout:.0f} s",
+                    "check the address, that the server is up and that no firewall drops SSH",
+                ) from None
+            except ConnectionRefusedError:
+                client.close()
+                raise ConnectError(
+                    f"Could not connect to {self.address}:{self.port}.",
+                    "connection refused: nothing listens on that port",
+                    "check the port and that sshd runs on the server (systemctl status ssh)",
+                ) from None
+            except socket.gaierror as exc:
+                client.close()
+                raise ConnectError(
+                    f"Could not resolve the host name {self.address}.",
+                    str(exc),
+                    "check the spelling or use the IP address",
+                ) from None
+            except paramiko.SSHException as exc:
+                client.close()
+                raise ConnectError(
+                    f"SSH handshake with {self.address}:{self.port} failed.",
+                    self.redact(str(exc)),
+                    "check that this port really is an SSH server",
+                ) from None
+            except OSError as exc:
+                client.close()
+                why = exc.strerror or str(exc)
+                if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    why = "the host is unreachable (no route)"
+                raise ConnectError(
+                    f"Could not connect to {self.address}:{self.port}.",
+                    why,
+                    "check the address and the network between here and the server",
+                ) from None
+            t = client.get_transport()
+            t.set_keepalive(10)
+            self._client = client
+            self.connects += 1
+            if self._sudo_mode is None:
+                self._probe_sudo()
+            return self
+
+    def reconnect(self, deadline: float = 60.0) -> None:
+        """Re-establish a lost connection, retrying until ``deadline`` seconds."""
+        end = time.monotonic() + deadline
+        delay = 0.5
+        while True:
+            try:
+                with self._lock:
+                    self._close_client()
+                    self.connect()
+                return
+            except (UnknownHostKey, HostKeyChanged, AuthError):
+                raise
+            except TransportError as exc:
+                if time.monotonic() + delay > end:
+                    raise ConnectionLost(
+                        f"Lost the SSH connection to {self.address} and could not re-establish it "
+                        f"within {deadline:.0f} s.",
+                        exc.why,
+                        "check that the server is up and reachable, then run apply again: "
+                        "it resumes where it stopped",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    def _close_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+        self._client = None
+
+    def close(self) -> None:
+        for fw in self._forwards:
+            fw.close()
+        self._forwards.clear()
+        with self._lock:
+            self._close_client()
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _transport(self):
+        if not self.connected:
+            raise ConnectionLost(
+                f"The SSH connection to {self.address} is down.",
+                "the server closed it or the network dropped",
+            )
+        return self._client.get_transport()
+
+    # -- sudo -----------------------------------------------------------------
+    def _probe_sudo(self) -> None:
+        if self.user == "root":
+            self._sudo_mode = "root"
+            return
+        r = self._exec("id -u", None, timeout=20)
+        if r.stdout.strip() == "0":
+            self._sudo_mode = "root"
+            return
+        r = self._exec("sudo -n true", None, timeout=20)
+        if r.status == 0:
+            self._sudo_mode = "nopasswd"
+            return
+        if not self.sudo_password:
+            raise SudoError(
+                f"{self.user}@{self.address} needs a password for sudo.",
+                "sudo -n asked for a password and no sudo_password was given",
+                "set the sudo password (TUI: Host screen; headless: STACK_TUI_SUDO_PASSWORD "
+                "or the secrets file)",
+            )
+        r = self._exec("sudo -k -S -p '' true", self.sudo_password + "\n", timeout=20)
+        if r.status != 0:
+            raise SudoError(
+                f"sudo as {self.user} on {self.address} failed.",
+                "wrong sudo password, or the user may not use sudo "
+                + (f"({self.redact(r.stderr.strip())})" if r.stderr.strip() else ""),
+                "check the sudo password and that the user is in the sudo group",
+            )
+        self._sudo_mode = "password"
+
+    @property
+    def is_root(self) -> bool:
+        return self._sudo_mode == "root"
+
+    # -- commands -----------------------------------------------------------
+    def wrap(self, command: str, secret_names: list[str], *, sudo: bool = True) -> str:
+        """The command line sent to the server (contains no secret values)."""
+        script = command
+        if secret_names:
+            reads = " && ".join(f"IFS= read -r {n} && export {n}" for n in secret_names)
+            script = f"{reads} && {{ {command}\n}}"
+        line = "sh -c " + shlex.quote(script)
+        if sudo and self._sudo_mode == "nopasswd":
+            line = "sudo -n -- " + line
+        elif sudo and self._sudo_mode == "password":
+            line = "sudo -k -S -p '' -- " + line
+        return line
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: str | bytes | None = None,
+        secrets: dict[str, str] | None = None,
+        sudo: bool = True,
+        timeout: float | None = 600,
+        on_line: Callable[[str], None] | None = None,
+        check: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Result:
+        """Run ``command`` with /bin/sh as root (via sudo when needed).
+
+        ``secrets`` maps environment variable names to values; they are
+        delivered on stdin and exported before ``command`` runs.
+        """
+        self.connect()
+        names = list((secrets or {}).keys())
+        for value in (secrets or {}).values():
+            self.redact.add(value)
+            if "\n" in value or "\r" in value:
+                raise ValueError("secret values cannot contain newlines")
+        head = ""
+        if sudo and self._sudo_mode == "password":
+            head += self.sudo_password + "\n"
+        for name in names:
+            head += secrets[name] + "\n"
+        data = head.encode()
+        if stdin is not None:
+            data += stdin.encode() if isinstance(stdin, str) else stdin
+        elif not data:
+            data = None
+        line = self.wrap(command, names, sudo=sudo)
+        r = self._exec(line, data, timeout=timeout, on_line=on_line, cancel=cancel, shown=command)
+        if check and r.status != 0:
+            raise CommandFailed(self.redact(command), r.status, r.lines[-20:])
+        return r
+
+    def _exec(self, line, data, *, timeout=None, on_line=None, cancel=None, shown=None) -> Result:
+        import paramiko
+
+        shown = self.redact(shown or line)
+        try:
+            chan = self._transport().open_session(timeout=self.connect_timeout)
+            chan.exec_command(line)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(
+                f"The SSH connection to {self.address} dropped before running: {shown}",
+                self.redact(str(exc)) or "connection closed",
+            ) from None
+        self.commands_run += 1
+        if data:
+            def feed():
+                try:
+                    chan.sendall(data if isinstance(data, bytes) else data.encode())
+                except Exception:
+                    pass
+                finally:
+                    try:
+                        chan.shutdown_write()
+                    except Exception:
+                        pass
+            threading.Thread(target=feed, daemon=True).start()
+        else:
+            chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        lines: list[str] = []
+        partial = {1: b"", 2: b""}
+
+        def emit(kind, chunk: bytes, final=False):
+            buf = partial[kind] + chunk
+            parts = buf.split(b"\n")
+            partial[kind] = b"" if final else parts.pop()
+            for raw in parts:
+                if final and not raw:
+                    continue
+                text = self.redact(raw.decode("utf-8", "replace").rstrip("\r"))
+                lines.append(text)
+                if len(lines) > 2000:
+                    del lines[:1000]
+                if on_line is not None:
+                    on_line(text)
+
+        start = time.monotonic()
+        try:
+            while True:
+                got = False
+                while chan.recv_ready():
+                    chunk = chan.recv(65536)
+                    out += chunk
+                    emit(1, chunk)
+                    got = True
+                while chan.recv_stderr_ready():
+                    chunk = chan.recv_stderr(65536)
+                    err += chunk
+                    emit(2, chunk)
+                    got = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed and not got:
+                    if not chan.exit_status_ready():
+                        break
+                if cancel is not None and cancel.is_set():
+                    _signal_channel(chan, "TERM")
+                    chan.close()
+                    raise CommandCancelled(f"Cancelled: {shown}", tail=lines[-20:])
+                if timeout is not None and time.monotonic() - start > timeout:
+                    _signal_channel(chan, "TERM")
+                    chan.close()
+                    raise CommandTimeout(
+                        f"Timed out after {timeout:.0f} s: {shown}",
+                        "the command produced no result in time",
+                        "look at the last output lines; the server may be slow or stuck",
+                        tail=lines[-20:],
+                    )
+                if not got:
+                    if not self.connected:
+                        break
+                    select.select([chan], [], [], 0.2)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(
+                f"The SSH connection to {self.address} dropped while running: {shown}",
+                self.redact(str(exc)) or "connection closed",
+                tail=lines[-20:],
+            ) from None
+        emit(1, b"", final=True)
+        emit(2, b"", final=True)
+        if not chan.exit_status_ready():
+            raise ConnectionLost(
+                f"The SSH connection to {self.address} dropped while running: {shown}",
+                "the channel closed without an exit status",
+                tail=lines[-20:],
+            )
+        status = chan.recv_exit_status()
+        chan.close()
+        return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), lines)
+
+    # -- files --------------------------------------------------------------
+    def write_file(
+        self,
+        path: str,
+        content: str | bytes,
+        *,
+        mode: int = 0o644,
+        owner: str = "root",
+        group: str | None = None,
+    ) -> None:
+        """Atomically replace ``path`` (temp file in the same dir + rename)."""
+        data = content.encode() if isinstance(content, str) else content
+        d = posixpath.dirname(path) or "."
+        tmp = posixpath.join(d, f".{posixpath.basename(path)}.stack-tui.tmp")
+        q = shlex.quote
+        cmd = (
+            f"(umask 022 && mkdir -p {q(d)}) && umask 077 && cat > {q(tmp)} && "
+            f"chown {q(owner + ':' + (group or ''))} {q(tmp)} && "
+            f"chmod {mode:o} {q(tmp)} && mv -f {q(tmp)} {q(path)}"
+        )
+        self.run(cmd, stdin=data, timeout=120)
+
+    def read_file(self, path: str) -> str | None:
+        q = shlex.quote(path)
+        r = self.run(f"if [ -e {q} ]; then cat {q}; else exit 3; fi", check=False, timeout=60)
+        if r.status == 3:
+            return None
+        if r.status != 0:
+            raise CommandFailed(f"read {path}", r.status, r.lines[-10:])
+        return r.stdout
+
+    def upload(self, local: str, remote: str, *, mode: int = 0o644, owner: str = "root",
+               group: str | None = None, progress: Callable[[int, int], None] | None = None) -> None:
+        """SFTP to a temp name, then (with sudo when needed) chown/chmod/rename."""
+        self.connect()
+        sftp = self._client.open_sftp()
+        try:
+            tmp = f"/tmp/.stack-tui-upload-{posixpath.basename(remote)}.{int(time.time()*1000)}"
+            sftp.put(str(local), tmp, callback=progress)
+            sftp.chmod(tmp, 0o600)
+        finally:
+            sftp.close()
+        q = shlex.quote
+        d = posixpath.dirname(remote) or "."
+        final_tmp = posixpath.join(d, f".{posixpath.basename(remote)}.stack-tui.tmp")
+        self.run(
+            f"mkdir -p {q(d)} && mv -f {q(tmp)} {q(final_tmp)} && "
+            f"chown {q(owner + ':' + (group or ''))} {q(final_tmp)} && chmod {mode:o} {q(final_tmp)} "
+            f"&& mv -f {q(final_tmp)} {q(remote)}",
+            timeout=120,
+        )
+
+    def download(self, remote: str, local: str) -> None:
+        from .secrets import atomic_write
+
+        data = self.read_file(remote)
+        if data is None:
+            raise CommandFailed(f"download {remote}", 3, [f"{remote} does not exist"])
+        atomic_write(_expand(local), data.encode(), mode=0o600)
+
+    # -- port forwarding ----------------------------------------------------
+    def forward(self, remote_host: str, remote_port: int) -> int:
+        """Listen on 127.0.0.1:<free port> and tunnel to remote_host:remote_port."""
+        for fw in self._forwards:
+            if (fw.remote_host, fw.remote_port) == (remote_host, remote_port) and fw.alive:
+                return fw.local_port
+        fw = _Forward(self, remote_host, remote_port)
+        self._forwards.append(fw)
+        return fw.local_port
+
+
+def _expand(path):
+    from pathlib import Path
+
+    return Path(str(path)).expanduser()
+
+
+class _Policy:
+    """Ask the caller about unknown keys; refuse keys of a host we know."""
+
+    def __init__(self, transport: Transport, known: dict):
+        self.t = transport
+        self.known = known
+
+    def missing_host_key(self, client, hostname, key):
+        fp = hostkeys.fingerprint(key)
+        host = hostkeys.host_entry(self.t.address, self.t.port)
+        if self.known:
+            # We know this host under another key type: treat as a change.
+            raise HostKeyChanged(
+                host, key.get_name(), fp,
+                [f"{k} {hostkeys.fingerprint(v)}" for k, v in self.known.items()],
+            )
+        ok = self.t.accept_new_host_key
+        if not ok and self.t.confirm_host_key is not None:
+            ok = bool(self.t.confirm_host_key(host, key.get_name(), fp))
+        if not ok:
+            raise UnknownHostKey(host, key.get_name(), fp)
+        hostkeys.remember(self.t.address, self.t.port, key)
+
+
+class _Forward:
+    def __init__(self, transport: Transport, remote_host: str, remote_port: int):
+        self.t = transport
+        self.remote_host, self.remote_port = remote_host, remote_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.local_port = self.sock.getsockname()[1]
+        self.alive = True
+        threading.Thread(target=self._accept, daemon=True, name=f"fwd-{remote_port}").start()
+
+    def close(self):
+        self.alive = False
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self):
+        while self.alive:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pump, args=(conn, peer), daemon=True).start()
+
+    def _pump(self, conn, peer):
+        chan = None
+        try:
+            if not self.t.connected:
+                try:
+                    self.t.reconnect(30)
+                except TransportError:
+                    conn.close()
+                    return
+            chan = self.t._transport().open_channel(
+                "direct-tcpip", (self.remote_host, self.remote_port), peer, timeout=15
+            )
+        except Exception:
+            conn.close()
+            return
+        try:
+            while True:
+                r, _, _ = select.select([conn, chan], [], [], 1.0)
+                if conn in r:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    chan.sendall(data)
+                if chan in r:
+                    data = chan.recv(65536)
+                    if not data:
+                        break
+                    conn.sendall(data)
+                if chan.closed:
+                    break
+        except Exception:
+            pass
+        finally:
+            for c in (chan, conn):
+                try:
+                    c.close()
+                except Exception:
+                    pass
