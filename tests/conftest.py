@@ -1,0 +1,99 @@
+"""Shared fixtures: an isolated STACK_TUI_HOME and disposable sandbox hosts.
+
+``e2e`` tests boot a real Debian 12 host with systemd-nspawn (see
+tui/tasks/sandbox.py).  They need root and the tools from
+``sandbox.APT_COMMAND``; without them they are skipped with the reason.
+The cache (base rootfs tarball, apt archives) is shared between runs in
+``/var/cache/stack-tui-test`` unless STACK_TUI_CACHE_DIR says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED_CACHE = "/var/cache/stack-tui-test"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "e2e: end-to-end test on a real sandbox host (needs root, systemd-nspawn, debootstrap, nftables)",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory):
+    """STACK_TUI_HOME -> a fresh temp dir for the session; the cache stays shared."""
+    saved = {k: os.environ.get(k) for k in ("STACK_TUI_HOME", "STACK_TUI_CACHE_DIR")}
+    home = tmp_path_factory.mktemp("stack-home")
+    os.environ["STACK_TUI_HOME"] = str(home)
+    if not os.environ.get("STACK_TUI_CACHE_DIR"):
+        os.environ["STACK_TUI_CACHE_DIR"] = SHARED_CACHE
+    try:
+        yield home
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _skip_reason() -> str | None:
+    from tui.tasks import sandbox
+
+    try:
+        sandbox.require_root_tools()
+    except sandbox.SandboxError as exc:
+        return f"sandbox e2e tests unavailable: {exc}"
+    try:
+        os.makedirs("/run/netns", exist_ok=True)
+    except OSError as exc:
+        return f"sandbox e2e tests unavailable: cannot create /run/netns ({exc})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def sandbox_factory(stack_home):
+    """``make(name) -> SandboxInfo``: boots a sandbox; every one made is removed at session end."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from tui.tasks import sandbox
+
+    made: list[str] = []
+    lines: list[str] = []
+
+    def make(name: str) -> "sandbox.SandboxInfo":
+        if name not in made:
+            made.append(name)  # registered before up(): a half-made sandbox is removed too
+        return sandbox.up(name, log=lines.append)
+
+    make.names = made  # type: ignore[attr-defined]
+    make.log = lines  # type: ignore[attr-defined]
+    try:
+        yield make
+    finally:
+        errors = []
+        # STACK_TUI_HOME is still ours here: stack_home tears down after this fixture.
+        for name in reversed(made):
+            try:
+                sandbox.down(name, log=lines.append)
+            except Exception as exc:  # keep removing the others
+                errors.append(f"{name}: {exc}")
+        if errors:
+            pytest.fail("sandbox cleanup failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox_host(sandbox_factory):
+    """A running sandbox host shared by the session (``SandboxInfo``)."""
+    return sandbox_factory(f"e2e-{os.getpid()}")
