@@ -127,6 +127,8 @@ def test_up_gives_a_booted_host_reachable_over_ssh(sandbox_host):
 
     st = sandbox.status(info.name)
     assert st and all(st[k] for k in ("netns", "veth", "nft_table", "alive", "rootfs", "claim"))
+    if info.rootfs_mode == "overlay":
+        assert st["mounts"] == [info.rootfs]
     assert info.name in sandbox.list_sandboxes()
 
 
@@ -177,6 +179,7 @@ def test_down_removes_everything_and_up_again_is_fast(sandbox_factory):
     assert sandbox.status(name) is None
     assert nothing_left(index) == []
     assert not Path(info.dir).exists()
+    assert sandbox._mounts_under(Path(info.dir)) == []
     assert name not in sandbox.list_sandboxes()
     assert sandbox.down(name) is False
     # The shared apt cache survived the rootfs removal.

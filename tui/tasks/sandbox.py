@@ -2,8 +2,10 @@
 
 ``up()`` boots a fresh Debian bookworm rootfs with real systemd as PID 1 in a
 network namespace of its own, reachable over real SSH on a private /30.  The
-base rootfs is built once with debootstrap and cached as a zstd tarball; every
-instance untars a fresh copy (about a second).  An apt archive cache shared
+base rootfs is built once with debootstrap and cached as a zstd tarball, which
+is unpacked once into a read-only base tree; every instance's rootfs is an
+overlay mount over it with an upper dir of its own (a full untar is the
+fallback when overlayfs is not available).  An apt archive cache shared
 by all instances is mounted into the container so repeated installs do
 not download again: it is the read-only lower layer of an overlay at
 /var/cache/apt/archives, each instance writes its downloads to its own upper
@@ -106,6 +108,7 @@ class SandboxInfo:
     veth: str = ""
     nft_table: str = ""
     ip_forward_changed: bool = False
+    rootfs_mode: str = ""  # "overlay" (upper dir over the shared base tree) or "copy" (untarred)
     created: float = 0.0
 
     def to_dict(self) -> dict:
@@ -279,8 +282,9 @@ def _unmount_all(root: Path, log: Log = None) -> None:
         if not mounts:
             return
         for mp in sorted(set(mounts), key=len, reverse=True):
-            _say(log, f"unmounting leftover mount {mp}")
-            _run(["umount", "-l", mp], check=False, timeout=30)
+            if _run(["umount", mp], check=False, timeout=30).returncode != 0:
+                _say(log, f"{mp} is busy; detaching it (umount -l)")
+                _run(["umount", "-l", mp], check=False, timeout=30)
     if _mounts_under(root):
         raise SandboxError(
             f"Something is still mounted under {root} ({', '.join(_mounts_under(root))}); "
@@ -336,6 +340,70 @@ def ensure_base(log: Log = None) -> Path:
     return tarball
 
 
+def _base_tree(tarball: Path, log: Log) -> Path:
+    """The tarball unpacked once, read-only lower layer for every instance's rootfs overlay.
+
+    Named after the tarball's identity, so a rebuilt tarball gets a new tree and
+    running instances keep theirs.  Unpacking a rootfs per instance costs 5-10 s
+    on a busy ext4 (inode allocation after mass deletes); an overlay mount costs
+    milliseconds and keeps each instance's changes in its own upper dir.
+    """
+    st = tarball.stat()
+    tree = _cache() / f"{SUITE}-base-{st.st_mtime_ns}-{st.st_size}.d"
+    if tree.is_dir():
+        return tree
+    with _flock(_cache() / f"{SUITE}-base.lock"):
+        if tree.is_dir():
+            return tree
+        tmp = _cache() / f".tree-tmp-{os.getpid()}"
+        _remove_tree(tmp, log)
+        tmp.mkdir(mode=0o755)
+        _say(log, "unpacking the base rootfs (once; instances overlay it)")
+        try:
+            _untar(tarball, tmp)
+            os.rename(tmp, tree)
+        finally:
+            _remove_tree(tmp, log)
+        # Older trees nobody has mounted any more.
+        lowers = Path("/proc/self/mountinfo").read_text()
+        for old in _cache().glob(f"{SUITE}-base-*.d"):
+            if old != tree and str(old) not in lowers:
+                _remove_tree(old, log)
+    return tree
+
+
+def _untar(tarball: Path, dest: Path) -> None:
+    _run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-I", "zstd -T0",
+          "-C", str(dest), "-xpf", str(tarball)], timeout=600,
+         hint=f"The cached tarball may be damaged: delete {tarball} and retry.")
+
+
+def _mount_rootfs(info: SandboxInfo, tarball: Path, log: Log) -> str:
+    """Make info.rootfs a fresh copy of the base: overlay if possible, else untar. Returns the mode."""
+    rootfs = Path(info.rootfs)
+    rootfs.mkdir(mode=0o755)
+    sdir = Path(info.dir)
+    try:
+        tree = _base_tree(tarball, log)
+        upper, work = sdir / "upper", sdir / "work"
+        for d in (upper, work):
+            d.mkdir(mode=0o755)
+        opts = f"lowerdir={tree},upperdir={upper},workdir={work}"
+        if any(c in str(p) for p in (tree, upper, work) for c in ",:"):
+            raise SandboxError("path contains ',' or ':'")
+        os.chmod(upper, 0o755)
+        _run(["mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs)], timeout=30)
+        return "overlay"
+    except SandboxError as exc:
+        _say(log, f"overlay rootfs not possible ({str(exc).splitlines()[0]}); unpacking a full copy instead")
+        _unmount_all(rootfs, log)
+        for d in ("upper", "work"):
+            _remove_tree(sdir / d, log)
+    _say(log, f"unpacking a fresh rootfs for {info.name!r}")
+    _untar(tarball, rootfs)
+    return "copy"
+
+
 def _debootstrap(build: Path, log: Log) -> None:
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
            "--components=main", SUITE, str(build), MIRROR]
@@ -368,7 +436,8 @@ def _prepare_base(root: Path) -> None:
     )
     conf = root / "etc/apt/apt.conf.d"
     conf.mkdir(parents=True, exist_ok=True)
-    # The shared, bind-mounted archive cache must survive: no auto-clean anywhere.
+    # Downloaded debs must stay in the archive dir so down() can add them to the
+    # shared cache: no docker-style auto-clean, and `apt` keeps them too.
     for name in ("docker-clean",):
         with contextlib.suppress(FileNotFoundError):
             (conf / name).unlink()
@@ -426,6 +495,9 @@ def _claim_index(owner: Path, log: Log) -> int:
                     continue  # in use by a live sandbox dir
                 _say(log, f"reclaiming stale sandbox slot {i} (owner {current or 'unknown'} is gone)")
                 _clean_index(i, log)
+                if current:
+                    with contextlib.suppress(SandboxError):
+                        _unmount_all(Path(current), log)
                 shutil.rmtree(d, ignore_errors=True)
                 os.mkdir(d, 0o755)
             _write_atomic(d / "owner", f"{owner}\n", 0o644)
@@ -799,12 +871,8 @@ def _create(name: str, log: Log) -> SandboxInfo:
         # A reused slot may have been left half-built by a crashed process.
         _clean_index(index, log)
         hostkeys.forget(info.address, info.port)
-        _say(log, f"unpacking a fresh rootfs for {name!r}")
-        rootfs = Path(info.rootfs)
-        rootfs.mkdir(mode=0o755)
-        _run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-I", "zstd -T0",
-              "-C", str(rootfs), "-xpf", str(tarball)], timeout=300,
-             hint=f"The cached tarball may be damaged: delete {tarball} and retry.")
+        info.rootfs_mode = _mount_rootfs(info, tarball, log)
+        _save_info(info)
         _customize(info)
         _run(["qemu-img", "create", "-q", "-f", "qcow2", info.image_file, "64M"], timeout=60)
         info.ip_forward_changed = _enable_ip_forward(log)
@@ -814,14 +882,16 @@ def _create(name: str, log: Log) -> SandboxInfo:
         _save_info(info)
         _wait_ready(info, log)
     except BaseException as exc:
-        failed = paths.log_dir() / f"sandbox-{name}-failed.log"
-        with contextlib.suppress(OSError):
+        failed: Path | None = paths.log_dir() / f"sandbox-{name}-failed.log"
+        try:
             shutil.copyfile(info.log_file, failed)
+        except OSError:
+            failed = None
         _say(log, f"sandbox {name!r} failed to start; cleaning up")
         with contextlib.suppress(Exception):
             _down_locked(name, log)
         if isinstance(exc, SandboxError):
-            raise SandboxError(f"{exc}\n(nspawn log kept at {failed})") from exc
+            raise SandboxError(f"{exc}\n(nspawn log kept at {failed})" if failed else str(exc)) from exc
         raise
     _say(log, f"sandbox {name!r} is up at {info.address} ({time.monotonic() - start:.1f} s)")
     return info
@@ -1031,6 +1101,7 @@ def status(name: str = "sandbox") -> dict | None:
         "pid": info.pid if info is not None else None,
         "alive": bool(info is not None and _is_our_nspawn(info.pid, info.machine)),
         "address": info.address if info is not None else None,
+        "mounts": _mounts_under(sdir),
     }
     own_slot = index is not None and (result["claim"] or _claim_owner(index) is None)
     if own_slot:
@@ -1039,7 +1110,7 @@ def status(name: str = "sandbox") -> dict | None:
         result["nft_table"] = _nft_exists(index) if shutil.which("nft") and os.geteuid() == 0 else False
         result["cgroup"] = any(cg.is_dir() for cg in _cgroup_dirs(index))
     if not any(result[k] for k in ("dir_exists", "claim", "rootfs", "netns", "veth", "nft_table", "cgroup",
-                                   "alive")):
+                                   "alive", "mounts")):
         return None
     return result
 
