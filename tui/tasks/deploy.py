@@ -61,8 +61,16 @@ def image_url(ctx: Context) -> str:
 
 
 def db_url(ctx: Context, user: str, secret: str) -> str:
-    pw = urllib.parse.quote(ctx.secrets[secret], safe="")
-    return f"mysql+pymysql://{user}:{pw}@{_url_host(mgmt(ctx))}/{user}?charset=utf8mb4"
+    """The SQLAlchemy URL as written into an oslo.config file.
+
+    SQLAlchemy takes any character but '@' in the password and unquotes it, so only
+    '@' (and '%', refused by secrets.validate) is percent-encoded: a fully quoted
+    password holds '%', which Keystone's alembic config (configparser) rejects.
+    '$' is doubled for oslo.config's interpolation.
+    """
+    pw = ctx.secrets[secret].replace("%", "%25").replace("@", "%40")
+    url = f"mysql+pymysql://{user}:{pw}@{_url_host(mgmt(ctx))}/{user}?charset=utf8mb4"
+    return inifile.oslo_value(url)
 
 
 def forward(ctx: Context, port: int, host: str | None = None) -> int:
@@ -139,9 +147,13 @@ def sql_literal(value: str) -> str:
 
 
 def root_sql(ctx: Context, sql: str, *, quiet=True):
-    """Run SQL as the database root over the unix socket; SQL (and secrets in it) on stdin."""
-    return ctx.sh("mysql --batch --skip-column-names --default-character-set=utf8mb4",
-                  stdin=sql, quiet=quiet, timeout=120)
+    """Run SQL as the database root over the unix socket; SQL (and secrets in it) on stdin.
+
+    Latin-1 on purpose: PyMySQL (under SQLAlchemy in Keystone and Glance) sends a
+    password given as text in Latin-1, so the stored hash must be of those bytes.
+    """
+    return ctx.sh("mysql --batch --skip-column-names --default-character-set=latin1",
+                  stdin=sql.encode("latin-1"), quiet=quiet, timeout=120)
 
 
 # -- keystone / glance API over the forward -----------------------------------
@@ -523,10 +535,14 @@ def _databases_verify(ctx) -> None:
 def _rabbit_check(ctx) -> bool:
     if not service_ok(ctx, "rabbitmq-server"):
         return False
-    r = ctx.sh("rabbitmqctl -q list_user_permissions openstack 2>/dev/null && "
-               "rabbitmqctl -q authenticate_user openstack \"$RABBIT_PASS\" >/dev/null 2>&1",
-               secrets={"RABBIT_PASS": ctx.secrets["rabbit_password"]}, check=False, quiet=True)
-    return r.status == 0 and ".*\t.*\t.*" in r.stdout
+    r = ctx.sh("rabbitmqctl -q list_user_permissions openstack 2>/dev/null", check=False,
+               quiet=True)
+    if r.status != 0 or ".*\t.*\t.*" not in r.stdout:
+        return False
+    # The password goes on stdin (never in argv).
+    auth = ctx.sh("rabbitmqctl -q authenticate_user openstack >/dev/null 2>&1",
+                  stdin=ctx.secrets["rabbit_password"] + "\n", check=False, quiet=True)
+    return auth.status == 0
 
 
 def _rabbit_run(ctx) -> None:
@@ -632,8 +648,13 @@ def _manage(ctx, user: str, cmd: str, *, secrets=None, timeout=600):
         if ln not in noise:
             ctx.output(ln)
     if r.status != 0:
+        log = {"keystone": "/var/log/keystone/keystone-manage.log",
+               "glance": "/var/log/glance/glance-manage.log"}.get(user, "")
+        extra = ctx.sh(f"tail -n 400 {q(log)} 2>/dev/null | grep -E 'ERROR|CRITICAL|Error' | "
+                       "tail -n 8", check=False, quiet=True).lines if log else []
         raise StepError(f"{cmd.split()[0]} failed (exit {r.status}).", "",
-                        f"look at /var/log/{user}/ on the host", tail=shown[-25:])
+                        f"look at {log or '/var/log/' + user + '/'} on the host",
+                        tail=[ln for ln in shown if ln not in noise][-20:] + extra)
     return r
 
 
@@ -691,7 +712,7 @@ Listen 5000
 <VirtualHost *:5000>
     ServerName {ep(ctx)}
     WSGIScriptAlias / {WSGI_KEYSTONE}
-    WSGIDaemonProcess keystone-public processes=2 threads=4 user=keystone group=keystone display-name=%{{GROUP}}
+    WSGIDaemonProcess keystone-public processes=2 threads=4 user=keystone group=keystone display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
     WSGIProcessGroup keystone-public
     WSGIApplicationGroup %{{GLOBAL}}
     WSGIPassAuthorization On
@@ -774,8 +795,9 @@ def _wait_http(ctx, url: str, what: str, unit: str, log: str, timeout: int = 60)
                check=False, quiet=True, timeout=timeout + 30)
     if not r.ok:
         # The first error explains; later ones are often follow-ups of it.
-        tail = ctx.sh(f"tail -n 600 {q(log)} 2>/dev/null | grep -E 'Error|Exception|error|denied' "
-                      f"| grep -v ArgsAlreadyParsed | tail -n 12; "
+        tail = ctx.sh(f"tail -n 2000 {q(log)} 2>/dev/null | grep -E "
+                      "'[A-Za-z_.]+(Error|Exception): |denied|Permission' "
+                      "| grep -v ArgsAlreadyParsed | cut -c28- | awk '!seen[$0]++' | tail -n 8; "
                       f"journalctl -u {q(unit)} -n 8 --no-pager -o cat", check=False,
                       quiet=True).lines
         raise StepError(f"{what} does not answer at {url} (last HTTP status {r.stdout.strip()}).",

@@ -72,6 +72,15 @@ def validate(name: str, value: str) -> str | None:
         return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
     if len(value.encode()) > 256:
         return f"{name} is longer than 256 bytes"
+    if name.endswith("_db_password"):
+        if "%" in value:
+            return (f"{name} contains '%'; Keystone's and Glance's schema migrations read the "
+                    "database URL through Python's configparser, where '%' breaks them")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return (f"{name} contains characters outside Latin-1; PyMySQL, which Keystone and "
+                    "Glance use to reach MariaDB, sends database passwords as Latin-1")
     return None
 
 
@@ -110,6 +119,9 @@ class Redactor:
             json.dumps(value)[1:-1],
             json.dumps(value, ensure_ascii=False)[1:-1],
             repr(value)[1:-1],
+            value.replace("$", "$$"),  # oslo.config escaping
+            value.replace("%", "%25").replace("@", "%40"),  # minimal URL quoting
+            value.replace("%", "%25").replace("@", "%40").replace("$", "$$"),
         }
         self._values.update(f for f in forms if len(f) >= 3)
         self._ordered = sorted(self._values, key=len, reverse=True)

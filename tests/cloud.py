@@ -1,0 +1,86 @@
+"""Helpers the end-to-end tests use to look at a sandbox and its cloud from outside.
+
+Only public clients: keystoneauth1, python-glanceclient, the `openstack` CLI,
+the `ssh` CLI.  Nothing here goes through stack-tui's own transport.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Every password of the e2e runs holds the characters the brief names.
+HOSTILE = {
+    "admin_password": "Ad'm\"in $HOME \\ `id`; #x Ünïcødé",
+    "demo_password": "de'mo\"$(touch /tmp/pwned) \\;# ñ",
+    "keystone_db_password": "ks'db\"$PATH\\`;# é",
+    "glance_db_password": "gl'db\"$1 \\ `x`;# ø",
+    "glance_password": "gl'an\"ce $$ \\ ;# ß",
+    "rabbit_password": "ra'bb\"it $USER \\`;# å",
+}
+
+
+def write_secrets(profile_path: Path, values: dict[str, str]) -> Path:
+    from tui.tasks.secrets import write_secrets_file
+
+    path = profile_path.with_name(profile_path.stem + ".secrets.toml")
+    write_secrets_file(path, values)
+    return path
+
+
+def cli(*args: str, timeout: float = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `stack-tui` command line."""
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def ssh(info, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command on the sandbox with the plain ssh client (the test's own view)."""
+    return subprocess.run(
+        ["ssh", "-q", "-i", info.key_file, "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "ConnectTimeout=5", f"root@{info.address}", command],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def session(address: str, user: str, password: str, project: str):
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    auth = v3.Password(auth_url=f"http://{address}:5000/v3", username=user, password=password,
+                       project_name=project, user_domain_name="Default",
+                       project_domain_name="Default")
+    return ks_session.Session(auth=auth, timeout=30)
+
+
+def token(address: str, user: str, password: str, project: str) -> str:
+    return session(address, user, password, project).get_token()
+
+
+def images(address: str, password: str) -> list[dict]:
+    from glanceclient import Client
+
+    sess = session(address, "admin", password, "admin")
+    return [dict(i) for i in Client("2", session=sess, endpoint=f"http://{address}:9292").images.list()]
+
+
+def counts(address: str, password: str) -> dict[str, int]:
+    """How many of each Keystone/Glance thing exist (for 'no duplicates' checks)."""
+    sess = session(address, "admin", password, "admin")
+    base = f"http://{address}:5000/v3"
+    out = {}
+    for coll in ("projects", "users", "roles", "services", "endpoints", "regions"):
+        out[coll] = len(sess.get(f"{base}/{coll}").json()[coll])
+    out["images"] = len(images(address, password))
+    return out
+
+
+def openstack(clouds_yaml: Path, cloud: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)}
+    for k in list(env):
+        if k.startswith("OS_") and k != "OS_CLIENT_CONFIG_FILE":
+            env.pop(k)
+    return subprocess.run(["openstack", "--os-cloud", cloud, *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd="/")

@@ -1,0 +1,181 @@
+"""The mission, end to end: a fresh Debian 12 sandbox host, `stack-tui apply`, a working cloud.
+
+Real systemd-nspawn host, real SSH, real packages; verified from outside with
+keystoneauth1, glanceclient and the `openstack` CLI.  Every password is full of
+quotes, `$`, backslashes, backticks, `;`, `#`, spaces and non-ASCII letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import cloud
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def deployed(sandbox_factory, stack_home):
+    """A fresh sandbox, a profile with hostile passwords, and one full `apply`."""
+    from tui.cli import write_sandbox_profile
+
+    info = sandbox_factory(f"dep-{os.getpid()}")
+    profile_path = write_sandbox_profile(info, name="e2e")
+    cloud.write_secrets(profile_path, cloud.HOSTILE)
+    secrets = dict(cloud.HOSTILE)
+
+    # Watch the host's process list for the whole run: no secret may ever show in argv.
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            r = cloud.ssh(info, "ps -eo args", timeout=20)
+            seen.append(r.stdout)
+            stop.wait(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.monotonic()
+    first = cloud.cli("apply", "e2e", "--yes", "--accept-new-host-key")
+    install_time = time.monotonic() - t0
+    stop.set()
+    watcher.join(30)
+    return {"info": info, "profile": profile_path, "secrets": secrets, "first": first,
+            "install_time": install_time, "ps": seen, "home": stack_home}
+
+
+def _all_secret_forms(secrets: dict[str, str]) -> list[str]:
+    import urllib.parse
+
+    out = []
+    for v in secrets.values():
+        out += [v, urllib.parse.quote(v, safe=""), json.dumps(v)[1:-1]]
+    return out
+
+
+def test_first_apply_installs_everything(deployed):
+    r = deployed["first"]
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "OK:" in r.stdout
+    assert "FAILED" not in r.stdout
+    print(f"full install: {deployed['install_time']:.1f} s")
+
+
+def test_tokens_images_and_openstack_cli(deployed):
+    info, s = deployed["info"], deployed["secrets"]
+    assert cloud.token(info.address, "admin", s["admin_password"], "admin")
+    assert cloud.token(info.address, "demo", s["demo_password"], "demo")
+
+    md5 = hashlib.md5(Path(info.image_file).read_bytes()).hexdigest()
+    imgs = cloud.images(info.address, s["admin_password"])
+    assert [(i["name"], i["status"], i["checksum"]) for i in imgs] == [("cirros", "active", md5)]
+
+    clouds = deployed["home"] / "data" / "clouds" / "e2e" / "clouds.yaml"
+    assert clouds.stat().st_mode & 0o777 == 0o600
+    for name in ("admin-openrc.sh", "demo-openrc.sh"):
+        assert (clouds.parent / name).stat().st_mode & 0o777 == 0o600
+
+    r = cloud.openstack(clouds, "e2e", "token", "issue", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["id"]
+    r = cloud.openstack(clouds, "e2e", "endpoint", "list", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    eps = json.loads(r.stdout)
+    by_type = {}
+    for e in eps:
+        by_type.setdefault(e["Service Type"], set()).add(e["Interface"])
+    assert len(eps) == 6
+    assert by_type == {"identity": {"public", "internal", "admin"},
+                       "image": {"public", "internal", "admin"}}
+    r = cloud.openstack(clouds, "e2e-demo", "image", "list", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    assert [(i["Name"], i["Status"]) for i in json.loads(r.stdout)] == [("cirros", "active")]
+
+
+def test_openrc_files_on_host_work(deployed):
+    info = deployed["info"]
+    r = cloud.ssh(info, ". /root/admin-openrc.sh && test \"$OS_IMAGE_API_VERSION\" = 2 && "
+                        "openstack token issue -f value -c id && "
+                        ". /root/demo-openrc.sh && openstack image list -f value -c Status")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "active"
+    r = cloud.ssh(info, "stat -c %a /root/admin-openrc.sh /root/demo-openrc.sh")
+    assert r.stdout.split() == ["600", "600"]
+
+
+def test_keystone_served_by_apache_not_uwsgi(deployed):
+    info = deployed["info"]
+    r = cloud.ssh(info, "ss -Hltnp 'sport = :5000'")
+    assert "apache2" in r.stdout, r.stdout
+    assert "uwsgi" not in r.stdout
+    r = cloud.ssh(info, "pgrep -a uwsgi; systemctl is-enabled keystone; systemctl is-active keystone")
+    assert "uwsgi" not in r.stdout
+    assert "masked" in r.stdout
+
+
+def test_rabbitmq_user_and_hostname(deployed):
+    info = deployed["info"]
+    r = cloud.ssh(info, "rabbitmqctl -q list_user_permissions openstack")
+    assert ".*\t.*\t.*" in r.stdout
+    r = cloud.ssh(info, "rabbitmqctl -q authenticate_user openstack >/dev/null 2>&1 <<'EOF'\n"
+                        + deployed["secrets"]["rabbit_password"] + "\nEOF")
+    assert r.returncode == 0
+
+
+def test_no_secret_in_process_list_log_or_state(deployed):
+    forms = _all_secret_forms(deployed["secrets"])
+    assert deployed["ps"], "the process list was never captured"
+    for snapshot in deployed["ps"]:
+        for f in forms:
+            assert f not in snapshot
+    home = deployed["home"]
+    logs = list((home / "log").glob("e2e-*.log"))
+    states = list((home / "state").rglob("*.json"))
+    assert logs and states
+    for path in logs + states:
+        text = path.read_text(encoding="utf-8")
+        for f in forms:
+            assert f not in text, f"secret leaked into {path}"
+    r = deployed["first"]
+    for f in forms:
+        assert f not in r.stdout and f not in r.stderr
+
+
+def test_second_apply_is_fast_and_changes_nothing(deployed):
+    info, s = deployed["info"], deployed["secrets"]
+    before = cloud.counts(info.address, s["admin_password"])
+    t0 = time.monotonic()
+    r = cloud.cli("apply", "e2e", "--yes")
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-3000:]
+    steps = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
+    assert steps and all("already done" in ln for ln in steps), "\n".join(steps)
+    assert took < 20, f"re-run took {took:.1f} s"
+    assert cloud.counts(info.address, s["admin_password"]) == before
+    print(f"re-run: {took:.1f} s")
+
+
+def test_changing_admin_password_is_applied(deployed):
+    from keystoneauth1 import exceptions as kse
+
+    info, s = deployed["info"], deployed["secrets"]
+    old = s["admin_password"]
+    new = "N3w 'admin' \"pw\" $x \\ `y`; # ü"
+    r = cloud.cli("apply", "e2e", "--yes", env={"STACK_TUI_ADMIN_PASSWORD": new})
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "keystone.bootstrap" in r.stdout and new not in r.stdout
+    assert cloud.token(info.address, "admin", new, "admin")
+    with pytest.raises(kse.Unauthorized):
+        cloud.token(info.address, "admin", old, "admin")
+    # back to the password in the secrets file: openrc files and clouds.yaml follow
+    r = cloud.cli("apply", "e2e", "--yes")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert cloud.token(info.address, "admin", old, "admin")
