@@ -175,11 +175,16 @@ def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[None]:
+def _flock(path: Path, log: Log = None, waiting: str = "") -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                _say(log, waiting)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -311,7 +316,7 @@ def ensure_base(log: Log = None) -> Path:
     if tarball.exists() and stamp.exists() and stamp.read_text().strip() == str(BASE_VERSION):
         return tarball
     cache = _cache()
-    with _flock(cache / f"{SUITE}-base.lock"):
+    with _flock(cache / f"{SUITE}-base.lock", log, "waiting for another process that is building the base rootfs"):
         if tarball.exists() and stamp.exists() and stamp.read_text().strip() == str(BASE_VERSION):
             return tarball
         build = cache / f"build-{os.getpid()}"
@@ -414,10 +419,11 @@ def _debootstrap(build: Path, log: Log) -> None:
     for line in proc.stdout:
         line = line.rstrip()
         tail = (tail + [line])[-30:]
-        if line.startswith(("I: Retrieving Release", "I: Validating", "I: Extracting", "I: Installing",
-                            "I: Configuring", "I: Base system installed", "I: Checking", "E:", "W:")):
-            if not line.startswith(("I: Extracting ", "I: Configuring ", "I: Validating ")) or "." not in line:
-                _say(log, line)
+        # Phase lines only, not one per package.
+        per_package = re.match(r"I: (Retrieving|Validating|Extracting|Unpacking|Configuring) (?!Release|the )\S+ ",
+                               line + " ")
+        if line.startswith(("I: ", "E: ", "W: ")) and not per_package:
+            _say(log, line)
     rc = proc.wait()
     if rc != 0:
         logfile = build / "debootstrap" / "debootstrap.log"
