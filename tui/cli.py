@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("profiles", help="list, show or delete saved profiles")
     psub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
     psub.add_parser("list", help="list saved profiles")
+    x = psub.add_parser("new", help="create a profile for a server (other settings default)")
+    x.add_argument("name")
+    x.add_argument("--host", required=True, help="address or host name of the server")
+    x.add_argument("--user", default="root", help="SSH user (sudo is used when not root)")
+    x.add_argument("--port", type=int, default=22)
+    x.add_argument("--key-file", help="SSH private key (default: ssh-agent / ~/.ssh keys)")
+    x.add_argument("--image-file", help="image to upload to Glance")
+    x.add_argument("--force", action="store_true", help="overwrite an existing profile")
     x = psub.add_parser("show", help="print a profile (secrets masked)")
     x.add_argument("name")
     x = psub.add_parser("delete", help="delete a profile (its secrets file too)")
@@ -261,6 +269,21 @@ def cmd_profiles(args) -> int:
                       f"{','.join(p.openstack.services)}")
             except pr.ProfileError as exc:
                 print(f"{n:20s} BROKEN: {exc}")
+        return EXIT_OK
+    if args.action == "new":
+        if args.name in pr.list_profiles() and not args.force:
+            _err(f"stack-tui: profile {args.name} exists (use --force to overwrite)")
+            return EXIT_USAGE
+        prof = pr.Profile(name=args.name)
+        prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
+        prof.host.key_file = args.key_file
+        prof.image.file = args.image_file
+        try:
+            prof.validate()
+        except pr.ProfileError as exc:
+            _err(f"stack-tui: {exc}")
+            return EXIT_USAGE
+        print(f"Profile written: {pr.save(prof)}")
         return EXIT_OK
     if args.action == "show":
         p = _load(args.name)

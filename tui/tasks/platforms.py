@@ -39,7 +39,8 @@ class Platform:
         names = " ".join(shlex.quote(p) for p in pkgs)
         if self.family == "deb":
             return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                    "--no-install-recommends -o Dpkg::Options::=--force-confold " + names)
+                    "--no-install-recommends -o Dpkg::Options::=--force-confold "
+                    "-o Dpkg::Options::=--force-unsafe-io " + names)
         return "dnf install -y -q " + names
 
     def installed_check_cmd(self, pkgs: list[str]) -> str:
