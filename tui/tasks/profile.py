@@ -299,7 +299,10 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
 
 def profile_path(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
-    if os.sep in text or text.endswith(".toml") or Path(text).exists():
+    # A saved profile's name wins over a same-named file or directory in the cwd.
+    if os.sep in text or text.endswith(".toml") or (
+        Path(text).is_file() and not (paths.profiles_dir() / f"{text}.toml").exists()
+    ):
         return Path(text).expanduser()
     if not NAME_RE.match(text):
         raise ProfileError(f"'{text}' is not a valid profile name (letters, digits, . _ -)")
