@@ -157,6 +157,7 @@ class Transport:
         self.accept_new_host_key = accept_new_host_key
         self.confirm_host_key = confirm_host_key
         self.connect_timeout = connect_timeout
+        self.idle_probe = 15.0  # seconds of silence before checking the server is alive
         self._client = None
         self._lock = threading.RLock()
         self._sudo_mode: str | None = None  # "root" | "nopasswd" | "password"
@@ -318,6 +319,25 @@ class Transport:
             )
         return self._client.get_transport()
 
+    def alive(self, timeout: float = 10.0) -> bool:
+        """True when the server answers an SSH keepalive request within ``timeout``."""
+        c = self._client
+        t = c.get_transport() if c is not None else None
+        if t is None or not t.is_active():
+            return False
+        done = threading.Event()
+
+        def probe():
+            try:
+                t.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                return
+            if t.is_active():
+                done.set()
+
+        threading.Thread(target=probe, daemon=True, name="ssh-keepalive").start()
+        return done.wait(timeout)
+
     # -- sudo -----------------------------------------------------------------
     def _probe_sudo(self) -> None:
         if self.user == "root":
@@ -451,6 +471,7 @@ class Transport:
                     on_line(text)
 
         start = time.monotonic()
+        last = start
         try:
             while True:
                 got = False
@@ -482,9 +503,23 @@ class Transport:
                         "look at the last output lines; the server may be slow or stuck",
                         tail=lines[-20:],
                     )
-                if not got:
+                if got:
+                    last = time.monotonic()
+                else:
                     if not self.connected:
                         break
+                    if time.monotonic() - last > self.idle_probe:
+                        # Quiet for a while: is the server still there?  A dead link
+                        # (cable pulled, veth down) never errors on its own.
+                        if not self.alive(self.connect_timeout):
+                            self._close_client()
+                            raise ConnectionLost(
+                                f"The server {self.address} stopped answering while running: "
+                                f"{shown}",
+                                f"no answer to an SSH keepalive within {self.connect_timeout:.0f} s",
+                                "check the network and the server; the step is retried after "
+                                "reconnecting", tail=lines[-20:])
+                        last = time.monotonic()
                     select.select([chan], [], [], 0.2)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectionLost(

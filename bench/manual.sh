@@ -1,0 +1,179 @@
+#!/bin/sh
+# The manual procedure as a straight shell script (Debian 12 / Zed), the way a careful
+# admin would type it from the install guide: the baseline stack-tui is measured against.
+# Runs ON the host as root. Passwords come from the environment (ADMIN_PASS, DEMO_PASS,
+# KEYSTONE_DBPASS, GLANCE_DBPASS, GLANCE_PASS, RABBIT_PASS); IMAGE is the image path;
+# HOST the management/endpoint address. Prints "@@ <phase> <epoch>" markers for timing.
+set -eu
+mark() { echo "@@ $1 $(date +%s.%N)"; }
+export DEBIAN_FRONTEND=noninteractive
+
+mark prepare
+cat <<EOF | debconf-set-selections
+keystone keystone/configure_db boolean false
+keystone keystone/create-admin-tenant boolean false
+keystone keystone/register-endpoint boolean false
+glance-common glance/configure_db boolean false
+glance-common glance/configure_rabbit boolean false
+glance-common glance/configure_ksat boolean false
+glance-api glance/configure_api-endpoint boolean false
+EOF
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends python3-openstackclient mariadb-server \
+  python3-pymysql rabbitmq-server memcached python3-memcache keystone apache2 \
+  libapache2-mod-wsgi-py3 glance-api >/dev/null
+
+mark mariadb
+cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<EOF
+[mysqld]
+bind-address = $HOST
+default-storage-engine = innodb
+innodb_file_per_table = on
+max_connections = 4096
+collation-server = utf8_general_ci
+character-set-server = utf8
+EOF
+systemctl enable mariadb
+systemctl restart mariadb
+mysql <<EOF
+CREATE DATABASE keystone;
+GRANT ALL PRIVILEGES ON keystone.* TO 'keystone'@'localhost' IDENTIFIED BY '$KEYSTONE_DBPASS';
+GRANT ALL PRIVILEGES ON keystone.* TO 'keystone'@'%' IDENTIFIED BY '$KEYSTONE_DBPASS';
+CREATE DATABASE glance;
+GRANT ALL PRIVILEGES ON glance.* TO 'glance'@'localhost' IDENTIFIED BY '$GLANCE_DBPASS';
+GRANT ALL PRIVILEGES ON glance.* TO 'glance'@'%' IDENTIFIED BY '$GLANCE_DBPASS';
+EOF
+
+mark rabbitmq
+systemctl enable rabbitmq-server
+systemctl start rabbitmq-server
+rabbitmqctl add_user openstack "$RABBIT_PASS"
+rabbitmqctl set_permissions openstack ".*" ".*" ".*"
+
+mark memcached
+sed -i "s/^-l .*/-l $HOST/" /etc/memcached.conf
+systemctl enable memcached
+systemctl restart memcached
+
+mark keystone
+# Debian's package started uWSGI keystone on :5000; Apache needs the port.
+systemctl disable --now keystone
+cat > /tmp/ks.ini <<EOF
+[database]
+connection = mysql+pymysql://keystone:$KEYSTONE_DBPASS@$HOST/keystone
+[token]
+provider = fernet
+[cache]
+enabled = true
+backend = oslo_cache.memcache_pool
+memcache_servers = $HOST:11211
+EOF
+python3 - <<'EOF'
+import configparser
+src = configparser.RawConfigParser(); src.read("/tmp/ks.ini")
+dst = configparser.RawConfigParser(); dst.read("/etc/keystone/keystone.conf")
+for s in src.sections():
+    if not dst.has_section(s): dst.add_section(s)
+    for k, v in src.items(s): dst.set(s, k, v)
+with open("/etc/keystone/keystone.conf", "w") as f: dst.write(f)
+EOF
+su -s /bin/sh -c "keystone-manage db_sync" keystone
+keystone-manage fernet_setup --keystone-user keystone --keystone-group keystone
+keystone-manage credential_setup --keystone-user keystone --keystone-group keystone
+keystone-manage bootstrap --bootstrap-password "$ADMIN_PASS" \
+  --bootstrap-admin-url http://$HOST:5000/v3/ --bootstrap-internal-url http://$HOST:5000/v3/ \
+  --bootstrap-public-url http://$HOST:5000/v3/ --bootstrap-region-id RegionOne
+echo "ServerName $HOST" > /etc/apache2/conf-available/servername.conf
+a2enconf servername
+cat > /etc/apache2/sites-available/keystone.conf <<EOF
+Listen 5000
+<VirtualHost *:5000>
+    WSGIScriptAlias / /usr/bin/keystone-wsgi-public
+    WSGIDaemonProcess keystone-public processes=2 threads=4 user=keystone group=keystone display-name=%{GROUP} lang=C.UTF-8 locale=C.UTF-8
+    WSGIProcessGroup keystone-public
+    WSGIApplicationGroup %{GLOBAL}
+    WSGIPassAuthorization On
+    ErrorLog /var/log/apache2/keystone.log
+    CustomLog /var/log/apache2/keystone_access.log combined
+    <Directory /usr/bin>
+        Require all granted
+    </Directory>
+</VirtualHost>
+EOF
+a2ensite keystone
+systemctl enable apache2
+systemctl restart apache2
+export OS_USERNAME=admin OS_PASSWORD="$ADMIN_PASS" OS_PROJECT_NAME=admin \
+  OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default \
+  OS_AUTH_URL=http://$HOST:5000/v3 OS_IDENTITY_API_VERSION=3 OS_IMAGE_API_VERSION=2
+until curl -sf -o /dev/null http://$HOST:5000/v3/; do sleep 1; done
+openstack project create --domain default --description "Service Project" service
+openstack project create --domain default --description "Demo Project" demo
+openstack user create --domain default --password "$DEMO_PASS" demo
+openstack role create user
+openstack role add --project demo --user demo user
+
+mark glance
+openstack user create --domain default --password "$GLANCE_PASS" glance
+openstack role add --project service --user glance admin
+openstack service create --name glance --description "OpenStack Image" image
+openstack endpoint create --region RegionOne image public http://$HOST:9292
+openstack endpoint create --region RegionOne image internal http://$HOST:9292
+openstack endpoint create --region RegionOne image admin http://$HOST:9292
+cat > /tmp/gl.ini <<EOF
+[database]
+connection = mysql+pymysql://glance:$GLANCE_DBPASS@$HOST/glance
+[keystone_authtoken]
+www_authenticate_uri = http://$HOST:5000
+auth_url = http://$HOST:5000
+memcached_servers = $HOST:11211
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = glance
+password = $GLANCE_PASS
+region_name = RegionOne
+[paste_deploy]
+flavor = keystone
+[glance_store]
+stores = file,http
+default_store = file
+filesystem_store_datadir = /var/lib/glance/images/
+EOF
+python3 - <<'EOF'
+import configparser
+src = configparser.RawConfigParser(); src.read("/tmp/gl.ini")
+dst = configparser.RawConfigParser(); dst.read("/etc/glance/glance-api.conf")
+for s in src.sections():
+    if not dst.has_section(s): dst.add_section(s)
+    for k, v in src.items(s): dst.set(s, k, v)
+with open("/etc/glance/glance-api.conf", "w") as f: dst.write(f)
+EOF
+su -s /bin/sh -c "glance-manage db_sync" glance
+systemctl enable glance-api
+systemctl restart glance-api
+until curl -s -o /dev/null http://$HOST:9292/; do sleep 1; done
+
+mark image
+openstack image create "cirros" --file "$IMAGE" --disk-format qcow2 \
+  --container-format bare --public
+until openstack image show cirros -f value -c status | grep -qx active; do sleep 1; done
+
+mark finish
+cat > /root/admin-openrc.sh <<EOF
+export OS_PROJECT_DOMAIN_NAME=Default
+export OS_USER_DOMAIN_NAME=Default
+export OS_PROJECT_NAME=admin
+export OS_USERNAME=admin
+export OS_PASSWORD=$ADMIN_PASS
+export OS_AUTH_URL=http://$HOST:5000/v3
+export OS_IDENTITY_API_VERSION=3
+export OS_IMAGE_API_VERSION=2
+EOF
+sed -e "s/=admin$/=demo/" -e "s/^export OS_PASSWORD=.*/export OS_PASSWORD=$DEMO_PASS/" \
+  /root/admin-openrc.sh > /root/demo-openrc.sh
+. /root/admin-openrc.sh && openstack token issue -f value -c id >/dev/null
+. /root/demo-openrc.sh && openstack token issue -f value -c id >/dev/null
+openstack image list
+mark end
