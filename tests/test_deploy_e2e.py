@@ -48,6 +48,9 @@ def deployed(sandbox_factory, stack_home):
     install_time = time.monotonic() - t0
     stop.set()
     watcher.join(30)
+    from tui.tasks import sandbox
+
+    sandbox.harvest_debs(info)  # later e2e tests in this run install from the warm cache
     return {"info": info, "profile": profile_path, "secrets": secrets, "first": first,
             "install_time": install_time, "ps": seen, "home": stack_home}
 

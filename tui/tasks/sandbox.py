@@ -1021,6 +1021,11 @@ def _harvest_debs(sdir: Path, log: Log) -> int:
     return count
 
 
+def harvest_debs(info: "SandboxInfo", log: Log = None) -> int:
+    """Share what a running instance downloaded now (down() does it too)."""
+    return _harvest_debs(Path(info.dir), log)
+
+
 def _owned_claims(sdir: Path) -> list[int]:
     return [i for i, owner in _claims().items() if owner == str(sdir)]
 
