@@ -255,6 +255,9 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
         raise ProfileError("missing 'version' (this stack-tui writes version = 1)", file=path, key="version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProfileError("must be a whole number", file=path, key="version")
+    if version < 1:
+        raise ProfileError(f"profile version {version} is not valid (this stack-tui writes version = 1)",
+                           file=path, key="version")
     if version > PROFILE_VERSION:
         raise ProfileError(
             f"profile version {version} is newer than this stack-tui understands ({PROFILE_VERSION}); upgrade stack-tui",
