@@ -260,6 +260,12 @@ class Transport:
                 ) from None
             t = client.get_transport()
             t.set_keepalive(10)
+            try:
+                # Without TCP_NODELAY every channel open waits out a delayed ACK
+                # (~40 ms): 49 ms per remote command instead of 5 ms.
+                t.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
             self._client = client
             self.connects += 1
             if self._sudo_mode is None:
