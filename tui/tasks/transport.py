@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from secrets import token_hex
 from typing import Callable
 
 from . import hostkeys
@@ -379,13 +380,17 @@ class Transport:
         return self._sudo_mode == "root"
 
     # -- commands -----------------------------------------------------------
-    def wrap(self, command: str, secret_names: list[str], *, sudo: bool = True) -> str:
-        """The command line sent to the server (contains no secret values)."""
+    def wrap(self, command: str, secret_names: list[str], *, sudo: bool = True,
+             tag: str | None = None) -> str:
+        """The command line sent to the server (contains no secret values).
+
+        ``tag`` becomes the wrapper shell's $0, so the command can be found
+        (and killed) from another channel."""
         script = command
         if secret_names:
             reads = " && ".join(f"IFS= read -r {n} && export {n}" for n in secret_names)
             script = f"{reads} && {{ {command}\n}}"
-        line = "sh -c " + shlex.quote(script)
+        line = "sh -c " + shlex.quote(script) + (f" {tag}" if tag else "")
         if sudo and self._sudo_mode == "nopasswd":
             line = "sudo -n -- " + line
         elif sudo and self._sudo_mode == "password":
@@ -425,13 +430,33 @@ class Transport:
             data += stdin.encode() if isinstance(stdin, str) else stdin
         elif not data:
             data = None
-        line = self.wrap(command, names, sudo=sudo)
-        r = self._exec(line, data, timeout=timeout, on_line=on_line, cancel=cancel, shown=command)
+        tag = f"stack-tui-run-{token_hex(6)}"
+        line = self.wrap(command, names, sudo=sudo, tag=tag)
+        r = self._exec(line, data, timeout=timeout, on_line=on_line, cancel=cancel, shown=command,
+                       kill_tag=tag)
         if check and r.status != 0:
             raise CommandFailed(self.redact(command), r.status, r.lines[-20:])
         return r
 
-    def _exec(self, line, data, *, timeout=None, on_line=None, cancel=None, shown=None) -> Result:
+    def _kill_remote(self, tag: str) -> None:
+        """End what a timed-out or cancelled command left running on the server.
+
+        The SSH "signal" request alone is not enough: sshd refuses it for root
+        logins (no privilege separation after authentication), so the command
+        kept running.  Find the wrapper shell by its tag ($0) and terminate
+        its whole session (the command and everything it started)."""
+        pattern = shlex.quote(f"[{tag[0]}]{tag[1:]}")  # never matches this killer itself
+        script = (f"for p in $(pgrep -f -- {pattern}); do "
+                  "s=$(ps -o sid= -p \"$p\" | tr -d ' '); "
+                  "[ -n \"$s\" ] && pkill -TERM -s \"$s\"; done; true")
+        data = (self.sudo_password + "\n").encode() if self._sudo_mode == "password" else None
+        try:
+            self._exec(self.wrap(script, []), data, timeout=15)
+        except TransportError:
+            pass
+
+    def _exec(self, line, data, *, timeout=None, on_line=None, cancel=None, shown=None,
+              kill_tag=None) -> Result:
         import paramiko
 
         shown = self.redact(shown or line)
@@ -499,10 +524,14 @@ class Transport:
                 if cancel is not None and cancel.is_set():
                     _signal_channel(chan, "TERM")
                     chan.close()
+                    if kill_tag:
+                        self._kill_remote(kill_tag)
                     raise CommandCancelled(f"Cancelled: {shown}", tail=lines[-20:])
                 if timeout is not None and time.monotonic() - start > timeout:
                     _signal_channel(chan, "TERM")
                     chan.close()
+                    if kill_tag:
+                        self._kill_remote(kill_tag)
                     raise CommandTimeout(
                         f"Timed out after {timeout:.0f} s: {shown}",
                         "the command produced no result in time",
