@@ -270,7 +270,13 @@ class Transport:
             self._client = client
             self.connects += 1
             if self._sudo_mode is None:
-                self._probe_sudo()
+                try:
+                    self._probe_sudo()
+                except BaseException:
+                    # Without a working sudo this connection must not be used: the next
+                    # run() would otherwise execute its command unprivileged.
+                    self._close_client()
+                    raise
             return self
 
     def reconnect(self, deadline: float = 60.0) -> None:
