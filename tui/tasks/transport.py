@@ -523,7 +523,12 @@ class Transport:
                     emit(2, chunk)
                     got = True
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
+                    # sshd sends the exit status as soon as the command ends, ahead of output
+                    # still held back by the channel window: read on until EOF.  A background
+                    # process may keep stdout open and EOF never come: then stop after a
+                    # second without data.
+                    if chan.eof_received or chan.closed or time.monotonic() - last > 1.0:
+                        break
                 if chan.closed and not got:
                     if not chan.exit_status_ready():
                         break
