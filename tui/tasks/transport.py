@@ -110,6 +110,7 @@ class Result:
     stdout: str = ""
     stderr: str = ""
     lines: list[str] = field(default_factory=list)  # redacted, merged, for people
+    raw: bytes = b""  # stdout exactly as received (binary-safe)
 
     @property
     def ok(self) -> bool:
@@ -583,7 +584,8 @@ class Transport:
             )
         status = chan.recv_exit_status()
         chan.close()
-        return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), lines)
+        return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), lines,
+                      bytes(out))
 
     # -- files --------------------------------------------------------------
     def write_file(
@@ -607,14 +609,18 @@ class Transport:
         )
         self.run(cmd, stdin=data, timeout=120)
 
-    def read_file(self, path: str) -> str | None:
+    def read_bytes(self, path: str, timeout: float = 60) -> bytes | None:
         q = shlex.quote(path)
-        r = self.run(f"if [ -e {q} ]; then cat {q}; else exit 3; fi", check=False, timeout=60)
+        r = self.run(f"if [ -e {q} ]; then cat {q}; else exit 3; fi", check=False, timeout=timeout)
         if r.status == 3:
             return None
         if r.status != 0:
             raise CommandFailed(f"read {path}", r.status, r.lines[-10:])
-        return r.stdout
+        return r.raw
+
+    def read_file(self, path: str) -> str | None:
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "replace")
 
     def upload(self, local: str, remote: str, *, mode: int = 0o644, owner: str = "root",
                group: str | None = None, progress: Callable[[int, int], None] | None = None) -> None:
@@ -640,10 +646,10 @@ class Transport:
     def download(self, remote: str, local: str) -> None:
         from .secrets import atomic_write
 
-        data = self.read_file(remote)
+        data = self.read_bytes(remote, timeout=600)
         if data is None:
             raise CommandFailed(f"download {remote}", 3, [f"{remote} does not exist"])
-        atomic_write(_expand(local), data.encode(), mode=0o600)
+        atomic_write(_expand(local), data, mode=0o600)
 
     # -- port forwarding ----------------------------------------------------
     def forward(self, remote_host: str, remote_port: int) -> int:
