@@ -707,6 +707,12 @@ class _Forward:
     def close(self):
         self.alive = False
         try:
+            # close() alone does not wake the accept() blocked in the other thread: the
+            # port kept accepting, and each new client made the closed transport reconnect.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.sock.close()
         except OSError:
             pass
@@ -716,6 +722,9 @@ class _Forward:
             try:
                 conn, peer = self.sock.accept()
             except OSError:
+                return
+            if not self.alive:
+                conn.close()
                 return
             threading.Thread(target=self._pump, args=(conn, peer), daemon=True).start()
 
