@@ -229,6 +229,22 @@ class Transport:
                     f"no answer within {self.connect_timeout:.0f} s",
                     "check the address, that the server is up and that no firewall drops SSH",
                 ) from None
+            except paramiko.ssh_exception.NoValidConnectionsError as exc:
+                # paramiko wraps "refused" and "no route" (for every address it tried) in
+                # this; unwrapped, they got the generic "Unable to connect to port ..." text.
+                client.close()
+                errs = list(exc.errors.values())
+                if errs and all(getattr(e, "errno", None) == errno.ECONNREFUSED for e in errs):
+                    raise ConnectError(
+                        f"Could not connect to {self.address}:{self.port}.",
+                        "connection refused: nothing listens on that port",
+                        "check the port and that sshd runs on the server (systemctl status ssh)",
+                    ) from None
+                raise ConnectError(
+                    f"Could not connect to {self.address}:{self.port}.",
+                    "the host is unreachable (no route)",
+                    "check the address and the network between here and the server",
+                ) from None
             except ConnectionRefusedError:
                 client.close()
                 raise ConnectError(
