@@ -599,6 +599,13 @@ class Transport:
                 tail=lines[-20:],
             )
         status = chan.recv_exit_status()
+        if status == -1 and not self.connected:
+            # paramiko marks a channel "exit status ready" (-1) when the connection dies.
+            raise ConnectionLost(
+                f"The SSH connection to {self.address} dropped while running: {shown}",
+                "the connection closed before the command finished",
+                tail=lines[-20:],
+            )
         chan.close()
         return Result(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), lines,
                       bytes(out))
