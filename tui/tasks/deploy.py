@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import time
 import urllib.parse
@@ -410,7 +411,8 @@ def _packages_run(ctx: Context) -> None:
                            "| head -1", check=False, quiet=True).stdout.strip()
             if not fresh:
                 ctx.output("refreshing package lists (apt-get update)")
-                _apt(ctx, "apt-get update -q")
+                # No apt-internal retries: the step's own retries (with backoff) bound the wait.
+                _apt(ctx, "apt-get update -q -o Acquire::Retries=0")
             if ks:
                 # keystone's postinst enables its unit and fails when it is masked.
                 ctx.sh(f"systemctl unmask -q {q(ks)}.service 2>/dev/null; true", quiet=True)
@@ -443,9 +445,24 @@ def _apt(ctx: Context, cmd: str) -> None:
             "dpkg lock ($((120 - i)) s left)\"; sleep 1; else break; fi; done; ")
     has_fuser = ctx.sh("command -v fuser >/dev/null", check=False, quiet=True).status == 0
     r = ctx.sh((wait if has_fuser else "") + cmd + " 2>&1", check=False, timeout=1800)
+    # `apt-get update` exits 0 when it cannot fetch the indexes ("W: Failed to fetch"):
+    # the install then failed later with a misleading "Unable to locate package".
+    failed = [ln.strip() for ln in r.lines if _APT_FETCH_FAILED.search(ln)]
+    if failed and (r.status != 0 or " update" in cmd):
+        raise StepError(
+            "Cannot reach the package repository from the host.",
+            failed[0][:300],
+            "check the host's outbound network, DNS (/etc/resolv.conf) and apt proxy "
+            "(`apt-get update` on the host shows the same), then Retry",
+            tail=r.lines[-25:], transient=True)
     if r.status != 0:
         raise StepError(f"Package command failed (exit {r.status}): {cmd}", "",
                         "", tail=r.lines[-25:])
+
+
+# apt's lines for an index or package it could not download
+_APT_FETCH_FAILED = re.compile(r"^(W|E): (Failed to fetch|Unable to fetch some archives|"
+                               r"Some index files failed to download)")
 
 
 # ---------------------------------------------------------------------------
