@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import posixpath
 import select
 import shlex
@@ -28,6 +29,11 @@ from typing import Callable
 
 from . import hostkeys
 from .secrets import Redactor
+
+# paramiko logs its own tracebacks (e.g. "Error reading SSH protocol banner") through
+# logging; with no handler configured, logging.lastResort printed them to stderr,
+# unredacted, next to (or across the TUI screen instead of) our plain messages.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class TransportError(Exception):
