@@ -475,9 +475,11 @@ class Transport:
         kept running.  Find the wrapper shell by its tag ($0) and terminate
         its whole session (the command and everything it started)."""
         pattern = shlex.quote(f"[{tag[0]}]{tag[1:]}")  # never matches this killer itself
-        script = (f"for p in $(pgrep -f -- {pattern}); do "
-                  "s=$(ps -o sid= -p \"$p\" | tr -d ' '); "
-                  "[ -n \"$s\" ] && pkill -TERM -s \"$s\"; done; true")
+        # Sessions first, then kill.  Before the channel's own "signal" request: for a
+        # non-root login sshd delivers that one to sudo only, which passes it to the tagged
+        # shell alone; its children would live on untagged.
+        script = (f"sids=$(for p in $(pgrep -f -- {pattern}); do ps -o sid= -p \"$p\"; done); "
+                  "for s in $sids; do pkill -TERM -s \"$s\"; done; true")
         data = (self.sudo_password + "\n").encode() if self._sudo_mode == "password" else None
         try:
             self._exec(self.wrap(script, []), data, timeout=15)
@@ -556,16 +558,16 @@ class Transport:
                     if not chan.exit_status_ready():
                         break
                 if cancel is not None and cancel.is_set():
-                    _signal_channel(chan, "TERM")
-                    chan.close()
                     if kill_tag:
                         self._kill_remote(kill_tag)
+                    _signal_channel(chan, "TERM")
+                    chan.close()
                     raise CommandCancelled(f"Cancelled: {shown}", tail=lines[-20:])
                 if timeout is not None and time.monotonic() - start > timeout:
-                    _signal_channel(chan, "TERM")
-                    chan.close()
                     if kill_tag:
                         self._kill_remote(kill_tag)
+                    _signal_channel(chan, "TERM")
+                    chan.close()
                     raise CommandTimeout(
                         f"Timed out after {timeout:.0f} s: {shown}",
                         "the command produced no result in time",
