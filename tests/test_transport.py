@@ -310,6 +310,13 @@ def test_sudo_password_never_in_ps(make, box, deployer):
             assert form not in ps
 
 
+def test_timeout_under_sudo_kills_the_remote_command(make, box, deployer):
+    t = make(user=deployer, sudo_password=HOSTILE)
+    with pytest.raises(CommandTimeout):
+        t.run("echo started; sleep 3176", timeout=1.5)
+    assert wait_until(lambda: not running(box, "sleep 3176"), 5), "sudo'd sleep survived the timeout"
+
+
 def test_wrong_sudo_password(make, deployer):
     wrong = "Not-The-Pw-9$'x"
     t = make(user=deployer, sudo_password=wrong)
