@@ -211,14 +211,24 @@ class RunState:
                 f"(steps still check the host, so nothing is done twice)."
             ) from None
         version = data.get("version")
-        if not isinstance(version, int) or version > STATE_VERSION:
+        steps, facts = data.get("steps", {}), data.get("facts", {})
+        if (not isinstance(version, int) or isinstance(version, bool) or version < 1
+                or not isinstance(steps, dict) or not isinstance(facts, dict)):
+            # Valid JSON of the wrong shape used to crash below (or be called "newer").
+            raise StateError(
+                f"The saved run state {path} is corrupted (not a stack-tui run state: needs a "
+                f"whole-number version and 'steps'/'facts' objects). It was left untouched; "
+                f"move it away (or run with --reset-state) to start the run's bookkeeping afresh "
+                f"(steps still check the host, so nothing is done twice)."
+            )
+        if version > STATE_VERSION:
             raise StateError(
                 f"The saved run state {path} was written by a newer stack-tui (state version "
                 f"{version!r}, this one understands {STATE_VERSION}). It was left untouched; "
                 f"upgrade stack-tui or move the file away."
             )
-        st.steps = {k: v for k, v in data.get("steps", {}).items() if isinstance(v, dict)}
-        st.facts = dict(data.get("facts", {}))
+        st.steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
+        st.facts = dict(facts)
         st.started = data.get("started")
         st.finished = bool(data.get("finished", False))
         return st
