@@ -455,6 +455,29 @@ def test_corrupted_state_refused_and_left_untouched(tmp_path):
         assert path.stat().st_mtime_ns == before.st_mtime_ns
 
 
+@pytest.mark.parametrize("data", [
+    {"version": 1, "steps": [1, 2]},
+    {"version": 1, "steps": "done"},
+    {"version": 1, "steps": None},
+    {"version": 1, "steps": {}, "facts": "x"},
+    {"version": 1, "steps": {}, "facts": [1]},
+    {"steps": {}},
+    {"version": "1", "steps": {}},
+    {"version": 0, "steps": {}},
+])
+def test_malformed_state_refused_and_left_untouched(tmp_path, data):
+    """Valid JSON of the wrong shape is a StateError too, never a crash."""
+    path = tmp_path / "runs.json"
+    content = json.dumps(data).encode()
+    path.write_bytes(content)
+    with pytest.raises(e.StateError) as ei:
+        RunState.load(path)
+    msg = str(ei.value)
+    assert str(path) in msg and "untouched" in msg
+    assert "newer" not in msg     # not a version from the future: just broken
+    assert path.read_bytes() == content
+
+
 def test_newer_state_version_refused_and_left_untouched(tmp_path):
     path = tmp_path / "runs.json"
     content = json.dumps({"version": 99, "steps": {"a": {"status": "done"}}}).encode()
