@@ -14,6 +14,7 @@ import os
 import secrets as _random
 import shlex
 import string
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write via temp file + fsync + rename so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per thread too: two threads writing the same file (the engine's worker and
+    # the UI) shared one temp file, and readers saw torn files.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
