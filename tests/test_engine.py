@@ -428,6 +428,46 @@ def test_state_written_after_every_step(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
+def test_state_saves_from_several_threads_never_torn(tmp_path):
+    """Engine thread and UI thread may both save the same run state: readers see whole files."""
+    path = tmp_path / "state.json"
+    states = [RunState(path) for _ in range(3)]
+    for i, st in enumerate(states):
+        st.facts["pad"] = str(i) * 30_000
+    errors: list[str] = []
+    torn = 0
+    stop = threading.Event()
+
+    def writer(st):
+        for n in range(30):
+            try:
+                st.set(f"s{n}", Status.DONE, 0.1)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+
+    def reader():
+        nonlocal torn
+        while not stop.is_set():
+            try:
+                json.loads(path.read_bytes())
+            except FileNotFoundError:
+                pass
+            except ValueError:
+                torn += 1
+
+    r = threading.Thread(target=reader)
+    r.start()
+    ws = [threading.Thread(target=writer, args=(st,)) for st in states]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    stop.set()
+    r.join()
+    assert errors == [] and torn == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
 def test_state_roundtrip_and_resume_point(tmp_path):
     ran: list[str] = []
     phases = _selection_phases(ran)
