@@ -331,6 +331,25 @@ def test_wrong_sudo_password(make, deployer):
         t.run("id -u")
 
 
+def test_sudo_without_password_and_user_without_sudo(make, box):
+    root = make()
+    add_user(box, "nopw", "Nopw-Passw0rd-x")
+    root.write_file("/etc/sudoers.d/nopw", "nopw ALL=(ALL) NOPASSWD: ALL\n", mode=0o440)
+    t = make(user="nopw")                       # no sudo password needed, none given
+    assert t.run("id -u").stdout.strip() == "0"
+    assert t.run("id -un", sudo=False).stdout.strip() == "nopw"
+    with pytest.raises(CommandTimeout):
+        t.run("sleep 3178", timeout=1)
+    assert wait_until(lambda: not running(box, "sleep 3178"), 5)
+
+    add_user(box, "plain", "Plain-Passw0rd-x", sudo=False)
+    t = make(user="plain", sudo_password="Plain-Passw0rd-x")
+    with pytest.raises(SudoError) as ei:
+        t.connect()
+    assert "may not use sudo" in str(ei.value) and "Plain-Passw0rd-x" not in str(ei.value)
+    assert not t.connected
+
+
 def test_missing_sudo_password(make, deployer):
     t = make(user=deployer)
     with pytest.raises(SudoError, match="needs a password for sudo"):
