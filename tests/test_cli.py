@@ -424,8 +424,8 @@ def test_apply_generates_missing_secrets_beside_the_profile(home, tmp_path):
 
 
 @pytest.mark.e2e
-def test_apply_unknown_host_key_refused_without_flag(home, tmp_path, sandbox_host):
-    info = sandbox_host
+def test_apply_unknown_host_key_refused_without_flag(home, tmp_path, sandbox_factory):
+    info = sandbox_factory(f"tr-{os.getpid()}")   # test_transport's host when it ran (no 2nd boot)
     path = tmp_path / "box.toml"
     path.write_text(profile_text(address=info.address, secrets=False).replace(
         "[openstack]", f'user = "root"\nkey_file = "{info.key_file}"\n[openstack]'))
