@@ -438,13 +438,15 @@ def _packages_run(ctx: Context) -> None:
 
 
 def _apt(ctx: Context, cmd: str) -> None:
-    # dpkg's lock: wait up to 120 s (visibly) for another package manager.
-    wait = ("for i in $(seq 120); do "
-            "if fuser /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock >/dev/null 2>&1; then "
-            "[ $((i % 10)) = 1 ] && echo \"waiting for another package manager to release the "
-            "dpkg lock ($((120 - i)) s left)\"; sleep 1; else break; fi; done; ")
-    has_fuser = ctx.sh("command -v fuser >/dev/null", check=False, quiet=True).status == 0
-    r = ctx.sh((wait if has_fuser else "") + cmd + " 2>&1", check=False, timeout=1800)
+    # Another package manager's lock: wait for it with a visible countdown (found in
+    # /proc/locks: no fuser, which minimal hosts lack), then explain; the step retries.
+    from .preflight import lock_wait_seconds, run_lock_wait
+
+    wait = lock_wait_seconds()
+    r, holders = run_lock_wait(ctx, wait, then=cmd + " 2>&1", timeout=1800)
+    if holders:
+        raise StepError(f"The package manager lock is still held by {holders} after waiting "
+                        f"{wait} s.", "", "", transient=True)
     # `apt-get update` exits 0 when it cannot fetch the indexes ("W: Failed to fetch"):
     # the install then failed later with a misleading "Unable to locate package".
     failed = [ln.strip() for ln in r.lines if _APT_FETCH_FAILED.search(ln)]
@@ -1277,7 +1279,9 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
                                                plat.packages["keystone"][0])
     gl_sync_check, gl_sync_run = _db_sync_step("glance", "glance-manage db_sync",
                                                plat.packages["glance"][0])
-    phases: list[Phase] = []
+    from .preflight import phase as preflight_phase
+
+    phases: list[Phase] = [preflight_phase()]  # first: blocks before anything is installed
 
     prepare = [
         Step("prepare.detect", "Detect the distribution and release",

@@ -286,6 +286,7 @@ class Context:
         self.cancel = threading.Event()
         self.step_id: str | None = None
         self.cache: dict[str, Any] = {}   # per-run objects (db connections, sessions)
+        self.options: dict[str, Any] = {}  # run options, e.g. {"fix": True} (preflight fixes)
 
     def output(self, line: str) -> None:
         if self.engine is not None:

@@ -86,12 +86,14 @@ def make_engine(
     decide: Callable | None = None,
     from_step: str | None = None,
     only_phase: str | None = None,
+    fix: bool = False,
 ) -> Engine:
     assert session.plan is not None, "connect_and_plan first"
     if session.transcript is None:
         session.transcript = Transcript(session.log_path, session.redact)
     ctx = Context(session.transport, session.profile, session.secrets, session.redact,
                   session.state)
+    ctx.options["fix"] = fix  # preflight applies its fixes (--fix)
     return Engine(session.plan, ctx, listeners=[session.transcript, *(listeners or [])],
                   decide=decide or (lambda step, err: Decision.ABORT),
                   from_step=from_step, only_phase=only_phase)
