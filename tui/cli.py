@@ -38,6 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--reset-state", action="store_true",
                     help="forget the saved run state (steps still check the host first)")
     sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    sp.add_argument("--fix", action="store_true",
+                    help="let the preflight fix what it can (e.g. /etc/hosts, time sync)")
+
+    sp = sub.add_parser("check", help="preflight only: can the host take the install? "
+                                      "(changes nothing unless --fix)")
+    sp.add_argument("profile", metavar="PROFILE")
+    sp.add_argument("--fix", action="store_true", help="apply the fixes the checks offer")
+    sp.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust the host's SSH key if it is not known yet (never a changed one)")
+
+    sp = sub.add_parser("bundle", help="write a support bundle (logs, state, plan, host "
+                                       "configs and logs; secrets redacted)")
+    sp.add_argument("profile", metavar="PROFILE")
+    sp.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
 
     sp = sub.add_parser("profiles", help="list, show or delete saved profiles")
     psub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "apply":
             return cmd_apply(args)
+        if args.command in ("check", "bundle"):
+            return cmd_check(args) if args.command == "check" else cmd_bundle(args)
         if args.command == "profiles":
             return cmd_profiles(args)
         if args.command == "sandbox":
@@ -220,7 +236,8 @@ def cmd_apply(args) -> int:
             return EXIT_CONNECT
         try:
             eng = runner.make_engine(session, listeners=[view], decide=view.decide,
-                                     from_step=args.from_step, only_phase=args.only)
+                                     from_step=args.from_step, only_phase=args.only,
+                                     fix=args.fix)
         except ValueError as exc:
             _err(f"stack-tui: {exc}; see `stack-tui plan {args.profile}` for the ids")
             return EXIT_USAGE
@@ -243,6 +260,59 @@ def cmd_apply(args) -> int:
         return EXIT_FAILED
     finally:
         session.close()
+
+
+# -- check / bundle ------------------------------------------------------------------
+def cmd_check(args) -> int:
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    from .tasks import preflight, runner
+    from .tasks.engine import StepOutput
+    from .tasks.transport import TransportError
+
+    try:
+        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key)
+        plan = runner.connect_and_plan(session)
+    except TransportError as exc:
+        _err(f"stack-tui: {exc.message()}")
+        return EXIT_CONNECT
+    except Exception as exc:  # ProfileError, StateError
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    try:
+        show = lambda ev: isinstance(ev, StepOutput) and print(f"    {ev.line}", flush=True)  # noqa: E731
+        ctx = runner.make_engine(session, listeners=[show], only_phase="preflight").ctx
+        print(f"Preflight for {prof.host.user}@{prof.host.address} ({plan.platform}):", flush=True)
+        results = preflight.run_checks(ctx)
+        for res in results:
+            print("\n".join("  " + ln for ln in res.lines()))
+        if args.fix and preflight.apply_fixes(ctx, results):
+            print("Checking again after the fixes:")
+            results = preflight.run_checks(ctx)
+            for res in results:
+                print("\n".join("  " + ln for ln in res.lines()))
+        bad = [r for r in results if r.blocking]
+        warn = [r for r in results if r.level == preflight.WARNING]
+        print(f"{len(bad)} blocking, {len(warn)} warning(s), "
+              f"{len(results) - len(bad) - len(warn)} ok.")
+        if any(r.fix for r in bad) and not args.fix:
+            print(f"Some of this stack-tui can fix: stack-tui check {args.profile} --fix")
+        return EXIT_FAILED if bad else EXIT_OK
+    finally:
+        session.close()
+
+
+def cmd_bundle(args) -> int:
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    from .tasks.bundle import make_bundle
+
+    path = make_bundle(prof, args.output or f"stack-tui-bundle-{prof.name}.tar.gz",
+                       log=lambda s: print(s, flush=True))
+    print(f"Support bundle: {path} (secrets redacted; check it before you share it)")
+    return EXIT_OK
 
 
 def _ask_host_key(host: str, key_type: str, fp: str) -> bool:
