@@ -1,0 +1,268 @@
+"""Support bundle: one tar.gz with what a helper needs to see, and no secret.
+
+Local: the newest run logs of the profile, the run state (step states, timings,
+errors), the rendered plan (the text of `stack-tui plan`).  From the host, when
+it is reachable: the OpenStack config files, /etc/hosts, service statuses,
+journal and log tails, the listening sockets.
+
+Every file passes through the session's Redactor (every known secret in all its
+quoted/encoded forms) AND ``scrub``, which masks by shape what the redactor may
+not know: ``password = ...`` style settings, passwords in URLs, OS_PASSWORD,
+``IDENTIFIED BY '...'``.  UI-free: ``make_bundle(session_or_profile, out_path)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import tarfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import paths
+from .secrets import MASK, Redactor
+
+# settings whose value is a secret, whatever the file format (ini, shell, yaml, json, toml)
+_KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key)"
+        r"[A-Za-z0-9_.-]*")
+# a whole line `key = value` (ini values may hold spaces): mask the rest of the line
+_LINE = re.compile(r"""^(?P<head>[ \t]*(?:export[ \t]+)?["']?""" + _KEY
+                   + r"""["']?[ \t]*[=:][ \t]*)(?P<val>\S.*?)[ \t]*$""", re.I | re.M)
+# `key=value` / `key: value` inside a longer line (journal, logs): mask one token
+_INLINE = re.compile(r"""(?P<head>(?<![\w.-])""" + _KEY + r"""["']?[ \t]*[=:][ \t]*)"""
+                     r"""(?P<val>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;"']+)""", re.I)
+# passwords inside URLs: scheme://user:PASSWORD@host ('@' in passwords is %40-quoted)
+_URL = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<val>[^\s@]+)(?=@)", re.I)
+# `key = scheme://user:PASSWORD@host` as a whole config line: the password may hold spaces
+_LINE_URL = re.compile(r"^(?P<head>[ \t]*[\w.-]+[ \t]*=[ \t]*[a-z][a-z0-9+.-]*://[^\s:/@]*:)"
+                       r"(?P<val>.+)(?=@[^@]*$)", re.I | re.M)
+_JSON = re.compile(r'(?P<head>"' + _KEY + r'"\s*:\s*")(?P<val>(?:[^"\\]|\\.)*)(?=")', re.I)
+_SQL = re.compile(r"(?P<head>IDENTIFIED\s+(?:BY|VIA\s+\w+\s+USING)\s+(?:PASSWORD\s+)?)"
+                  r"(?P<val>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", re.I)
+_CLI = re.compile(r"(?P<head>--(?:os-)?password[= ])(?P<val>\S+)", re.I)
+
+
+def scrub(text: str) -> str:
+    """Mask secrets by their shape (config settings, URLs, env exports, JSON, SQL)."""
+    def mask(m: re.Match) -> str:
+        val = m.group("val")
+        if val.strip("'\"") in ("", MASK) or MASK in val:
+            return m.group(0)
+        return m.group("head") + MASK
+
+    for pattern in (_JSON, _LINE_URL, _URL, _SQL, _CLI, _LINE, _INLINE):
+        text = pattern.sub(mask, text)
+    return text
+
+
+def clean(text: str | bytes, redact: Callable[[str], str]) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return scrub(redact(text))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def newest_logs(profile_name: str, n: int = 3) -> list[Path]:
+    logs = sorted(paths.log_dir().glob(f"{_safe(profile_name)}-*.log"),
+                  key=lambda p: (p.stat().st_mtime, p.name))
+    return logs[-n:]
+
+
+def plan_text(profile) -> str:
+    """Exactly what `stack-tui plan PROFILE` prints."""
+    from .. import cli
+
+    target = str(profile.path) if getattr(profile, "path", None) else profile.name
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            cli.cmd_plan(argparse.Namespace(profile=target))
+        except Exception as exc:  # noqa: BLE001 - the bundle still gets written
+            print(f"(could not render the plan: {type(exc).__name__}: {exc})")
+    return buf.getvalue()
+
+
+SERVICES = ("mariadb", "rabbitmq-server", "memcached", "apache2", "httpd", "glance-api",
+            "openstack-glance-api", "keystone")
+
+
+def host_items(platform_id: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(files to read, commands to run) on the host, each (name in bundle, path/command)."""
+    from .platforms import PLATFORMS
+
+    plat = PLATFORMS.get(platform_id or "", PLATFORMS["debian-12"])
+    files = [
+        ("etc/keystone/keystone.conf", "/etc/keystone/keystone.conf"),
+        ("etc/glance/glance-api.conf", "/etc/glance/glance-api.conf"),
+        ("etc/" + plat.mariadb_conf.split("/etc/", 1)[-1], plat.mariadb_conf),
+        ("etc/" + plat.memcached_conf.split("/etc/", 1)[-1], plat.memcached_conf),
+        ("etc/" + plat.keystone_vhost.split("/etc/", 1)[-1], plat.keystone_vhost),
+        ("etc/hosts", "/etc/hosts"),
+        ("etc/os-release", "/etc/os-release"),
+    ]
+    units = [u for u in SERVICES if u not in ("httpd", "openstack-glance-api")] \
+        if plat.family == "deb" else [u for u in SERVICES if u not in ("apache2", "glance-api", "keystone")]
+    cmds = [("systemctl-status.txt",
+             "systemctl status --no-pager -n 0 " + " ".join(units) + " 2>&1")]
+    for u in units:
+        cmds.append((f"journal/{u}.txt", f"journalctl -u {u} -n 200 --no-pager -o short-iso 2>&1"))
+    cmds += [
+        ("logs/keystone.log", f"tail -n 300 {plat.apache_log_dir}/keystone.log 2>&1"),
+        ("logs/keystone-manage.log", "tail -n 100 /var/log/keystone/keystone-manage.log 2>&1"),
+        ("logs/glance-api.log", "tail -n 300 /var/log/glance/glance-api.log 2>&1"),
+        ("ss-ltnp.txt", "ss -ltnp 2>&1"),
+        ("df.txt", "df -h 2>&1; free -m 2>&1"),
+        ("packages.txt", ("dpkg -l 2>&1 | grep -E 'keystone|glance|mariadb|rabbitmq|memcached|"
+                          "apache2|wsgi|openstack'" if plat.family == "deb"
+                          else "rpm -qa 2>&1 | grep -E 'keystone|glance|mariadb|rabbitmq|"
+                               "memcached|httpd|wsgi|openstack'")),
+    ]
+    return files, cmds
+
+
+def _redactor_for(profile, session) -> Redactor:
+    from .secrets import read_secrets_file
+
+    red = Redactor()
+    if session is not None:
+        red = session.redact
+    else:
+        try:
+            from .profile import load_secrets
+
+            red = load_secrets(profile).redactor()
+        except Exception:  # noqa: BLE001 - a broken secrets file: scrub still applies
+            pass
+    # also every value stored anywhere for the profile (env may override the file)
+    try:
+        for v in read_secrets_file(profile.secrets_file).values():
+            red.add(v)
+    except Exception:  # noqa: BLE001
+        pass
+    for v in getattr(profile, "inline_secrets", {}).values():
+        red.add(v)
+    return red
+
+
+def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
+                connect: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Write the support bundle; returns its path.
+
+    ``session_or_profile``: a runner.Session (its connection is reused), a Profile or a
+    profile name/path (a connection is opened if the host key is already known)."""
+    from .engine import state_path
+
+    say = log or (lambda s: None)
+    session = None
+    if hasattr(session_or_profile, "transport") and hasattr(session_or_profile, "profile"):
+        session = session_or_profile
+        profile = session.profile
+    elif isinstance(session_or_profile, (str, Path)):
+        from .profile import load
+
+        profile = load(session_or_profile)
+    else:
+        profile = session_or_profile
+    redact = _redactor_for(profile, session)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = f"stack-tui-bundle-{_safe(profile.name)}-{stamp}"
+    if out_path is None:
+        out_dir = paths.data_dir() / "bundles"
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        out_path = out_dir / f"{root}.tar.gz"
+    out_path = Path(out_path)
+    items: dict[str, str] = {}
+    manifest: list[str] = [f"stack-tui support bundle for profile {profile.name}",
+                           f"host {profile.host.user}@{profile.host.address}:{profile.host.port}",
+                           f"written {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
+                           "every file is redacted (known secrets and secret-shaped values "
+                           f"are replaced by {MASK})", ""]
+
+    # -- local ---------------------------------------------------------------
+    for p in newest_logs(profile.name):
+        items[f"local/logs/{p.name}"] = p.read_text(encoding="utf-8", errors="replace")
+    if not any(k.startswith("local/logs/") for k in items):
+        manifest.append("no run log for this profile yet")
+    sp = state_path(profile.name, profile.host.address)
+    if sp.exists():
+        items["local/state.json"] = sp.read_text(encoding="utf-8", errors="replace")
+    else:
+        manifest.append(f"no run state yet ({sp})")
+    items["local/plan.txt"] = plan_text(profile)
+    items["local/profile.toml"] = profile.dumps()
+
+    # -- host ------------------------------------------------------------------
+    transport = session.transport if session is not None else None
+    opened = None
+    platform_id = None
+    if session is not None and session.plan is not None:
+        platform_id = session.plan.platform
+    elif session is not None:
+        platform_id = session.state.facts.get("platform")
+    if connect:
+        try:
+            if transport is None:
+                from .transport import Transport
+                from .profile import load_secrets
+
+                sec = load_secrets(profile)
+                opened = transport = Transport(
+                    profile.host.address, profile.host.port, profile.host.user,
+                    key_file=profile.host.key_file, password=sec.get("ssh_password"),
+                    sudo_password=sec.get("sudo_password"), redactor=redact)
+            say(f"collecting from {profile.host.address}")
+            transport.connect()
+            if platform_id is None:
+                from .platforms import detect
+
+                plat = detect(transport.read_file("/etc/os-release") or "")
+                platform_id = plat.id if plat else None
+            files, cmds = host_items(platform_id)
+            for name, path in files:
+                try:
+                    data = transport.read_bytes(path)
+                except Exception as exc:  # noqa: BLE001
+                    manifest.append(f"host/{name}: could not read {path}: {exc}")
+                    continue
+                if data is None:
+                    manifest.append(f"host/{name}: {path} does not exist")
+                    continue
+                items[f"host/{name}"] = data
+            for name, cmd in cmds:
+                try:
+                    r = transport.run(cmd, check=False, timeout=60)
+                    items[f"host/{name}"] = r.raw or r.stdout
+                except Exception as exc:  # noqa: BLE001
+                    manifest.append(f"host/{name}: `{cmd}` failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - local parts are still worth having
+            what = getattr(exc, "what", None) or str(exc)
+            manifest.append(f"the host was not reachable, nothing collected from it: {what}")
+        finally:
+            if opened is not None:
+                opened.close()
+
+    # -- write -----------------------------------------------------------------
+    manifest += ["", "files:"] + [f"  {k}" for k in sorted(items)]
+    items["MANIFEST.txt"] = "\n".join(manifest) + "\n"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    import os
+
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        for name in sorted(items):
+            data = clean(items[name], redact).encode("utf-8")
+            info = tarfile.TarInfo(f"{root}/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, out_path)
+    say(f"bundle written: {out_path}")
+    return out_path
