@@ -280,9 +280,6 @@ def test_profiles_show_masks_plain_secrets(home):
     no_secret(r.stdout, r.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG in tui/cli.py cmd_profiles 'show': it masks the raw "
-                   "secret value, but the TOML text has it JSON-escaped (\\\" for a quote, \\\\ "
-                   "for a backslash), so such a secret is printed in clear")
 def test_profiles_show_masks_secrets_with_quotes(home):
     saved_profile(home, "alpha", profile_text(address="10.0.0.1", port=2201))
     r = run(home, "profiles", "show", "alpha")

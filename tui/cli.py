@@ -359,9 +359,9 @@ def cmd_profiles(args) -> int:
         p = _load(args.name)
         if p is None:
             return EXIT_USAGE
+        # Mask before serialising: the TOML text holds escaped forms of the values.
+        p.inline_secrets = {k: MASK for k in p.inline_secrets}
         text = p.dumps()
-        for v in p.inline_secrets.values():
-            text = text.replace(v, MASK)
         print(f"# {p.path}")
         print(text, end="")
         return EXIT_OK

@@ -1387,7 +1387,8 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
         phases.append(Phase("image", "Image", [
             Step("image.upload", f"Upload image {profile.image.name}", run=_image_run,
                  check=_image_check, retries=1,
-                 detail=f"glanceclient over the port forward: {profile.image.file or profile.image.url} "
+                 detail=f"glanceclient over the port forward: "
+                        f"{profile.image.file or profile.image.url or '(no image file or URL set)'} "
                         f"({profile.image.disk_format}/{profile.image.container_format}, "
                         f"{profile.image.visibility}); skip when the same name and checksum exist"),
         ]))
