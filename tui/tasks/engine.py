@@ -441,6 +441,9 @@ class Engine:
                 info = _explain(exc, ctx.redact)
                 if isinstance(exc, CommandCancelled):
                     info.kind = "cancelled"
+                from . import explain
+
+                explain.add_logs(info, ctx)  # a known failure's log tail (Keystone, Glance...)
                 transient = getattr(exc, "transient", False) or info.kind == "transient"
                 if transient and auto_retries < step.retries:
                     auto_retries += 1

@@ -2,83 +2,291 @@
 
 ``improve`` looks at an error's text and output tail; when it recognises the
 failure it fills in the why/hint (and marks transient failures so the engine
-retries them with backoff before asking the user).
+retries them with backoff before asking the user).  ``add_logs`` then fetches
+the log tail a recognised failure points to (Keystone's Apache log for a
+401/403/500, glance-api.log for a store or auth error, RabbitMQ's or
+MariaDB's journal), so the user sees the cause without opening a shell.
+
+Unknown failures keep the command, its exit status and the last output lines.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Callable, Union
 
-# (pattern over what + tail, kind, why, hint)
-RULES: list[tuple[re.Pattern, str, str, str]] = [
-    (re.compile(r"Could not get lock|Unable to acquire the dpkg frontend lock|dpkg frontend lock|"
-                r"is another process using it|dpkg was interrupted", re.I),
-     "transient",
-     "another package manager (apt, unattended-upgrades, a second installer) holds the "
-     "dpkg/apt lock on the host",
-     "wait for it to finish (see `ps aux | grep -E 'apt|dpkg'` on the host), then Retry; "
-     "if dpkg was interrupted run `dpkg --configure -a`"),
-    (re.compile(r"Temporary failure resolving|Could not resolve|Failed to fetch|"
-                r"Unable to fetch some archives|Could not connect to .*:(80|443)|"
-                r"Connection timed out|Network is unreachable|Cannot initiate the connection", re.I),
-     "transient",
-     "cannot reach the package repository from the host (mirror down, DNS, proxy or no "
-     "outbound network)",
-     "check `apt-get update` on the host, its DNS (/etc/resolv.conf) and proxy settings, "
-     "then Retry"),
-    (re.compile(r"Access denied for user", re.I), "error",
-     "the database refused the login: wrong password or missing grant",
-     "Retry (stack-tui re-applies users and grants); check the *_db_password secrets"),
-    (re.compile(r"Address already in use|port .* (is )?already in use|bind\(\) .* failed", re.I),
-     "error",
-     "another program already listens on a port this service needs",
-     "find it with `ss -ltnp` on the host, stop it, then Retry"),
-    (re.compile(r"unable to (perform an operation on|connect to) node|nodedown|epmd", re.I),
-     "error",
-     "the RabbitMQ node is down or unreachable; usually the host name does not resolve "
-     "to an address the host has (epmd)",
-     "make /etc/hosts map the host name to its real address (preflight --fix does this), "
-     "then Retry"),
-    (re.compile(r"Job for .*\.service failed|failed to start|start request repeated too quickly",
-                re.I),
-     "error",
-     "a system service failed to start; the journal lines below say why",
-     "read the journal tail, fix the configuration, then Retry"),
-    (re.compile(r"\b401\b|Unauthorized|The request you have made requires authentication", re.I),
-     "error",
-     "Keystone refused the credentials (401)",
-     "check the admin password secret; Retry re-runs bootstrap which resets it"),
-    (re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable", re.I),
-     "error",
-     "the OpenStack API answered with a server error",
-     "look at the Apache/Keystone or Glance log tail below, fix, then Retry"),
+Text = Union[str, Callable[[str], str]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: re.Pattern
+    kind: str            # "transient" (retried automatically) or "error"
+    why: Text            # plain words; a callable gets the whole error text
+    hint: Text
+    logs: tuple[str, ...] = ()   # keys of LOGS: what to show below the error
+
+
+def _holder(text: str) -> str:
+    m = re.search(r"held by process (\d+) \(([^)]+)\)", text)
+    if m:
+        return f"{m.group(2)} (pid {m.group(1)})"
+    m = re.search(r"held by (\S+ \(pid \d+\)(?:, \S+ \(pid \d+\))*)", text)
+    if m:
+        return m.group(1)
+    m = re.search(r"locked by another process with pid (\d+)", text)
+    return f"pid {m.group(1)}" if m else ""
+
+
+def _lock_why(text: str) -> str:
+    who = _holder(text)
+    return ("another package manager " + (f"({who}) " if who else "(apt, unattended-upgrades, "
+            "a second installer) ") + "holds the dpkg/apt lock on the host")
+
+
+def _lock_hint(text: str) -> str:
+    m = re.search(r"pid (\d+)", _holder(text))
+    see = f"`ps -fp {m.group(1)}`" if m else "`ps aux | grep -E 'apt|dpkg'`"
+    return (f"let it finish (see {see} on the host; after boot it is often "
+            "unattended-upgrades), then Retry; never delete the lock files")
+
+
+RULES: list[Rule] = [
+    Rule("dpkg-lock",
+         re.compile(r"Could not get lock|Unable to acquire the dpkg frontend lock|"
+                    r"dpkg frontend lock|frontend lock was locked|is another process using it|"
+                    r"package manager lock is still held|Waiting for cache lock", re.I),
+         "transient", _lock_why, _lock_hint),
+    Rule("dpkg-interrupted", re.compile(r"dpkg was interrupted", re.I), "error",
+         "an earlier package run was interrupted and left dpkg half-configured",
+         "Retry: the packages step runs `dpkg --configure -a` first"),
+    Rule("apt-proxy", re.compile(r"407\s+Proxy Authentication Required|Proxy Authentication", re.I),
+         "error", "the HTTP proxy between the host and the package mirror wants credentials",
+         "set Acquire::http::Proxy with user:password in /etc/apt/apt.conf.d/ on the host, then "
+         "Retry"),
+    Rule("mirror",
+         re.compile(r"Temporary failure resolving|Could not resolve|Failed to fetch|"
+                    r"Unable to fetch some archives|Some index files failed to download|"
+                    r"Could not connect to .*:(80|443)|Connection timed out|Network is unreachable|"
+                    r"Cannot initiate the connection|Cannot reach the package repository|"
+                    r"Hash Sum mismatch|Connection failed \[IP", re.I),
+         "transient",
+         "the package download failed: the host cannot reach its package mirror (mirror down "
+         "or syncing, DNS, proxy, or no outbound network)",
+         "run `apt-get update` on the host to see the same; check /etc/resolv.conf, the apt "
+         "proxy and the mirror in /etc/apt/sources.list, then Retry"),
+    Rule("no-package",
+         re.compile(r"Unable to locate package|has no installation candidate|"
+                    r"No match for argument", re.I),
+         "error",
+         "a package is not in the host's configured repositories (missing repository section "
+         "or stale package lists)",
+         "check /etc/apt/sources.list (main, updates and security), run `apt-get update`, "
+         "then Retry"),
+    Rule("bad-config",
+         re.compile(r"unknown variable|unknown option|invalid option|unrecognized option|"
+                    r"illegal option|Unknown directive|Invalid command '|Syntax error on line|"
+                    r"AH00526|ConfigFileValueError|NoSuchOptError|Found option without preceding "
+                    r"group|could not parse|Error parsing", re.I),
+         "error",
+         "the service rejects a setting in its configuration file (the journal lines below "
+         "name it), so it does not start",
+         "correct or remove that line in the file the journal names (stack-tui keeps the "
+         "original of files it changed as FILE.stack-tui.orig), then Retry"),
+    Rule("port-in-use",
+         re.compile(r"Address already in use|port \S+ (is )?already in use|could not bind|"
+                    r"bind\(\) .* failed|AH00072|eaddrinuse", re.I),
+         "error",
+         "another program already listens on a port this service needs",
+         "`stack-tui check PROFILE` or `ss -ltnp` on the host names it; stop it or move it to "
+         "another port, then Retry"),
+    Rule("rabbitmq-down",
+         re.compile(r"unable to perform an operation on node|nodedown|unable to connect to node|"
+                    r"could not contact node|epmd (error|reports|failed)|erl_epmd|"
+                    r"Failed to create cookie file|erlang\.cookie", re.I),
+         "error",
+         "the RabbitMQ node is down or unreachable; usually the host name does not resolve to "
+         "an address the host has (epmd), or rabbitmq-server failed to start",
+         "make /etc/hosts map the host name to its real address (`stack-tui check PROFILE "
+         "--fix` does this), `systemctl restart rabbitmq-server`, then Retry",
+         logs=("rabbitmq",)),
+    Rule("db-denied", re.compile(r"Access denied for user|\(1045,", re.I), "error",
+         "the database refused the login: wrong password or missing grant",
+         "Retry (the mariadb.databases step re-applies users, passwords and grants); check the "
+         "*_db_password secrets"),
+    Rule("db-down",
+         re.compile(r"Can't connect to (local )?(MySQL|MariaDB) server|Lost connection to "
+                    r"(MySQL|MariaDB)|\((2002|2003|2013),", re.I),
+         "error",
+         "MariaDB does not answer: it is not running, or listens on another address "
+         "(bind-address in its drop-in)",
+         "`systemctl status mariadb` on the host; the mariadb.service step starts it, then Retry",
+         logs=("mariadb",)),
+    Rule("glance-store",
+         re.compile(r"glance_store|Store for scheme|UnknownScheme|StoreAddDisabled|StorageFull|"
+                    r"StorageWriteDenied|No space left on device|Image storage media is full|"
+                    r"Insufficient permissions on image storage|ended up killed|"
+                    r"Glance could not store", re.I),
+         "error",
+         "Glance could not write the image to its store (/var/lib/glance/images): store "
+         "settings, permissions or disk space",
+         "see glance-api.log below; check `df -h /var` and that /var/lib/glance/images belongs "
+         "to glance, then Retry",
+         logs=("glance",)),
+    Rule("glance-auth",
+         re.compile(r"(glance|9292|image)[^\n]*(\b401\b|Unauthorized)|"
+                    r"(\b401\b|Unauthorized)[^\n]*(glance|9292)|Identity response: 40[13]|"
+                    r"Unable to validate token|Bad response code while validating token|"
+                    r"keystonemiddleware", re.I),
+         "error",
+         "Glance could not validate tokens with Keystone: the [keystone_authtoken] settings in "
+         "glance-api.conf (the glance user's password, auth_url, memcached) do not work",
+         "Retry (glance.user and glance.config re-apply the password); glance-api.log below "
+         "says what Keystone answered",
+         logs=("glance",)),
+    Rule("keystone-401",
+         re.compile(r"\b401\b|Unauthorized|requires authentication", re.I),
+         "error",
+         "Keystone refused the credentials (401)",
+         "check the admin password secret; Retry (keystone.bootstrap resets the admin "
+         "password); the Keystone log tail is below",
+         logs=("keystone",)),
+    Rule("keystone-403",
+         re.compile(r"\b403\b|Forbidden|not authorized to perform", re.I),
+         "error",
+         "Keystone refused the action (403): the user lacks the admin role on the project, or a "
+         "policy forbids it",
+         "Retry (keystone.bootstrap re-grants admin); the Keystone log tail is below",
+         logs=("keystone",)),
+    Rule("server-error",
+         re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable|InternalServerError|"
+                    r"ServiceUnavailable|HttpServerError|Bad Gateway", re.I),
+         "error",
+         "the OpenStack API answered with a server error: the application behind it fails",
+         "the log tail below shows the exception; fix its cause (often the database "
+         "connection or a config value), then Retry",
+         logs=("api",)),
+    Rule("service-failed",
+         re.compile(r"Job for .*\.service failed|failed to start|start request repeated too "
+                    r"quickly|is not running; its journal is below|Could not (re)?start ", re.I),
+         "error",
+         "a system service failed to start; the journal lines below say why",
+         "read the journal tail, fix the configuration, then Retry"),
 ]
+
+# SSH failures: the transport already says what and why; these fill gaps only.
+SSH_KINDS = {
+    "ConnectionLost": ("the SSH connection dropped (network, the server rebooted, or sshd was "
+                       "restarted)",
+                       "check that the server is up and reachable, then Retry or run apply "
+                       "again: it resumes where it stopped"),
+    "ConnectError": ("the server cannot be reached over SSH",
+                     "check the address, the port and that sshd runs on the server"),
+    "CommandTimeout": ("the command ran longer than its time limit (the host is slow, a "
+                       "download stalled, or the command waits for something)",
+                       "look at the last output lines, then Retry"),
+}
 
 
 def classify(text: str) -> tuple[str, str, str] | None:
-    for pattern, kind, why, hint in RULES:
-        if pattern.search(text):
-            return kind, why, hint
+    rule = match(text)
+    if rule is None:
+        return None
+    return rule.kind, _text(rule.why, text), _text(rule.hint, text)
+
+
+def match(text: str) -> Rule | None:
+    for rule in RULES:
+        if rule.pattern.search(text):
+            return rule
     return None
+
+
+def _text(t: Text, text: str) -> str:
+    return t(text) if callable(t) else t
+
+
+def _all_text(info) -> str:
+    return "\n".join([info.what, info.why, *info.tail])
 
 
 def improve(info):
     """Fill an ErrorInfo's why/hint from known patterns (keeps existing text)."""
-    text = "\n".join([info.what, info.why, *info.tail])
-    found = classify(text)
-    if found is None:
+    if info.what.startswith("Preflight"):
+        return info  # the preflight explains itself, item by item
+    if info.kind in SSH_KINDS:
+        why, hint = SSH_KINDS[info.kind]
+        info.why = info.why or why
+        info.hint = info.hint or hint
+        return info
+    text = _all_text(info)
+    rule = match(text)
+    if rule is None:
         if not info.why and info.tail:
             info.why = "the last output lines are shown below"
         if not info.hint:
             info.hint = "read the output below, fix the cause on the host, then Retry"
         return info
-    kind, why, hint = found
-    if kind == "transient":
+    why, hint = _text(rule.why, text), _text(rule.hint, text)
+    if rule.kind == "transient":
         info.kind = "transient"
-    if not info.why or info.why.startswith("the last output"):
+    elif info.kind == "error":
+        info.kind = rule.name
+    unexpected = info.why.startswith("raised at ")  # an exception we recognise after all
+    if not info.why or info.why.startswith("the last output") or unexpected:
         info.why = why
-    else:
+    elif why not in info.why:
         info.why = f"{info.why}; {why}"
-    if not info.hint:
+    if not info.hint or unexpected:
         info.hint = hint
     return info
+
+
+def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
+    """(title, shell command) for a log key."""
+    from .platforms import PLATFORMS
+
+    plat = PLATFORMS.get(ctx.facts.get("platform", ""), PLATFORMS["debian-12"])
+    ks = f"{plat.apache_log_dir}/keystone.log"
+    gl = "/var/log/glance/glance-api.log"
+    errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING' | "
+            "awk '!seen[$0]++' | tail -n 12")
+    if key == "keystone":
+        return [(ks, f"tail -n 400 {ks} 2>/dev/null | {errs}")]
+    if key == "glance":
+        return [(gl, f"tail -n 400 {gl} 2>/dev/null | {errs}")]
+    if key == "api":
+        if re.search(r"glance|9292|image", text, re.I):
+            return _logs("glance", ctx, text)
+        return _logs("keystone", ctx, text)
+    if key == "rabbitmq":
+        return [("journalctl -u rabbitmq-server",
+                 "journalctl -u rabbitmq-server -n 15 --no-pager -o cat 2>&1")]
+    if key == "mariadb":
+        return [("journalctl -u mariadb", "journalctl -u mariadb -n 15 --no-pager -o cat 2>&1")]
+    return []
+
+
+def add_logs(info, ctx) -> None:
+    """Append the log tail a recognised failure points to (when the step did not already)."""
+    try:
+        if info.kind in SSH_KINDS or info.kind in ("transient", "cancelled") or len(info.tail) >= 3:
+            return
+        transport = getattr(ctx, "transport", None)
+        if transport is None or not getattr(transport, "connected", False):
+            return
+        text = _all_text(info)
+        rule = match(text)
+        if rule is None or not rule.logs:
+            return
+        for key in rule.logs:
+            for title, cmd in _logs(key, ctx, text):
+                r = ctx.sh(cmd, check=False, quiet=True, timeout=20)
+                lines = [ctx.redact(ln) for ln in r.lines if ln.strip()]
+                if lines:
+                    info.tail += [f"--- {title} (last lines) ---", *lines]
+        info.tail = info.tail[-40:]
+    except Exception:  # noqa: BLE001 - explaining must never fail the failure report
+        return
