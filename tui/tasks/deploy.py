@@ -402,11 +402,14 @@ def _packages_run(ctx: Context) -> None:
     plat = platform_of(ctx)
     missing = _missing_packages(ctx)
     if plat.family == "deb":
-        # Packages must not start services with their default configs: we start each
-        # one once, configured (no needless restarts; no uWSGI keystone on :5000).
-        ctx.sh("debconf-set-selections", stdin=DEBCONF, quiet=True)
         ks = plat.distro_keystone_service
         if missing:
+            # A package manager still at work (e.g. the apt-get of a killed run, which goes
+            # on without us) holds dpkg's lock and debconf's database: wait for it first.
+            _apt(ctx, "true")
+            # Packages must not start services with their default configs: we start each
+            # one once, configured (no needless restarts; no uWSGI keystone on :5000).
+            ctx.sh("debconf-set-selections", stdin=DEBCONF, quiet=True)
             fresh = ctx.sh("find /var/lib/apt/lists -maxdepth 1 -name '*_InRelease' -mmin -360 "
                            "| head -1", check=False, quiet=True).stdout.strip()
             if not fresh:
