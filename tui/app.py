@@ -1,20 +1,406 @@
-"""The Textual application (placeholder until the TUI lands)."""
+"""The Textual application: one App, one typed wizard state, screens in tui/screens.
+
+The engine (tui/tasks) is UI-free; the progress screen drives it in a thread
+worker through a *runner* (``LiveRunner`` here, a fake in tests), the same
+``runner.open_session`` / ``connect_and_plan`` / ``make_engine`` the headless
+``apply`` uses.  Heavy imports (paramiko, keystoneauth1, glanceclient) happen
+only when a connection or a run starts, so the first paint stays fast.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from .tasks import profile as pr
+from .tasks.secrets import GENERATABLE, SECRET_NAMES
+
+if TYPE_CHECKING:
+    from .screens.hostinfo import HostFacts
+    from .tasks.engine import Engine, Plan, RunState
+    from .tasks.secrets import Secrets
+
+WIZARD = ("host", "credentials", "services", "review")
+
+
+@dataclass
+class WizardState:
+    """Everything the screens edit: the profile, the secrets and a few UI choices."""
+
+    profile: pr.Profile
+    secrets: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)   # env / profile / file / user
+    save_secrets: bool = False                              # into the profile's [secrets]
+    auth: str = "agent"                                     # key / agent / password
+    facts: "HostFacts | None" = None                        # from "Test connection"
+
+    @classmethod
+    def for_profile(cls, profile: pr.Profile) -> "WizardState":
+        secrets = pr.load_secrets(profile)
+        st = cls(profile, dict(secrets.values), dict(secrets.sources),
+                 save_secrets=bool(profile.inline_secrets))
+        if profile.host.key_file:
+            st.auth = "key"
+        elif secrets.get("ssh_password"):
+            st.auth = "password"
+        return st
+
+    def set_secret(self, name: str, value: str) -> None:
+        if value == self.secrets.get(name, ""):
+            return
+        if value:
+            self.secrets[name] = value
+            self.sources[name] = "user"
+        else:
+            self.secrets.pop(name, None)
+            self.sources.pop(name, None)
+
+    def build_secrets(self, *, generate: bool = True) -> "Secrets":
+        """The run's Secrets.  Missing ones the run needs are generated (shown on the
+        Credentials screen too).  Where they are kept: the profile's [secrets] when
+        ``save_secrets``, else the 0600 secrets file; values from the environment nowhere."""
+        from .tasks.secrets import Secrets, generate as make
+
+        prof = self.profile
+        if generate:
+            for name in prof.needed_secrets():
+                if name in GENERATABLE and not self.secrets.get(name):
+                    self.secrets[name] = make()
+                    self.sources[name] = "generated"
+        values = {k: v for k, v in self.secrets.items() if v}
+        sources = {}
+        for k in values:
+            src = self.sources.get(k, "user")
+            if src == "env":
+                sources[k] = "env"
+            elif self.save_secrets:
+                sources[k] = "profile"
+            else:
+                sources[k] = "user" if src == "profile" else src
+        prof.inline_secrets = {k: v for k, v in values.items() if sources[k] == "profile"}
+        return Secrets(values=values, sources=sources, file=prof.secrets_file)
+
+
+class LiveRunner:
+    """The real engine behind the progress screen (tests inject a fake with this shape)."""
+
+    def __init__(self, profile: pr.Profile, secrets: "Secrets"):
+        self.profile, self.secrets = profile, secrets
+        self.session = None
+
+    def connect(self, confirm_host_key: Callable[[str, str, str], bool]) -> "Plan":
+        from .tasks import runner
+
+        self.close()
+        self.session = runner.open_session(self.profile, confirm_host_key=confirm_host_key,
+                                           secrets=self.secrets)
+        return runner.connect_and_plan(self.session)
+
+    def make_engine(self, listeners: list, decide: Callable) -> "Engine":
+        from .tasks import runner
+
+        return runner.make_engine(self.session, listeners=listeners, decide=decide)
+
+    @property
+    def state(self) -> "RunState | None":
+        return self.session.state if self.session is not None else None
+
+    @property
+    def log_path(self):
+        return self.session.log_path if self.session is not None else None
+
+    def close(self) -> None:
+        if self.session is not None:
+            try:
+                self.session.close()
+            except Exception:
+                pass
+            # keep state and log_path readable for the summary
+            self.session.transcript = None
+
+
+def default_transport_factory(*args, **kwargs):
+    from .tasks.transport import Transport
+
+    return Transport(*args, **kwargs)
+
+
+class StackApp(App):
+    """stack-tui: install the OpenStack control plane over SSH."""
+
+    TITLE = "stack-tui"
+    CSS_PATH = "assets/app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-tall")]
+    BINDINGS = [
+        Binding("ctrl+s", "save_profile", "Save", tooltip="Save the session as a profile",
+                priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        profile: str | pr.Profile | None = None,
+        *,
+        runner_factory: Callable[[pr.Profile, "Secrets"], Any] | None = None,
+        transport_factory: Callable[..., Any] | None = None,
+        clock: Callable[[], float] | None = None,
+        blink: bool = True,
+        animations: bool = True,
+    ):
+        super().__init__()
+        self.initial_profile = profile
+        self.runner_factory = runner_factory or LiveRunner
+        self.transport_factory = transport_factory or default_transport_factory
+        self.clock = clock or time.monotonic
+        self.blink = blink
+        if not animations:
+            self.animation_level = "none"
+        self.state: WizardState | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing = threading.Event()
+        self.startup_error: str | None = None
+
+    # -- start -----------------------------------------------------------------
+    def on_mount(self) -> None:
+        from .screens.start import StartScreen
+
+        self.loop = asyncio.get_running_loop()
+        self.push_screen(StartScreen())
+        if self.initial_profile is not None:
+            self.call_after_refresh(self.open_profile, self.initial_profile)
+
+    def on_unmount(self) -> None:
+        self.closing.set()
+
+    # -- wizard navigation -----------------------------------------------------
+    def _wizard_screen(self, name: str) -> Screen:
+        from .screens.credentials import CredentialsScreen
+        from .screens.host import HostScreen
+        from .screens.review import ReviewScreen
+        from .screens.services import ServicesScreen
+
+        if not self.is_screen_installed(name):
+            cls = {"host": HostScreen, "credentials": CredentialsScreen,
+                   "services": ServicesScreen, "review": ReviewScreen}[name]
+            self.install_screen(cls(), name)
+        return self.get_screen(name)
+
+    def _reset_wizard(self) -> None:
+        for name in WIZARD:
+            if self.is_screen_installed(name):
+                scr = self.get_screen(name)
+                if scr not in self.screen_stack:
+                    self.uninstall_screen(name)
+
+    def store_all(self) -> list[str]:
+        """Copy what every wizard screen shows into the state; the problems found."""
+        errors: list[str] = []
+        for name in WIZARD:
+            if self.is_screen_installed(name):
+                scr = self.get_screen(name)
+                store = getattr(scr, "store", None)
+                if store is not None and scr.is_mounted:
+                    errors += store()
+        return errors
+
+    def go(self, name: str) -> None:
+        """Switch to a wizard screen (values typed anywhere are kept)."""
+        if self.state is None:
+            return
+        self.store_all()
+        self.switch_screen(self._wizard_screen(name))
+
+    def new_session(self) -> None:
+        existing = set(pr.list_profiles())
+        n = 1
+        while f"stack-{n}" in existing:
+            n += 1
+        prof = pr.Profile(name=f"stack-{n}")
+        self.state = WizardState(prof)
+        self._reset_wizard()
+        self.go("host")
+
+    def open_profile(self, which: str | pr.Profile) -> bool:
+        """Load a profile (name, path or object); offer to resume an unfinished run."""
+        try:
+            prof = which if isinstance(which, pr.Profile) else pr.load(which)
+            state = WizardState.for_profile(prof)
+        except pr.ProfileError as exc:
+            self.notify(str(exc), title="Cannot use the profile", severity="error", timeout=10)
+            return False
+        self.state = state
+        self._reset_wizard()
+        unfinished = self.unfinished_run(prof)
+        if unfinished is None:
+            self.go("host")
+            return True
+        from .screens.modals import ResumeModal
+
+        done, total, stopped = unfinished
+
+        def answer(choice) -> None:
+            if choice == "resume":
+                self.start_run(resume=True)
+            elif choice == "review":
+                self.go("review")
+            else:
+                self.go("host")
+
+        self.push_screen(ResumeModal(prof.name, prof.host.address, done, total, stopped), answer)
+        return True
+
+    @staticmethod
+    def unfinished_run(prof: pr.Profile) -> tuple[int, int, str] | None:
+        """(steps done, steps recorded, where it stopped) when the saved run is unfinished."""
+        from .tasks import engine
+
+        if not prof.host.address:
+            return None
+        try:
+            st = engine.RunState.load(engine.state_path(prof.name, prof.host.address))
+        except engine.StateError:
+            return None
+        if not st.unfinished():
+            return None
+        done = sum(1 for s in st.steps if st.status(s).finished_ok)
+        stopped = next((s for s in st.steps if not st.status(s).finished_ok
+                        and st.status(s) != engine.Status.SKIPPED), "")
+        return done, len(st.steps), stopped
+
+    # -- running -------------------------------------------------------------
+    def start_run(self, *, resume: bool = False) -> None:
+        from .screens.modals import MessageModal
+        from .screens.progress import ProgressScreen
+
+        if self.state is None:
+            return
+        self.store_all()
+        prof = self.state.profile
+        errors = pr.validation_errors(prof)
+        if errors:
+            key, reason = errors[0]
+            self.push_screen(MessageModal("Cannot start yet", f"{key}: {reason}",
+                                          hint="fix it on the screen that holds it"))
+            return
+        try:
+            # The run is saved as a profile first: its state and a later resume need it.
+            if prof.path is not None and prof.path.stem != prof.name:
+                prof.path = None
+            secrets = self.state.build_secrets()
+            pr.save(prof)
+            secrets.file = prof.secrets_file
+            secrets.save()
+        except (OSError, ValueError) as exc:
+            self.push_screen(MessageModal("Cannot start yet", f"Secrets: {exc}"))
+            return
+        runner = self.runner_factory(prof, secrets)
+        self.switch_screen(ProgressScreen(runner, resumed=resume))
+
+    def running(self) -> bool:
+        """Is an install under way (a progress screen connecting or running)?"""
+        return any(getattr(s, "installing", False) for s in self.screen_stack)
+
+    # -- actions -----------------------------------------------------------------
+    def action_save_profile(self) -> None:
+        if self.state is None:
+            self.notify("Nothing to save yet: start a new session or load a profile.",
+                        severity="warning")
+            return
+        self.store_all()
+        prof = self.state.profile
+        if not pr.NAME_RE.match(prof.name or ""):
+            self.notify(f"'{prof.name}' is not a valid profile name (letters, digits, . _ -).",
+                        title="Not saved", severity="error")
+            return
+        if prof.path is not None and prof.path.stem != prof.name:
+            prof.path = None  # renamed: a new file in the profiles directory
+        try:
+            secrets = self.state.build_secrets(generate=False)
+            path = pr.save(prof)
+            secrets.file = prof.secrets_file
+            secrets.save()
+        except pr.ProfileError as exc:
+            self.notify(exc.reason, title=f"Not saved: {exc.key or 'profile'}", severity="error",
+                        timeout=8)
+            return
+        except OSError as exc:
+            self.notify(str(exc), title="Not saved", severity="error")
+            return
+        where = "in the profile" if self.state.save_secrets else f"in {prof.secrets_file.name} (0600)"
+        self.notify(f"{path}\nSecrets {where}.", title=f"Saved profile {prof.name}")
+
+    async def action_quit(self) -> None:
+        prog = next((s for s in self.screen_stack if getattr(s, "installing", False)), None)
+        if prog is None:
+            self.exit()
+            return
+        from .screens.modals import ConfirmModal
+
+        async def answer(yes: bool) -> None:
+            if yes:
+                await prog.stop_for_quit()
+                self.exit()
+
+        self.push_screen(ConfirmModal(
+            "Quit while installing?",
+            "The running step is cancelled and the run's state is saved. The next start "
+            "offers to resume where it stopped.", yes="Quit", no="Keep installing",
+            danger=True), answer)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand("Save profile", "Save this session as a profile (ctrl+s)",
+                            self.action_save_profile)
+        yield SystemCommand("New session", "Start over with an empty profile", self.new_session)
+        from .screens.start import StartScreen
+
+        if not self.running():
+            yield SystemCommand("Profiles", "The start screen: load, duplicate, delete profiles",
+                                lambda: self.switch_screen(StartScreen()))
+        if self.state is not None and not self.running():
+            for name in WIZARD:
+                yield SystemCommand(f"Go to {name.title()}", f"The {name} screen",
+                                    lambda n=name: self.go(n))
+            yield SystemCommand("Test connection", "Connect and show the host's facts",
+                                self._palette_test)
+            yield SystemCommand("Generate all secrets", "Fill every empty password",
+                                self._palette_generate)
+            yield SystemCommand("Start install", "Run the plan on the host",
+                                lambda: self.start_run())
+        yield SystemCommand("Quit", "Leave stack-tui (asks first while installing)",
+                            self.action_quit)
+        yield from super().get_system_commands(screen)
+
+    def _palette_test(self) -> None:
+        self.go("host")
+        self.get_screen("host").action_test()
+
+    def _palette_generate(self) -> None:
+        self.go("credentials")
+        self.get_screen("credentials").action_generate_all()
+
+
+def make_app(profile: str | pr.Profile | None = None, **kwargs) -> StackApp:
+    return StackApp(profile, **kwargs)
+
 
 def run_app(profile: str | None = None) -> int:
-    from textual.app import App, ComposeResult
-    from textual.widgets import Footer, Header, Static
+    """Entry point for `stack-tui` (tui/cli.py)."""
+    if profile is not None:
+        try:
+            pr.load(profile)
+        except pr.ProfileError as exc:
+            import sys
 
-    class StackTUI(App):
-        TITLE = "stack-tui"
-        BINDINGS = [("q", "quit", "Quit")]
-
-        def compose(self) -> ComposeResult:
-            yield Header()
-            yield Static("stack-tui: use `stack-tui apply PROFILE` for now.")
-            yield Footer()
-
-    StackTUI().run()
-    return 0
+            print(f"stack-tui: cannot use profile: {exc}", file=sys.stderr)
+            return 2
+    app = make_app(profile)
+    app.run()
+    return app.return_code or 0

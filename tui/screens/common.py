@@ -1,0 +1,114 @@
+"""Small pure-UI helpers shared by the screens (no engine logic here)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from rich.text import Text
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Input
+
+if TYPE_CHECKING:
+    from textual.app import App
+    from textual.screen import Screen
+
+WIZARD_STEPS = (("host", "Host"), ("credentials", "Credentials"), ("services", "Services"),
+                ("review", "Review"))
+
+
+class Field(Input):
+    """An Input that follows the app's cursor-blink setting (off for stable snapshots)."""
+
+    def on_mount(self) -> None:
+        if not getattr(self.app, "blink", True):
+            self.cursor_blink = False
+
+
+class Check(Validator):
+    """A validator from a function returning the reason a value is wrong, or None."""
+
+    def __init__(self, why: Callable[[str], str | None]):
+        super().__init__()
+        self.why = why
+
+    def validate(self, value: str) -> ValidationResult:
+        reason = self.why(value)
+        return self.failure(reason) if reason else self.success()
+
+
+def breadcrumb(current: str) -> Text:
+    """'Host › Credentials › Services › Review' with the current step highlighted."""
+    out = Text()
+    for i, (key, title) in enumerate(WIZARD_STEPS):
+        if i:
+            out.append(" › ", style="dim")
+        if key == current:
+            out.append(f"{i + 1}. {title}", style="bold reverse")
+        else:
+            out.append(f"{i + 1}. {title}", style="dim")
+    return out
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m {s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    gib = n / 1024 ** 3
+    if gib >= 1:
+        return f"{gib:.1f} GiB"
+    return f"{n / 1024 ** 2:.0f} MiB"
+
+
+def ask_from_thread(app: "App", make_screen: Callable[[], "Screen"], *, default: Any,
+                    closing: threading.Event, before: Callable[[], None] | None = None) -> Any:
+    """From a worker thread: push a modal on the UI thread and block until it is dismissed.
+
+    Returns ``default`` when the app is closing (so a worker never hangs the exit)."""
+    if closing.is_set():
+        return default
+    answered = threading.Event()
+    box: dict[str, Any] = {}
+
+    def done(result) -> None:
+        box["value"] = result
+        answered.set()
+
+    def show():
+        if before is not None:
+            before()
+        return app.push_screen(make_screen(), callback=done)
+
+    try:
+        app.call_from_thread(show)
+    except Exception:  # the app is gone or the screen failed
+        return default
+    while not answered.wait(0.1):
+        if closing.is_set():
+            return default
+    return box.get("value", default)
+
+
+def tildify(path) -> str:
+    """A path as people write it: the home directory as ~."""
+    from pathlib import Path
+
+    text = str(path)
+    home = str(Path.home())
+    if home not in ("", "/") and (text == home or text.startswith(home + "/")):
+        return "~" + text[len(home):]
+    return text

@@ -1,0 +1,90 @@
+"""'Test connection': one batched command, parsed into facts people can read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .common import fmt_bytes
+
+SEP = "@@STK@@"
+PROBE = (
+    "cat /etc/os-release 2>/dev/null; echo " + SEP + "; "
+    "nproc 2>/dev/null; grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2; "
+    "echo " + SEP + "; grep MemTotal /proc/meminfo 2>/dev/null; echo " + SEP + "; "
+    "df -Pk /var 2>/dev/null | tail -1; echo " + SEP + "; id -u"
+)
+GiB = 1024 ** 3
+
+
+@dataclass
+class HostFacts:
+    os_name: str = "unknown system"
+    platform_id: str | None = None
+    platform_name: str = ""
+    openstack: str = ""
+    verified: bool = False
+    cpus: int | None = None
+    cpu_model: str = ""
+    ram: int | None = None
+    disk_free: int | None = None
+    uid: str = ""
+    sudo: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return self.platform_id is not None
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(label, value, level) with level ok / warning / bad."""
+        out = []
+        if self.platform_id is None:
+            out.append(("System", f"{self.os_name}", "bad"))
+        else:
+            out.append(("System", self.os_name, "ok"))
+        cpu = f"{self.cpus} CPU" + ("s" if (self.cpus or 0) != 1 else "") if self.cpus else "?"
+        if self.cpu_model:
+            cpu += f" ({self.cpu_model})"
+        out.append(("CPU", cpu, "ok" if (self.cpus or 0) >= 2 else "warning"))
+        ram_level = ("bad" if self.ram is None or self.ram < 2 * GiB
+                     else "warning" if self.ram < 4 * GiB else "ok")
+        out.append(("RAM", fmt_bytes(self.ram), ram_level))
+        disk_level = ("bad" if self.disk_free is None or self.disk_free < 2 * GiB
+                      else "warning" if self.disk_free < 10 * GiB else "ok")
+        out.append(("Free disk", f"{fmt_bytes(self.disk_free)} in /var", disk_level))
+        if self.sudo:
+            out.append(("Root", self.sudo, "ok"))
+        if self.platform_id is None:
+            out.append(("Supported", "no: Debian 12, Ubuntu 22.04/24.04 or EL9 needed", "bad"))
+        elif self.verified:
+            out.append(("Supported", f"yes, OpenStack {self.openstack} (verified)", "ok"))
+        else:
+            out.append(("Supported", f"yes, OpenStack {self.openstack} (not yet verified)",
+                        "warning"))
+        return out
+
+
+def parse(stdout: str) -> HostFacts:
+    from ..tasks.platforms import describe, detect
+
+    parts = stdout.split(SEP)
+    parts += [""] * (5 - len(parts))
+    os_text, cpu_text, mem_text, df_text, uid_text = (p.strip() for p in parts[:5])
+    facts = HostFacts(os_name=describe(os_text))
+    plat = detect(os_text)
+    if plat is not None:
+        facts.platform_id, facts.platform_name = plat.id, plat.name
+        facts.openstack, facts.verified = plat.openstack, plat.verified
+    cpu_lines = cpu_text.splitlines()
+    if cpu_lines and cpu_lines[0].strip().isdigit():
+        facts.cpus = int(cpu_lines[0].strip())
+    if len(cpu_lines) > 1:
+        facts.cpu_model = " ".join(cpu_lines[1].split())[:40]
+    for tok in mem_text.split():
+        if tok.isdigit():
+            facts.ram = int(tok) * 1024
+            break
+    cols = df_text.split()
+    if len(cols) >= 4 and cols[3].isdigit():
+        facts.disk_free = int(cols[3]) * 1024
+    facts.uid = uid_text.splitlines()[-1].strip() if uid_text else ""
+    return facts

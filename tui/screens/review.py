@@ -1,0 +1,133 @@
+"""Review: the plan as a tree of phases and steps; a step shows what it runs and changes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Static, Tree
+
+from .common import breadcrumb
+
+
+def step_detail(step, redact) -> Text:
+    t = Text()
+    t.append(step.title + "\n", style="bold")
+    t.append(f"{step.id}\n\n", style="dim")
+    if step.detail:
+        t.append("Runs: ", style="bold")
+        t.append(redact(step.detail) + "\n\n")
+    if step.files:
+        t.append("Changes: ", style="bold")
+        t.append(", ".join(redact(f) for f in step.files) + "\n\n")
+    else:
+        t.append("Changes no files directly.\n\n", style="dim")
+    if step.check is not None:
+        t.append("Looks first: when the host already is as wanted, the step is "
+                 "reported 'already done' and changes nothing.\n", style="dim")
+    if step.retries:
+        t.append(f"Retried automatically up to {step.retries} time(s) on passing errors.\n",
+                 style="dim")
+    return t
+
+
+def phase_detail(phase) -> Text:
+    t = Text()
+    t.append(phase.title + "\n", style="bold")
+    t.append(f"{len(phase.steps)} step(s):\n", style="dim")
+    for s in phase.steps:
+        t.append(f"  • {s.title}\n")
+    return t
+
+
+class ReviewScreen(Screen):
+    SUB_TITLE = "Review"
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+n", "start", "Start install"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="review"):
+            yield Static(breadcrumb("review"), classes="crumbs")
+            yield Static("", id="target")
+            with Horizontal(id="review-main"):
+                tree: Tree = Tree("plan", id="plan")
+                tree.show_root = False
+                yield tree
+                with VerticalScroll(id="detail-pane"):
+                    yield Static("", id="step-detail")
+            with Horizontal(classes="buttons"):
+                yield Button("Back (esc)", id="back", compact=True)
+                yield Button("Start install (ctrl+n)", id="start", variant="success",
+                             compact=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.rebuild()
+        self.query_one("#plan", Tree).focus()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        from ..tasks.deploy import build_plan
+        from ..tasks.platforms import PLATFORMS
+
+        st = self.app.state
+        prof = st.profile
+        facts = st.facts
+        detected = facts.platform_id if facts is not None and facts.platform_id else None
+        pid = detected or (prof.openstack.platform if prof.openstack.platform != "auto"
+                           else None)
+        plan = build_plan(prof, pid)
+        self.plan = plan
+        self.redact = st.build_secrets(generate=False).redactor()
+        plat = PLATFORMS[plan.platform]
+        how = ("detected" if detected else "forced in the profile"
+               if prof.openstack.platform != "auto" else "assumed until connected")
+        n = len(plan.steps())
+        target = Text()
+        target.append(f"{prof.host.user}@{prof.host.address}:{prof.host.port}", style="bold")
+        target.append(f"  {plat.name}, OpenStack {plat.openstack} ({how})\n")
+        target.append(f"{n} steps in {len(plan.phases)} phases · region {prof.openstack.region}"
+                      f" · endpoints on {prof.endpoint_host} · profile {prof.name}", style="dim")
+        self.query_one("#target", Static).update(target)
+        tree = self.query_one("#plan", Tree)
+        tree.clear()
+        for phase in plan.phases:
+            node = tree.root.add(Text(phase.title, style="bold"), data=phase, expand=True)
+            for step in phase.steps:
+                node.add_leaf(Text(step.title), data=step)
+        tree.move_cursor(tree.root.children[0] if tree.root.children else None)
+        first = plan.phases[0] if plan.phases else None
+        self.query_one("#step-detail", Static).update(phase_detail(first) if first else "")
+
+    @on(Tree.NodeHighlighted, "#plan")
+    def highlighted(self, event: Tree.NodeHighlighted) -> None:
+        data = event.node.data
+        if data is None:
+            return
+        detail = self.query_one("#step-detail", Static)
+        if hasattr(data, "steps"):
+            detail.update(phase_detail(data))
+        else:
+            detail.update(step_detail(data, self.redact))
+
+    def store(self) -> list[str]:
+        return []
+
+    def action_back(self) -> None:
+        self.app.go("services")
+
+    def action_start(self) -> None:
+        self.app.start_run()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        {"back": self.action_back, "start": self.action_start}[event.button.id]()

@@ -1,0 +1,140 @@
+"""Summary: what was installed, endpoints, where the credentials files are, checks, times."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from .common import fmt_duration, tildify
+from .services import TITLES
+
+
+def _url_host(h: str) -> str:
+    return f"[{h}]" if ":" in h else h
+
+
+class SummaryScreen(Screen):
+    SUB_TITLE = "Summary"
+    BINDINGS = [
+        Binding("n", "new", "New session"),
+        Binding("p", "profiles", "Profiles"),
+        Binding("l", "full_log", "Full log"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def compose(self) -> ComposeResult:
+        r = self.report
+        prof = r.profile
+        yield Header()
+        with VerticalScroll(id="summary"):
+            head = Text()
+            if r.ok:
+                head.append("✓ The control plane is installed and verified", style="bold green")
+            else:
+                head.append("✗ The install is not complete", style="bold red")
+            head.append(f" on {prof.host.user}@{prof.host.address}")
+            if r.platform:
+                from ..tasks.platforms import PLATFORMS
+
+                plat = PLATFORMS.get(r.platform)
+                head.append(f" ({plat.name if plat else r.platform})")
+            head.append(f" in {fmt_duration(r.duration)}.")
+            c = r.counts
+            if c:
+                head.append(f"\n{c.get('done', 0)} done, {c.get('already done', 0)} already "
+                            f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed.",
+                            style="dim")
+            yield Static(head, id="summary-head")
+
+            services = ", ".join(TITLES[s] for s in prof.openstack.services)
+            installed = Text.assemble(("Installed  ", "bold"), services,
+                                      f"; region {prof.openstack.region}")
+            if "keystone" in prof.openstack.services:
+                installed.append("; demo project " + ("yes" if prof.openstack.demo else "no"))
+            if "glance" in prof.openstack.services:
+                installed.append(f"; image {prof.image.name}")
+            yield Static(installed, classes="summary-block")
+
+            ep = _url_host(prof.endpoint_host)
+            endpoints = Table.grid(padding=(0, 2))
+            endpoints.add_column(style="bold", width=10)
+            endpoints.add_column()
+            if "keystone" in prof.openstack.services:
+                endpoints.add_row("Identity", f"http://{ep}:5000/v3")
+            if "glance" in prof.openstack.services:
+                endpoints.add_row("Image", f"http://{ep}:9292")
+            yield Static(Text("Endpoints", style="bold underline"), classes="summary-title")
+            yield Static(endpoints, classes="summary-block")
+
+            yield Static(Text("Credentials files", style="bold underline"),
+                         classes="summary-title")
+            local = tildify(r.facts["local_files"]) if r.facts.get("local_files") else None
+            files = Text()
+            if local:
+                names = ["admin-openrc.sh"]
+                if prof.openstack.demo:
+                    names.append("demo-openrc.sh")
+                names.append("clouds.yaml")
+                files.append(f"{local}/\n", style="bold")
+                files.append("  " + ", ".join(names) + " (mode 0600)\n")
+                files.append("  also on the host in the login user's home: "
+                             + ", ".join(n for n in names if n.endswith(".sh")) + "\n")
+                files.append(f"  try: source {local}/admin-openrc.sh && openstack image list",
+                             style="dim")
+            else:
+                files.append("not written (the finish phase did not run)", style="yellow")
+            yield Static(files, classes="summary-block")
+
+            yield Static(Text("Verification", style="bold underline"), classes="summary-title")
+            checks = Table.grid(padding=(0, 1))
+            checks.add_column(width=1)
+            checks.add_column()
+            checks.add_column(style="dim")
+            results = r.facts.get("verification") or []
+            for item in results:
+                what, ok, detail = (list(item) + ["", False, ""])[:3]
+                checks.add_row(Text("✓", style="green") if ok else Text("✗", style="bold red"),
+                               Text(str(what)), Text(str(detail)))
+            if not results:
+                checks.add_row("", Text("no verification results", style="yellow"), "")
+            yield Static(checks, classes="summary-block", id="verification")
+
+            yield Static(Text("Time per phase", style="bold underline"), classes="summary-title")
+            times = Table.grid(padding=(0, 2))
+            times.add_column(min_width=22)
+            times.add_column(justify="right", width=8)
+            times.add_column(style="dim")
+            for title, secs, outcome in r.phases:
+                times.add_row(title, fmt_duration(secs), outcome)
+            yield Static(times, classes="summary-block", id="phase-times")
+
+            if r.problems:
+                yield Static(Text("Needs attention", style="bold underline red"),
+                             classes="summary-title")
+                yield Static(Text("\n".join(r.problems)), classes="summary-block")
+            if r.log_path:
+                yield Static(Text.assemble(("Full log  ", "bold"), tildify(r.log_path)),
+                             classes="summary-block")
+        yield Footer(compact=True)
+
+    def action_new(self) -> None:
+        self.app.new_session()
+
+    def action_profiles(self) -> None:
+        from .start import StartScreen
+
+        self.app.switch_screen(StartScreen())
+
+    def action_full_log(self) -> None:
+        from .modals import FullLogScreen
+
+        self.app.push_screen(FullLogScreen(self.report.log_path))
