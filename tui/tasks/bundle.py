@@ -29,7 +29,7 @@ from .secrets import MASK, Redactor
 _KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key)"
         r"[A-Za-z0-9_.-]*")
 # a whole line `key = value` (ini values may hold spaces): mask the rest of the line
-_LINE = re.compile(r"""^(?P<head>[ \t]*(?:export[ \t]+)?["']?""" + _KEY
+_LINE = re.compile(r"""^(?P<head>[ \t]*(?:[#;][ \t]*)?(?:export[ \t]+)?["']?""" + _KEY
                    + r"""["']?[ \t]*[=:][ \t]*)(?P<val>\S.*?)[ \t]*$""", re.I | re.M)
 # `key=value` / `key: value` inside a longer line (journal, logs): mask one token
 _INLINE = re.compile(r"""(?P<head>(?<![\w.-])""" + _KEY + r"""["']?[ \t]*[=:][ \t]*)"""

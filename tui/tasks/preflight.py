@@ -476,7 +476,7 @@ def _repos(ctx, plat: Platform, urls: list[str], probes: dict[int, tuple[int, st
     hosts = ", ".join(urllib.parse.urlsplit(u).netloc for u in urls)
     if not bad:
         return Result("repos", OK, title, f"{hosts} answer")
-    detail = "; ".join(f"{h}: {o}" for h, o in bad)
+    detail = "the package repository " + "; ".join(f"{h} ({o})" for h, o in bad)
     hint = ("check the host's DNS (/etc/resolv.conf), proxy (Acquire::http::Proxy) and "
             "outbound network, e.g. `apt-get update` on the host")
     if not missing:
