@@ -165,7 +165,9 @@ class Transport:
         self.accept_new_host_key = accept_new_host_key
         self.confirm_host_key = confirm_host_key
         self.connect_timeout = connect_timeout
-        self.idle_probe = 15.0  # seconds of silence before checking the server is alive
+        # Seconds of silence before checking the server is alive.  A host gone for good is
+        # then reported within idle_probe + connect_timeout + the reconnect deadline.
+        self.idle_probe = 10.0
         self._client = None
         self._lock = threading.RLock()
         self._sudo_mode: str | None = None  # "root" | "nopasswd" | "password"
