@@ -1,0 +1,199 @@
+"""Fault handling without a host: the packages step's words for an unreachable mirror,
+the order it waits for another package manager, and the bound on a lost host.
+
+The transport is a stand-in that answers each remote command from a table (what the
+real apt prints in those situations, copied from runs against a sandbox host), so
+what the step *does* with the answer is tested exactly.  The e2e half, on real
+hosts, is tests/test_faults_e2e.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tui.tasks import deploy
+from tui.tasks import engine as e
+from tui.tasks.profile import Profile
+from tui.tasks.secrets import Redactor
+from tui.tasks.transport import CommandFailed, Result, Transport
+
+# What bookworm's apt prints with the outbound network refused / blackholed.
+UPDATE_NO_NETWORK = """\
+Err:1 http://deb.debian.org/debian bookworm InRelease
+  Temporary failure resolving 'deb.debian.org'
+Err:2 http://deb.debian.org/debian bookworm-updates InRelease
+  Temporary failure resolving 'deb.debian.org'
+Reading package lists...
+W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving 'deb.debian.org'
+W: Failed to fetch http://deb.debian.org/debian/dists/bookworm-updates/InRelease  Temporary failure resolving 'deb.debian.org'
+W: Some index files failed to download. They have been ignored, or old ones used instead."""
+UPDATE_OK = """\
+Hit:1 http://deb.debian.org/debian bookworm InRelease
+Get:2 http://deb.debian.org/debian bookworm-updates InRelease [55.4 kB]
+Reading package lists..."""
+INSTALL_NO_NETWORK = """\
+Reading package lists...
+Err:1 http://deb.debian.org/debian bookworm/main amd64 memcached amd64 1.6.18-1
+  Could not connect to deb.debian.org:80 (203.0.113.80). - connect (111: Connection refused)
+E: Failed to fetch http://deb.debian.org/debian/pool/main/m/memcached/memcached_1.6.18-1_amd64.deb  Could not connect to deb.debian.org:80 (203.0.113.80). - connect (111: Connection refused)
+E: Unable to fetch some archives, maybe run apt-get update or try with --fix-missing?"""
+INSTALL_UNKNOWN = """\
+Reading package lists...
+E: Unable to locate package no-such-package"""
+
+
+class FakeTransport:
+    """Answers each command from ``table`` ({substring: (status, output)}), records all."""
+
+    def __init__(self, table: dict[str, tuple[int, str]]):
+        self.table = table
+        self.commands: list[str] = []
+
+    def run(self, command, *, stdin=None, secrets=None, sudo=True, timeout=None, on_line=None,
+            check=True, cancel=None):
+        self.commands.append(command)
+        status, out = next((v for k, v in self.table.items() if k in command), (0, ""))
+        if callable(out):
+            out = out()
+        lines = out.splitlines()
+        for ln in lines:
+            if on_line is not None:
+                on_line(ln)
+        if check and status != 0:
+            raise CommandFailed(command, status, lines)
+        return Result(status, out, "", lines, out.encode())
+
+    def write_file(self, path, content, **kw):
+        self.commands.append(f"write_file {path}")
+
+
+def make_ctx(tmp_path, table):
+    t = FakeTransport(table)
+    ctx = e.Context(t, Profile(name="t"), {}, Redactor(), e.RunState(tmp_path / "s.json"))
+    ctx.facts["platform"] = "debian-12"
+    return ctx, t
+
+
+def test_update_that_cannot_fetch_is_a_plain_transient_error(tmp_path):
+    """apt-get update exits 0 when no index could be fetched: still a clear error."""
+    ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_NO_NETWORK)})
+    with pytest.raises(e.StepError) as ei:
+        deploy._apt(ctx, "apt-get update -q -o Acquire::Retries=0")
+    err = ei.value
+    assert err.what == "Cannot reach the package repository from the host."
+    assert "deb.debian.org" in err.why and "Temporary failure resolving" in err.why
+    assert "DNS" in err.hint and "Retry" in err.hint
+    assert err.transient is True
+    assert any("Failed to fetch" in t for t in err.tail)
+
+
+def test_install_that_cannot_download_is_the_same_error(tmp_path):
+    ctx, _ = make_ctx(tmp_path, {"apt-get install": (100, INSTALL_NO_NETWORK)})
+    with pytest.raises(e.StepError) as ei:
+        deploy._apt(ctx, "apt-get install -y memcached")
+    assert ei.value.what == "Cannot reach the package repository from the host."
+    assert "Connection refused" in ei.value.why and ei.value.transient
+
+
+def test_other_apt_failures_are_not_called_unreachable(tmp_path):
+    ctx, _ = make_ctx(tmp_path, {"apt-get install": (100, INSTALL_UNKNOWN)})
+    with pytest.raises(e.StepError) as ei:
+        deploy._apt(ctx, "apt-get install -y no-such-package")
+    assert ei.value.what.startswith("Package command failed (exit 100)")
+    assert not ei.value.transient
+
+
+def test_a_good_update_passes(tmp_path):
+    ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_OK)})
+    deploy._apt(ctx, "apt-get update -q")
+
+
+def test_explained_error_keeps_the_plain_words_and_stays_transient(tmp_path):
+    ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_NO_NETWORK)})
+    with pytest.raises(e.StepError) as ei:
+        deploy._apt(ctx, "apt-get update -q")
+    info = e._explain(ei.value, Redactor())
+    assert info.what == "Cannot reach the package repository from the host."
+    assert "deb.debian.org" in info.why and info.kind == "transient"
+
+
+def _packages_table(state):
+    """dpkg-query says nothing is installed until the install command ran."""
+    def query():
+        if state["installed"]:
+            return "\n".join(f"{p} installed" for p in deploy.PLATFORMS["debian-12"].all_packages)
+        return ""
+
+    def install():
+        state["installed"] = True
+        return "ok"
+
+    return {
+        "dpkg-query": (0, query),
+        "apt-get install": (0, install),
+        "find /var/lib/apt/lists": (0, lambda: "fresh"),
+    }
+
+
+def test_packages_step_waits_for_the_lock_before_debconf(tmp_path):
+    """After a killed run, its apt-get still holds dpkg's lock and debconf's database:
+    the step must wait for the lock before debconf-set-selections (it failed there)."""
+    state = {"installed": False}
+    ctx, t = make_ctx(tmp_path, _packages_table(state))
+    deploy._packages_run(ctx)
+    cmds = t.commands
+    debconf = next(i for i, c in enumerate(cmds) if c.startswith("debconf-set-selections"))
+    first_wait = next(i for i, c in enumerate(cmds) if "stk_lock_holders" in c or "fuser" in c)
+    assert first_wait < debconf
+    install = next(i for i, c in enumerate(cmds) if "apt-get install" in c)
+    assert debconf < install
+
+
+def test_packages_step_with_nothing_missing_touches_neither_lock_nor_debconf(tmp_path):
+    state = {"installed": True}
+    ctx, t = make_ctx(tmp_path, _packages_table(state))
+    deploy._packages_run(ctx)
+    assert not any("debconf-set-selections" in c or "apt-get" in c for c in t.commands)
+
+
+def test_unreachable_mirror_in_the_engine_bounded_retries_then_failed(tmp_path, monkeypatch):
+    """The packages step (retries=3) against an unreachable mirror: 3 automatic retries
+    with 2/4/8 s backoff, then FAILED with the plain message; nothing else runs."""
+    waits: list[float] = []
+    orig_wait = threading.Event.wait
+
+    def fast_wait(self, timeout=None):
+        waits.append(timeout)
+        return orig_wait(self, 0.001)
+
+    monkeypatch.setattr(threading.Event, "wait", fast_wait)
+    table = {"dpkg-query": (0, ""), "find /var/lib/apt/lists": (0, ""),
+             "apt-get update": (0, UPDATE_NO_NETWORK)}
+    ctx, t = make_ctx(tmp_path, table)
+    plan = deploy.build_plan(ctx.profile, "debian-12")
+    step = plan.find("prepare.packages")
+    assert step.retries == 3
+    events: list = []
+    eng = e.Engine(e.Plan([e.Phase("prepare", "P", [step])]), ctx, listeners=[events.append])
+    res = eng.run()
+    assert not res.ok
+    started = [ev.attempt for ev in events if isinstance(ev, e.StepStarted)]
+    assert started == [1, 2, 3, 4]
+    assert [w for w in waits if w in (2, 4, 8)] == [2, 4, 8]
+    fin = [ev for ev in events if isinstance(ev, e.StepFinished)]
+    assert [f.status for f in fin] == [e.Status.FAILED]
+    assert fin[0].error.what == "Cannot reach the package repository from the host."
+    assert not any("apt-get install" in c for c in t.commands)
+    assert sum("apt-get update" in c for c in t.commands) == 4
+
+
+def test_a_lost_host_is_reported_within_90_seconds_by_default():
+    """Silence probe + keepalive answer + reconnect deadline: the bound the e2e suite
+    measures (host gone for good mid-step) stays under 90 s with the defaults."""
+    import inspect
+
+    t = Transport("192.0.2.1")
+    deadline = inspect.signature(e.Engine).parameters["reconnect_deadline"].default
+    assert t.idle_probe + t.connect_timeout + deadline <= 80
