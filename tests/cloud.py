@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # Every password of the e2e runs holds the characters the brief names.
 HOSTILE = {
     "admin_password": "Ad'm\"in $HOME \\ `id`; #x Ünïcødé",
@@ -33,7 +35,8 @@ def write_secrets(profile_path: Path, values: dict[str, str]) -> Path:
 def cli(*args: str, timeout: float = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `stack-tui` command line."""
     return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=ROOT)  # this checkout's code, whatever is pip-installed
 
 
 def ssh(info, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
