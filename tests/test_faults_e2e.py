@@ -115,7 +115,8 @@ def start_cli(out: Path, *args: str) -> subprocess.Popen:
     fh = open(out, "wb")
     try:
         return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cloud.ROOT)  # this checkout's code, as cloud.cli
     finally:
         fh.close()
 
