@@ -387,7 +387,9 @@ def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> 
         fix_hosts_file(c, name, addr)
 
     return Result("hostname", BLOCKING, title, why, fix=fix,
-                  fix_hint=f"map {name} to {addr} in /etc/hosts (other lines are kept)")
+                  fix_hint=f"map {name} to {addr} in /etc/hosts (other lines are kept)"
+                  + ("; apply does this by itself (fix_hosts = true in the profile)"
+                     if ctx.profile.openstack.fix_hosts else ""))
 
 
 def _ports(ctx: Context, ss_text: str) -> list[Result]:
