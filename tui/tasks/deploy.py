@@ -379,6 +379,9 @@ def _packages_check(ctx: Context) -> bool:
     if missing:
         return False
     plat = platform_of(ctx)
+    if plat.family == "deb" and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
+                                       quiet=True).ok:
+        return False  # left behind by a killed run: the run step removes it
     if plat.distro_keystone_service and "keystone" in ctx.profile.openstack.services:
         r = ctx.sh(f"systemctl is-enabled {q(plat.distro_keystone_service)} 2>/dev/null",
                    check=False, quiet=True)
@@ -401,6 +404,9 @@ glance-api glance/register-endpoint boolean false
 def _packages_run(ctx: Context) -> None:
     plat = platform_of(ctx)
     missing = _missing_packages(ctx)
+    if plat.family == "deb" and not missing:
+        # A killed run's policy-rc.d would keep blocking service starts for good.
+        ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
     if plat.family == "deb":
         ks = plat.distro_keystone_service
         if missing:
