@@ -154,15 +154,20 @@ def first_paint() -> float | None:
     """Seconds from process start to the first screen painted (headless)."""
     code = (
         "import time; t0 = time.monotonic()\n"
-        "from tui.app import first_paint_seconds\n"
-        "print(first_paint_seconds(t0))\n"
+        "from tui.app import make_app\n"
+        "app = make_app()\n"
+        "async def auto(pilot):\n"
+        "    await pilot.pause()\n"  # the first screen is mounted and has been painted
+        "    print(f'PAINT {time.monotonic() - t0:.4f}')\n"
+        "    app.exit()\n"
+        "app.run(headless=True, auto_pilot=auto, size=(100, 30))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        timeout=60)
-    try:
-        return float(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
+    for line in r.stdout.splitlines():
+        if line.startswith("PAINT "):
+            return float(line.split()[1])
+    return None
 
 
 def report(r: dict) -> None:
