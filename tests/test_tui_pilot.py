@@ -541,7 +541,7 @@ async def test_resume_offer_for_an_unfinished_run(home):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert "unfinished (2 done)" in str(app.screen.query_one("#profiles").get_row("lab"))
-        assert "Press r to resume" in text(app, "#profile-hint")
+        assert "r: resume it" in text(app, "#profile-hint")
         await pilot.press("enter")  # load: the offer comes up
         await wait_for(pilot, lambda: screen_name(app) == "ResumeModal", what="resume offer")
         assert "stopped at prepare.packages" in text(app, "#resume-text")

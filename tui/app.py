@@ -139,6 +139,7 @@ class StackApp(App):
     CSS_PATH = "assets/app.tcss"
     ENABLE_COMMAND_PALETTE = True
     VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (90, "-wide")]
     BINDINGS = [
         Binding("ctrl+s", "save_profile", "Save", tooltip="Save the session as a profile",
                 priority=True),

@@ -97,8 +97,9 @@ def ask_from_thread(app: "App", make_screen: Callable[[], "Screen"], *, default:
         app.call_from_thread(show)
     except Exception:  # the app is gone or the screen failed
         return default
+    app_closing = getattr(app, "closing", None)
     while not answered.wait(0.1):
-        if closing.is_set():
+        if closing.is_set() or (app_closing is not None and app_closing.is_set()):
             return default
     return box.get("value", default)
 
@@ -112,3 +113,27 @@ def tildify(path) -> str:
     if home not in ("", "/") and (text == home or text.startswith(home + "/")):
         return "~" + text[len(home):]
     return text
+
+
+def apply_breakpoints(screen) -> None:
+    """Set the app's breakpoint classes (-narrow/-wide, -short/-tall) on ``screen`` now.
+
+    Textual sets them on Resize only; a screen pushed later in a real terminal may never
+    get one, and then kept the layout meant for a bigger terminal."""
+    app = screen.app
+    width, height = app.size
+    for points, value in ((app.HORIZONTAL_BREAKPOINTS or [], width),
+                          (app.VERTICAL_BREAKPOINTS or [], height)):
+        chosen = None
+        for threshold, name in sorted(points):
+            if value >= threshold:
+                chosen = name
+        for _, name in points:
+            screen.set_class(name == chosen, name)
+
+
+class Responsive:
+    """Mixin for screens: breakpoint classes applied whenever the screen is shown."""
+
+    def on_screen_resume(self) -> None:
+        apply_breakpoints(self)

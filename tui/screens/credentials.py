@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Label, Static
 
 from ..tasks import secrets as sec
-from .common import Field, breadcrumb
+from .common import Responsive, Field, breadcrumb
 
 STRENGTH_STYLE = {"strong": "green", "fair": "yellow", "weak": "red", "empty": "dim"}
 # Which service a secret belongs to (for "not needed" hints).
@@ -20,7 +20,7 @@ OWNER = {"admin_password": "keystone", "demo_password": "keystone",
          "glance_password": "glance", "rabbit_password": "rabbitmq"}
 
 
-class CredentialsScreen(Screen):
+class CredentialsScreen(Responsive, Screen):
     SUB_TITLE = "Credentials"
     BINDINGS = [
         Binding("escape", "back", "Back"),

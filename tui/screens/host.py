@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, RadioButton, RadioSet, Static
 
 from ..tasks import profile as pr
-from .common import Field, ask_from_thread, breadcrumb
+from .common import Responsive, Field, ask_from_thread, breadcrumb, tildify
 
 LEVEL_STYLE = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "bad": ("✗", "red")}
 
@@ -59,11 +59,11 @@ def check_key_file(v: str) -> str | None:
         return "choose the private key file (ctrl+o to browse)"
     p = Path(v).expanduser()
     if not p.exists():
-        return f"{p} does not exist"
+        return f"{tildify(p)} does not exist"
     if p.is_dir():
-        return f"{p} is a directory, not a key file"
+        return f"{tildify(p)} is a directory, not a key file"
     if not os.access(p, os.R_OK):
-        return f"{p} is not readable (check its permissions)"
+        return f"{tildify(p)} is not readable (check its permissions)"
     return None
 
 
@@ -71,7 +71,7 @@ def check_password(v: str) -> str | None:
     return None if v else "enter the SSH password (or choose a key or the agent)"
 
 
-class HostScreen(Screen):
+class HostScreen(Responsive, Screen):
     SUB_TITLE = "Host"
     BINDINGS = [
         Binding("escape", "back", "Back"),

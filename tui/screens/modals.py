@@ -14,10 +14,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Footer, Label, Log, Static
 
-from .common import Field
+from .common import Field, Responsive
 
 
-class Dialog(ModalScreen):
+class Dialog(Responsive, ModalScreen):
     """Base: a centred box with a title; escape cancels."""
 
     DEFAULT_CLASSES = "dialog"
@@ -144,6 +144,7 @@ class FailureModal(Dialog):
         Binding("s", "decide('skip')", "Skip"),
         Binding("a", "decide('abort')", "Abort"),
         Binding("l", "full_log", "Full log"),
+        Binding("escape", "cancel", "Cancel", show=False),
     ]
     CANCEL_VALUE = None
 
@@ -301,6 +302,9 @@ class FilePickerModal(Dialog):
                 yield Button("Cancel (esc)", id="cancel", compact=True)
         yield Footer(compact=True)
 
+    def on_mount(self) -> None:
+        self.query_one("#path", Field).focus()
+
     @on(DirectoryTree.FileSelected)
     def file_selected(self, event: DirectoryTree.FileSelected) -> None:
         self.query_one("#path", Field).value = str(event.path)
@@ -325,7 +329,7 @@ class FilePickerModal(Dialog):
             self.dismiss(None)
 
 
-class FullLogScreen(ModalScreen):
+class FullLogScreen(Responsive, ModalScreen):
     """The run's full transcript (redacted by the engine), last lines of the log file."""
 
     BINDINGS = [Binding("escape,q", "close", "Close"), Binding("g", "reload", "Reload")]

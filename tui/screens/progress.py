@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, ProgressBar, Static, Tree
 from textual.worker import Worker, WorkerState
 
-from .common import ask_from_thread, fmt_duration
+from .common import Responsive, ask_from_thread, fmt_duration
 
 LOG_LINES = 2000          # per step, and in the log pane
 ICONS = {
@@ -70,7 +70,7 @@ class RunReport:
     problems: list[str] = field(default_factory=list)
 
 
-class ProgressScreen(Screen):
+class ProgressScreen(Responsive, Screen):
     SUB_TITLE = "Progress"
     BINDINGS = [
         Binding("c", "cancel_step", "Cancel step"),
@@ -130,8 +130,13 @@ class ProgressScreen(Screen):
         self.start()
 
     def on_unmount(self) -> None:
+        self.release_engine()
+
+    def release_engine(self) -> None:
+        """Leaving (app exit, screen gone): cancel the running step; decisions become Abort.
+        The worker thread then ends by itself, so the exit never waits on it for long."""
         self._stop.set()
-        if self.engine is not None and self.installing:
+        if self.engine is not None and not (self.result is not None):
             self.engine.ctx.cancel.set()
 
     @property
@@ -206,6 +211,8 @@ class ProgressScreen(Screen):
             return
         if event.state == WorkerState.ERROR:
             self.queue.append(("crashed", event.worker.error))
+        if event.state == WorkerState.CANCELLED:  # the app is closing
+            self.release_engine()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.drain()
             if self.stage in ("connecting", "running"):
@@ -269,6 +276,8 @@ class ProgressScreen(Screen):
         self.flush()
         for sid in relabel:
             self.relabel(sid)
+        if relabel:
+            self.tick()
 
     def flush(self) -> None:
         if self._pending:

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static, Tree
 
-from .common import breadcrumb
+from .common import Responsive, breadcrumb
 
 
 def step_detail(step, redact) -> Text:
@@ -43,7 +43,7 @@ def phase_detail(phase) -> Text:
     return t
 
 
-class ReviewScreen(Screen):
+class ReviewScreen(Responsive, Screen):
     SUB_TITLE = "Review"
     BINDINGS = [
         Binding("escape", "back", "Back"),

@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Sel
 from textual.widgets.selection_list import Selection
 
 from ..tasks import profile as pr
-from .common import Field, breadcrumb
+from .common import Responsive, Field, breadcrumb
 
 TITLES = {"mariadb": "MariaDB", "rabbitmq": "RabbitMQ", "memcached": "Memcached",
           "keystone": "Keystone", "glance": "Glance"}
@@ -77,7 +77,7 @@ def check_endpoint(v: str) -> str | None:
     return None
 
 
-class ServicesScreen(Screen):
+class ServicesScreen(Responsive, Screen):
     SUB_TITLE = "Services"
     BINDINGS = [
         Binding("escape", "back", "Back"),

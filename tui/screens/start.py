@@ -11,13 +11,14 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
 from ..tasks import profile as pr
+from .common import Responsive
 
 
 class ProfileTable(DataTable):
     BINDINGS = [Binding("enter", "select_cursor", "Load")]
 
 
-class StartScreen(Screen):
+class StartScreen(Responsive, Screen):
     SUB_TITLE = "Profiles"
     BINDINGS = [
         Binding("n", "new", "New session"),
@@ -74,8 +75,10 @@ class StartScreen(Screen):
                 last = Text(f"unfinished ({run[0]} done)", style="bold yellow")
             else:
                 last = self._last_run(p)
-            table.add_row(name, f"{p.host.user}@{p.host.address}:{p.host.port}",
-                          ",".join(p.openstack.services), last, key=name)
+            svc = ("all five" if set(p.openstack.services) == set(pr.SERVICES)
+                   else ", ".join(p.openstack.services))
+            table.add_row(name, f"{p.host.user}@{p.host.address}:{p.host.port}", svc, last,
+                          key=name)
         names = list(self.runs)
         if current in names:
             table.move_cursor(row=names.index(current))
@@ -112,9 +115,9 @@ class StartScreen(Screen):
                              style="italic"))
         elif self.runs.get(name):
             done, _, stopped = self.runs[name]
-            hint.update(Text(f"The install of {name} did not finish ({done} steps done"
+            hint.update(Text(f"{name}: the last install did not finish ({done} steps done"
                              + (f", stopped at {stopped}" if stopped else "")
-                             + "). Press r to resume it.", style="yellow"))
+                             + "). r: resume it", style="yellow"))
         else:
             hint.update(Text("enter: load and edit · n: new · d: duplicate · x: delete",
                              style="dim"))

@@ -6,11 +6,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from .common import fmt_duration, tildify
+from .common import Responsive, fmt_duration, tildify
 from .services import TITLES
 
 
@@ -18,13 +18,12 @@ def _url_host(h: str) -> str:
     return f"[{h}]" if ":" in h else h
 
 
-class SummaryScreen(Screen):
+class SummaryScreen(Responsive, Screen):
     SUB_TITLE = "Summary"
     BINDINGS = [
         Binding("n", "new", "New session"),
         Binding("p", "profiles", "Profiles"),
         Binding("l", "full_log", "Full log"),
-        Binding("q", "app.quit", "Quit"),
     ]
 
     def __init__(self, report):
@@ -38,30 +37,30 @@ class SummaryScreen(Screen):
         with VerticalScroll(id="summary"):
             head = Text()
             if r.ok:
-                head.append("✓ The control plane is installed and verified", style="bold green")
+                head.append("✓ Installed and verified", style="bold green")
             else:
-                head.append("✗ The install is not complete", style="bold red")
+                head.append("✗ Not complete", style="bold red")
             head.append(f" on {prof.host.user}@{prof.host.address}")
             if r.platform:
                 from ..tasks.platforms import PLATFORMS
 
                 plat = PLATFORMS.get(r.platform)
-                head.append(f" ({plat.name if plat else r.platform})")
-            head.append(f" in {fmt_duration(r.duration)}.")
+                head.append(f" · {plat.name if plat else r.platform}")
+            head.append(f" · {fmt_duration(r.duration)}")
             c = r.counts
             if c:
                 head.append(f"\n{c.get('done', 0)} done, {c.get('already done', 0)} already "
-                            f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed.",
+                            f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed",
                             style="dim")
             yield Static(head, id="summary-head")
 
             services = ", ".join(TITLES[s] for s in prof.openstack.services)
-            installed = Text.assemble(("Installed  ", "bold"), services,
-                                      f"; region {prof.openstack.region}")
+            installed = Text.assemble(services, f"; region {prof.openstack.region}")
             if "keystone" in prof.openstack.services:
                 installed.append("; demo project " + ("yes" if prof.openstack.demo else "no"))
             if "glance" in prof.openstack.services:
                 installed.append(f"; image {prof.image.name}")
+            yield Static(Text("Installed", style="bold underline"), classes="summary-title")
             yield Static(installed, classes="summary-block")
 
             ep = _url_host(prof.endpoint_host)
@@ -86,15 +85,14 @@ class SummaryScreen(Screen):
                 names.append("clouds.yaml")
                 files.append(f"{local}/\n", style="bold")
                 files.append("  " + ", ".join(names) + " (mode 0600)\n")
-                files.append("  also on the host in the login user's home: "
-                             + ", ".join(n for n in names if n.endswith(".sh")) + "\n")
-                files.append(f"  try: source {local}/admin-openrc.sh && openstack image list",
+                files.append("  on the host too: "
+                             + ", ".join(f"~/{n}" for n in names if n.endswith(".sh")) + "\n")
+                files.append(f"  try: source {local}/admin-openrc.sh; openstack image list",
                              style="dim")
             else:
                 files.append("not written (the finish phase did not run)", style="yellow")
             yield Static(files, classes="summary-block")
 
-            yield Static(Text("Verification", style="bold underline"), classes="summary-title")
             checks = Table.grid(padding=(0, 1))
             checks.add_column(width=1)
             checks.add_column()
@@ -106,16 +104,21 @@ class SummaryScreen(Screen):
                                Text(str(what)), Text(str(detail)))
             if not results:
                 checks.add_row("", Text("no verification results", style="yellow"), "")
-            yield Static(checks, classes="summary-block", id="verification")
-
-            yield Static(Text("Time per phase", style="bold underline"), classes="summary-title")
-            times = Table.grid(padding=(0, 2))
-            times.add_column(min_width=22)
-            times.add_column(justify="right", width=8)
+            times = Table.grid(padding=(0, 1))
+            times.add_column()
+            times.add_column(justify="right", width=7)
             times.add_column(style="dim")
             for title, secs, outcome in r.phases:
                 times.add_row(title, fmt_duration(secs), outcome)
-            yield Static(times, classes="summary-block", id="phase-times")
+            with Horizontal(id="summary-columns"):
+                with Vertical():
+                    yield Static(Text("Verification", style="bold underline"),
+                                 classes="summary-title")
+                    yield Static(checks, classes="summary-block", id="verification")
+                with Vertical():
+                    yield Static(Text("Time per phase", style="bold underline"),
+                                 classes="summary-title")
+                    yield Static(times, classes="summary-block", id="phase-times")
 
             if r.problems:
                 yield Static(Text("Needs attention", style="bold underline red"),
