@@ -746,3 +746,28 @@ async def test_first_paint_is_fast(home):
         took = time.perf_counter() - t0
     print(f"first paint (headless): {took:.3f} s")
     assert took < 3.0
+
+
+async def test_generated_secrets_survive_a_later_save(home):
+    """The run generates the empty passwords; going back and saving keeps them."""
+    import tomllib
+
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        await start_install(pilot)
+        await wait_for(pilot, lambda: getattr(app.screen, "stage", "") == "finished",
+                       what="run end")
+        generated = dict(app.state.secrets)
+        assert {"admin_password", "keystone_db_password"} <= set(generated)
+        await pilot.press("escape")  # back to the review, then the credentials
+        await wait_for(pilot, lambda: screen_name(app) == "ReviewScreen", what="review")
+        app.go("credentials")
+        await pilot.pause()
+        f = app.screen.query_one("#secret-admin_password")
+        assert f.value == generated["admin_password"] and f.password
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    stored = tomllib.loads(pr.load("stack-1").secrets_file.read_text())
+    for name in ("admin_password", "demo_password", "keystone_db_password"):
+        assert stored[name] == generated[name]

@@ -299,11 +299,20 @@ class StackApp(App):
             pr.save(prof)
             secrets.file = prof.secrets_file
             secrets.save()
+            self.show_secrets()
         except (OSError, ValueError) as exc:
             self.push_screen(MessageModal("Cannot start yet", f"Secrets: {exc}"))
             return
         runner = self.runner_factory(prof, secrets)
         self.switch_screen(ProgressScreen(runner, resumed=resume))
+
+    def show_secrets(self) -> None:
+        """Put the state's secrets (some just generated) back into the Credentials fields,
+        so a later save or run keeps them instead of the fields' old, empty values."""
+        if self.is_screen_installed("credentials"):
+            scr = self.get_screen("credentials")
+            if scr.is_mounted:
+                scr.load_values()
 
     def running(self) -> bool:
         """Is an install under way (a progress screen connecting or running)?"""

@@ -74,6 +74,14 @@ class CredentialsScreen(Responsive, Screen):
                 self.update_row(name)
             self.update_note()
 
+    def load_values(self) -> None:
+        """Show what the state holds (after the run generated the missing ones)."""
+        st = self.app.state
+        for name in sec.GENERATABLE:
+            field = self.field(name)
+            if field.value != st.secrets.get(name, ""):
+                field.value = st.secrets.get(name, "")
+
     # -- rows --------------------------------------------------------------------------
     def field(self, name: str) -> Field:
         return self.query_one(f"#secret-{name}", Field)

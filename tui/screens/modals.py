@@ -159,11 +159,11 @@ class FailureModal(Dialog):
         with Vertical(classes="box danger wide"):
             yield Label(f"Step failed: {self.step_title}", classes="box-title")
             body = Text()
-            body.append(info.what + "\n", style="bold")
+            body.append(info.what, style="bold")
             if info.why:
-                body.append(f"Why: {info.why}\n")
+                body.append(f"\nWhy: {info.why}")
             if info.hint:
-                body.append(f"Try: {info.hint}\n")
+                body.append(f"\nTry: {info.hint}")
             yield Static(body, classes="box-body", id="error-text")
             if self.tail:
                 yield Label("Last output:", classes="dim")

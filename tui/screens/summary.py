@@ -126,7 +126,7 @@ class SummaryScreen(Responsive, Screen):
                 yield Static(Text("\n".join(r.problems)), classes="summary-block")
             if r.log_path:
                 yield Static(Text.assemble(("Full log  ", "bold"), tildify(r.log_path)),
-                             classes="summary-block")
+                             id="summary-log")
         yield Footer(compact=True)
 
     def action_new(self) -> None:
