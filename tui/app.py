@@ -9,7 +9,6 @@ only when a connection or a run starts, so the first paint stays fast.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from .tasks import profile as pr
-from .tasks.secrets import GENERATABLE, SECRET_NAMES
+from .tasks.secrets import GENERATABLE
 
 if TYPE_CHECKING:
     from .screens.hostinfo import HostFacts
@@ -165,15 +164,14 @@ class StackApp(App):
         if not animations:
             self.animation_level = "none"
         self.state: WizardState | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.closing = threading.Event()
-        self.startup_error: str | None = None
+        self._generation = 0            # wizard screens of the current session
+        self._stale: list[str] = []     # installed screens of earlier sessions
 
     # -- start -----------------------------------------------------------------
     def on_mount(self) -> None:
         from .screens.start import StartScreen
 
-        self.loop = asyncio.get_running_loop()
         self.push_screen(StartScreen())
         if self.initial_profile is not None:
             self.call_after_refresh(self.open_profile, self.initial_profile)
@@ -182,31 +180,47 @@ class StackApp(App):
         self.closing.set()
 
     # -- wizard navigation -----------------------------------------------------
-    def _wizard_screen(self, name: str) -> Screen:
+    def _key(self, name: str) -> str:
+        return f"{name}-{self._generation}"
+
+    def wizard_screen(self, name: str) -> Screen:
+        """The session's screen ``name`` (host, credentials, services, review), made once
+        and kept, so going back and forth keeps what was typed."""
         from .screens.credentials import CredentialsScreen
         from .screens.host import HostScreen
         from .screens.review import ReviewScreen
         from .screens.services import ServicesScreen
 
-        if not self.is_screen_installed(name):
+        key = self._key(name)
+        if not self.is_screen_installed(key):
             cls = {"host": HostScreen, "credentials": CredentialsScreen,
                    "services": ServicesScreen, "review": ReviewScreen}[name]
-            self.install_screen(cls(), name)
-        return self.get_screen(name)
+            self.install_screen(cls(), key)
+        return self.get_screen(key)
 
     def _reset_wizard(self) -> None:
-        for name in WIZARD:
-            if self.is_screen_installed(name):
-                scr = self.get_screen(name)
-                if scr not in self.screen_stack:
-                    self.uninstall_screen(name)
+        """A new session (new or loaded profile): fresh screens from the new state."""
+        self._stale += [self._key(n) for n in WIZARD if self.is_screen_installed(self._key(n))]
+        self._generation += 1
+        self._prune_stale()
+
+    def _prune_stale(self) -> None:
+        keep = []
+        for key in self._stale:
+            if not self.is_screen_installed(key):
+                continue
+            if self.get_screen(key) in self.screen_stack:
+                keep.append(key)  # still shown: removed once it is switched away
+            else:
+                self.uninstall_screen(key)
+        self._stale = keep
 
     def store_all(self) -> list[str]:
         """Copy what every wizard screen shows into the state; the problems found."""
         errors: list[str] = []
         for name in WIZARD:
-            if self.is_screen_installed(name):
-                scr = self.get_screen(name)
+            if self.is_screen_installed(self._key(name)):
+                scr = self.get_screen(self._key(name))
                 store = getattr(scr, "store", None)
                 if store is not None and scr.is_mounted:
                     errors += store()
@@ -217,7 +231,9 @@ class StackApp(App):
         if self.state is None:
             return
         self.store_all()
-        self.switch_screen(self._wizard_screen(name))
+        self.switch_screen(self.wizard_screen(name))
+        if self._stale:
+            self.set_timer(0.5, self._prune_stale)
 
     def new_session(self) -> None:
         existing = set(pr.list_profiles())
@@ -309,8 +325,8 @@ class StackApp(App):
     def show_secrets(self) -> None:
         """Put the state's secrets (some just generated) back into the Credentials fields,
         so a later save or run keeps them instead of the fields' old, empty values."""
-        if self.is_screen_installed("credentials"):
-            scr = self.get_screen("credentials")
+        if self.is_screen_installed(self._key("credentials")):
+            scr = self.get_screen(self._key("credentials"))
             if scr.is_mounted:
                 scr.load_values()
 
@@ -390,11 +406,11 @@ class StackApp(App):
 
     def _palette_test(self) -> None:
         self.go("host")
-        self.get_screen("host").action_test()
+        self.call_after_refresh(self.wizard_screen("host").action_test)
 
     def _palette_generate(self) -> None:
         self.go("credentials")
-        self.get_screen("credentials").action_generate_all()
+        self.call_after_refresh(self.wizard_screen("credentials").action_generate_all)
 
 
 def make_app(profile: str | pr.Profile | None = None, **kwargs) -> StackApp:

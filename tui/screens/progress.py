@@ -278,6 +278,7 @@ class ProgressScreen(Responsive, Screen):
             self.relabel(sid)
         if relabel:
             self.tick()
+            self.refresh_bindings()  # Cancel step / Follow depend on what is running
 
     def flush(self) -> None:
         if self._pending:
@@ -514,6 +515,7 @@ class ProgressScreen(Responsive, Screen):
             return
         self.follow = data[1] == self.running_id
         self.show(data[1])
+        self.refresh_bindings()
 
     # -- actions -----------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:

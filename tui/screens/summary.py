@@ -109,7 +109,7 @@ class SummaryScreen(Responsive, Screen):
             times.add_column(justify="right", width=7)
             times.add_column(style="dim")
             for title, secs, outcome in r.phases:
-                times.add_row(title, fmt_duration(secs), outcome)
+                times.add_row(title, fmt_duration(secs), "" if outcome == "done" else outcome)
             with Horizontal(id="summary-columns"):
                 with Vertical():
                     yield Static(Text("Verification", style="bold underline"),
