@@ -162,6 +162,10 @@ class ProgressScreen(Responsive, Screen):
             plan = self.runner.connect(self._confirm_host_key)
         except Exception as exc:  # noqa: BLE001 - explained on screen
             self.queue.append(("connect-failed", exc))
+            try:
+                self.runner.close()
+            except Exception:
+                pass
             return None
         self.queue.append(("plan", plan))
         try:
