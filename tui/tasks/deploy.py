@@ -1101,6 +1101,8 @@ def _image_run(ctx) -> None:
             self.fh, self.done = fh, 0
 
         def read(self, n=-1):
+            if ctx.cancel.is_set():
+                raise StepError("Image upload cancelled.", "", "Retry uploads it again")
             data = self.fh.read(n)
             self.done += len(data)
             ctx.progress(self.done, size, "upload")
