@@ -28,6 +28,24 @@ class Dialog(Responsive, ModalScreen):
         self.dismiss(self.CANCEL_VALUE)
 
 
+class InputDialog(Dialog):
+    """A dialog with one input field: enter or OK submits, Cancel dismisses with None."""
+
+    def _submit(self) -> None:
+        raise NotImplementedError
+
+    @on(Field.Submitted)
+    def submitted(self) -> None:
+        self._submit()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+
 class ConfirmModal(Dialog):
     """Yes / No question. Dismisses with True or False."""
 
@@ -238,7 +256,7 @@ class ResumeModal(Dialog):
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
 
 
-class NameModal(Dialog):
+class NameModal(InputDialog):
     """Ask for a name (profile name); dismisses with the name or None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -266,19 +284,8 @@ class NameModal(Dialog):
             return
         self.dismiss(value)
 
-    @on(Field.Submitted)
-    def submitted(self) -> None:
-        self._submit()
 
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-
-class FilePickerModal(Dialog):
+class FilePickerModal(InputDialog):
     """Pick a file: a directory tree plus a path field. Dismisses with the path or None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -316,17 +323,6 @@ class FilePickerModal(Dialog):
             self.query_one("#path-error", Static).update(Text(f"no such file: {value}"))
             return
         self.dismiss(value)
-
-    @on(Field.Submitted)
-    def submitted(self) -> None:
-        self._submit()
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "ok":
-            self._submit()
-        else:
-            self.dismiss(None)
 
 
 class FullLogScreen(Responsive, ModalScreen):
