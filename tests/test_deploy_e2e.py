@@ -182,3 +182,40 @@ def test_changing_admin_password_is_applied(deployed):
     r = cloud.cli("apply", "e2e", "--yes")
     assert r.returncode == 0, r.stdout[-3000:]
     assert cloud.token(info.address, "admin", old, "admin")
+
+
+def test_concurrent_users_never_get_each_others_roles(deployed):
+    """Keystone under load: a member's request is never judged with an admin's token.
+
+    With mod_wsgi threads > 1 Keystone shares the validated token's context between
+    threads: a demo user's application credential then came back holding admin.
+    Admin and demo hammer Keystone at once; every one of demo's credentials must carry
+    only demo's own roles.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    info, s = deployed["info"], deployed["secrets"]
+    r = cloud.ssh(info, "grep -h WSGIDaemonProcess /etc/apache2/sites-available/keystone.conf")
+    assert "threads=1 " in r.stdout, r.stdout
+    base = f"http://{info.address}:5000/v3"
+    admin = cloud.session(info.address, "admin", s["admin_password"], "admin")
+    demo = cloud.session(info.address, "demo", s["demo_password"], "demo")
+    ids = {"admin": admin.get_user_id(), "demo": demo.get_user_id()}
+    demo_roles = set(demo.auth.get_access(demo).role_names)
+    assert "admin" not in demo_roles
+
+    def create(who: str, sess, i: int) -> tuple[str, set[str]]:
+        resp = sess.post(f"{base}/users/{ids[who]}/application_credentials",
+                         json={"application_credential": {"name": f"hammer-{who}-{i}"}})
+        cred = resp.json()["application_credential"]
+        sess.delete(f"{base}/users/{ids[who]}/application_credentials/{cred['id']}")
+        return who, {r["name"] for r in cred["roles"]}
+
+    jobs = []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for i in range(40):
+            jobs.append(pool.submit(create, "admin", admin, i))
+            jobs.append(pool.submit(create, "demo", demo, i))
+        results = [j.result(timeout=120) for j in jobs]
+    wrong = [roles for who, roles in results if who == "demo" and roles != demo_roles]
+    assert not wrong, f"{len(wrong)} of 40 demo credentials got other roles: {wrong[:3]}"

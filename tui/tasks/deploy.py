@@ -732,15 +732,38 @@ def _keys_run(kind):
 WSGI_KEYSTONE = "/usr/share/stack-tui/keystone-public.wsgi"
 
 
+def wsgi_processes(cpus: int, mem_kib: int) -> int:
+    """mod_wsgi daemon processes for one service: two per CPU, 2..8, and at
+    most one per 512 MiB of memory (a Keystone process holds about 100 MiB;
+    the rest is left to the other services on the host)."""
+    by_cpu = 2 * max(cpus, 1)
+    by_mem = max(mem_kib // (512 * 1024), 2)
+    return max(2, min(8, by_cpu, by_mem))
+
+
+def host_size(ctx) -> tuple[int, int]:
+    """(CPUs, memory in KiB) of the host, read once per run."""
+    if "host_size" not in ctx.cache:
+        r = ctx.sh("nproc; awk '/^MemTotal:/ {print $2}' /proc/meminfo", check=False,
+                   quiet=True)
+        nums = [int(x) for x in r.stdout.split() if x.isdigit()]
+        ctx.cache["host_size"] = (nums[0], nums[1]) if len(nums) == 2 else (1, 2 * 1024 * 1024)
+    return ctx.cache["host_size"]
+
+
 def _vhost(ctx) -> str:
     plat = platform_of(ctx)
+    procs = wsgi_processes(*host_size(ctx))
+    # One thread per process: Keystone keeps the validated token's context on
+    # objects its threads share, so with threads > 1 one user's request can be
+    # judged with another user's roles.  Upstream's Apache config uses threads=1.
     return f"""# Written by stack-tui: Keystone (identity) on port 5000 under mod_wsgi
 Listen 5000
 
 <VirtualHost *:5000>
     ServerName {ep(ctx)}
     WSGIScriptAlias / {WSGI_KEYSTONE}
-    WSGIDaemonProcess keystone-public processes=2 threads=4 user=keystone group=keystone display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
+    WSGIDaemonProcess keystone-public processes={procs} threads=1 user=keystone group=keystone display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
     WSGIProcessGroup keystone-public
     WSGIApplicationGroup %{{GLOBAL}}
     WSGIPassAuthorization On
@@ -1001,6 +1024,20 @@ def _glance_conf_run(ctx) -> None:
     old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
     if put_file(ctx, GLANCE_CONF, new, mode=0o640, owner="root", group="glance", old=old):
         ctx.cache["glance_conf_changed"] = True
+
+
+def _metadefs_check(ctx) -> bool:
+    # Read-only: how many namespaces the catalogue holds (0 = never loaded).
+    r = ctx.sh("mysql --batch --skip-column-names -e "
+               "'SELECT COUNT(*) FROM glance.metadef_namespaces' 2>/dev/null",
+               check=False, quiet=True, timeout=60)
+    return r.ok and r.stdout.strip().isdigit() and int(r.stdout.strip()) > 0
+
+
+def _metadefs_run(ctx) -> None:
+    # Horizon's image-metadata forms and Tempest's metadefs tests need the catalogue;
+    # loading it only when empty keeps a re-run from reloading it.
+    _manage(ctx, "glance", "glance-manage db_load_metadefs")
 
 
 def _glance_service_check(ctx) -> bool:
@@ -1391,6 +1428,10 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
             Step("glance.db_sync", "Create the Glance database schema", run=gl_sync_run,
                  check=gl_sync_check,
                 detail="runuser -u glance -- glance-manage db_sync"),
+            Step("glance.metadefs", "Load the metadata definitions catalogue",
+                 run=_metadefs_run, check=_metadefs_check,
+                 detail="runuser -u glance -- glance-manage db_load_metadefs "
+                        "(only when glance.metadef_namespaces is empty)"),
             Step("glance.service", f"Start and enable {plat.glance_service}",
                  run=_glance_service_run, check=_glance_service_check,
                  detail=f"systemctl enable --now {plat.glance_service}; wait until :9292 answers"),
