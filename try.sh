@@ -6,11 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
+st=.venv/bin/stack-tui
 if [ $# -eq 0 ]; then
-  python3 -m tui.cli sandbox up
-  exec python3 -m tui.cli --profile sandbox
+  "$st" sandbox up
+  exec "$st" --profile sandbox
 fi
 target=$1; user=root; host=$target
 case $target in *@*) user=${target%@*}; host=${target#*@};; esac
-python3 -m tui.cli profiles new server --host "$host" --user "$user" --force
-exec python3 -m tui.cli --profile server
+"$st" profiles new server --host "$host" --user "$user" --force
+exec "$st" --profile server

@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# Install what stack-tui and its tests need on a Debian/Ubuntu machine (idempotent).
+# Install what stack-tui needs on a Debian/Ubuntu machine (idempotent, PEP 668 safe).
+#   bash scripts/setup.sh          -> system tools + .venv with stack-tui
+#   bash scripts/setup.sh --test   -> the same, plus the test dependencies
+# Nothing goes into the distribution's python: everything Python lives in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
 export DEBIAN_FRONTEND=noninteractive
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 need=()
 for pair in debootstrap:debootstrap systemd-nspawn:systemd-container nft:nftables \
             zstd:zstd qemu-img:qemu-utils ssh:openssh-client ssh-keygen:openssh-client \
-            tmux:tmux; do
+            tmux:tmux ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# A pristine Debian python3 has no venv/ensurepip: that is the python3-venv package.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "setup: installing ${need[*]}"
   $SUDO apt-get update -q
   # --no-install-recommends: systemd-container recommends libnss-mymachines (edits nsswitch.conf)
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+if [ ! -x .venv/bin/python ]; then
+  # the distribution's python, never a pyenv/conda one that may vanish
+  py=/usr/bin/python3; [ -x "$py" ] || py=python3
+  "$py" -m venv .venv
+fi
+stamp=".venv/.stack-tui-setup$extras"
+if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+  touch "$stamp"
+fi

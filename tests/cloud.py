@@ -85,5 +85,7 @@ def openstack(clouds_yaml: Path, cloud: str, *args: str) -> subprocess.Completed
     for k in list(env):
         if k.startswith("OS_") and k != "OS_CLIENT_CONFIG_FILE":
             env.pop(k)
-    return subprocess.run(["openstack", "--os-cloud", cloud, *args], capture_output=True,
+    # the openstack CLI of the test venv (python-openstackclient is a test dependency)
+    exe = Path(sys.executable).parent / "openstack"
+    return subprocess.run([str(exe if exe.exists() else "openstack"), "--os-cloud", cloud, *args], capture_output=True,
                           text=True, timeout=120, env=env, cwd="/")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -16,7 +15,10 @@ import pytest
 
 import tui
 
-EXE = shutil.which("stack-tui")
+# The console script of the interpreter running the tests (the venv's), else this checkout.
+EXE = str(Path(sys.executable).parent / "stack-tui")
+if not Path(EXE).exists():
+    EXE = None
 SECRETS = {
     "admin_password": "Adm1n-'Plan\"-$ecret ü",
     "demo_password": "Dem0-Plan-Secret-xyz",
