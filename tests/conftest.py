@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated STACK_TUI_HOME and disposable sandbox hosts.
 
-``e2e`` tests boot a real Debian 12 host with systemd-nspawn (see
+``e2e`` tests boot a real Debian host (13 by default; the ``release`` fixture runs a
+test module on each of Debian 13 and 12) with systemd-nspawn (see
 tui/tasks/sandbox.py).  They need root and the tools from
 ``sandbox.APT_COMMAND``; without them they are skipped with the reason.
 The cache (base rootfs tarball, apt archives) is shared between runs in
@@ -72,10 +73,10 @@ def sandbox_factory(stack_home):
     made: list[str] = []
     lines: list[str] = []
 
-    def make(name: str) -> "sandbox.SandboxInfo":
+    def make(name: str, release: str = sandbox.DEFAULT_RELEASE) -> "sandbox.SandboxInfo":
         if name not in made:
             made.append(name)  # registered before up(): a half-made sandbox is removed too
-        return sandbox.up(name, log=lines.append)
+        return sandbox.up(name, log=lines.append, release=release)
 
     make.names = made  # type: ignore[attr-defined]
     make.log = lines  # type: ignore[attr-defined]
@@ -91,6 +92,18 @@ def sandbox_factory(stack_home):
                 errors.append(f"{name}: {exc}")
         if errors:
             pytest.fail("sandbox cleanup failed:\n" + "\n".join(errors), pytrace=False)
+
+
+def _releases() -> list[str]:
+    """Debian releases the release-parametrized e2e tests run on (all verified ones)."""
+    raw = os.environ.get("STACK_TUI_RELEASES", "13,12")
+    return [r.strip() for r in raw.split(",") if r.strip()]
+
+
+@pytest.fixture(scope="module", params=_releases(), ids=lambda r: f"debian{r}")
+def release(request):
+    """Each verified Debian release in turn (STACK_TUI_RELEASES narrows it, e.g. "13")."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -183,7 +183,17 @@ def test_plan_debian_12(home, tmp_path):
                 "libapache2-mod-wsgi-py3", "glance-api", "python3-openstackclient"):
         assert f" {pkg}" in pk
     assert "dnf" not in out and "cloud-archive" not in out
-    assert "stores=file,http" in _step_block(out, "glance.config")
+    assert "enabled_backends=fs:file" in _step_block(out, "glance.config")
+    assert "Support: Debian oldstable" in out and "past upstream maintenance" in out
+
+
+def test_plan_debian_13(home, tmp_path):
+    out = _plan(home, tmp_path, "debian-13")
+    assert "Platform: Debian 13 (trixie), OpenStack 2025.1 (Epoxy)" in out
+    assert "NOT YET VERIFIED" not in out
+    assert "Support: Debian stable" in out
+    assert "enabled_backends=fs:file" in _step_block(out, "glance.config")
+    assert "delete_user guest" in _step_block(out, "rabbitmq.user")
     assert "systemctl enable --now glance-api" in out
 
 

@@ -214,7 +214,13 @@ def test_platform_verdicts():
     ctx = fake_ctx()
     deb = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
     res, plat = preflight._platform(ctx, deb)
-    assert res.level == "ok" and "OpenStack zed" in res.why and plat.id == "debian-12"
+    # verified, but oldstable with an unmaintained OpenStack: a warning, never a block
+    assert res.level == "warning" and plat.id == "debian-12"
+    assert "oldstable" in res.why and "past upstream maintenance" in res.why
+    assert "Debian 13" in res.fix_hint
+    trixie = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_ID="13"\n'
+    res, plat = preflight._platform(ctx, trixie)
+    assert res.level == "ok" and "2025.1 (Epoxy)" in res.why and plat.id == "debian-13"
     res, plat = preflight._platform(ctx, 'PRETTY_NAME="Debian 11"\nID=debian\nVERSION_ID="11"\n')
     assert res.blocking and plat is None
     res, _ = preflight._platform(ctx, 'PRETTY_NAME="Ubuntu 24.04"\nID=ubuntu\nVERSION_ID="24.04"\n')

@@ -69,10 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     x = psub.add_parser("delete", help="delete a profile (its secrets file too)")
     x.add_argument("name")
 
-    sp = sub.add_parser("sandbox", help="a throwaway local Debian 12 test host (needs root)")
+    sp = sub.add_parser("sandbox", help="a throwaway local Debian test host (needs root)")
     ssub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
     x = ssub.add_parser("up", help="boot it (idempotent) and write the profile 'sandbox'")
     x.add_argument("--name", default="sandbox")
+    x.add_argument("--release", choices=["13", "12"], default="13",
+                   help="Debian release of the host: 13 (trixie, OpenStack 2025.1 Epoxy; "
+                        "the default) or 12 (bookworm, Zed)")
     x = ssub.add_parser("down", help="remove everything it made")
     x.add_argument("--name", default="sandbox")
     x = ssub.add_parser("status", help="show what exists")
@@ -137,6 +140,13 @@ def cmd_plan(args) -> int:
     print(f"Platform: {plat.name}, OpenStack {plat.openstack}"
           + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
           + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))
+    if plat.support:
+        print(f"Support: {plat.support}")
+    if not forced:
+        others = [f"{p.name}: OpenStack {p.openstack}" for p in PLATFORMS.values()
+                  if p.id != plat.id and p.verified]
+        if others:
+            print("Other verified platforms get: " + "; ".join(others))
     print(f"Services: {', '.join(prof.openstack.services)}; demo project: "
           f"{'yes' if prof.openstack.demo else 'no'}")
     n = 0
@@ -381,7 +391,7 @@ def cmd_sandbox(args) -> int:
     log = lambda s: print(s, flush=True)  # noqa: E731
     try:
         if args.action == "up":
-            info = sandbox.up(args.name, log=log)
+            info = sandbox.up(args.name, log=log, release=args.release)
             path = write_sandbox_profile(info)
             print(f"Sandbox {args.name} is up: ssh -i {info.key_file} root@{info.address}\n"
                   f"Profile written: {path}\n"

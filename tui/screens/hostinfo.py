@@ -54,7 +54,7 @@ class HostFacts:
         if self.sudo:
             out.append(("Root", self.sudo, "ok"))
         if self.platform_id is None:
-            out.append(("Supported", "no: Debian 12, Ubuntu 22.04/24.04 or EL9 needed", "bad"))
+            out.append(("Supported", "no: Debian 13 or 12, Ubuntu 22.04/24.04 or EL9 needed", "bad"))
         elif self.verified:
             out.append(("Supported", f"yes, OpenStack {self.openstack} (verified)", "ok"))
         else:

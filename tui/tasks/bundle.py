@@ -96,7 +96,7 @@ def host_items(platform_id: str | None) -> tuple[list[tuple[str, str]], list[tup
     """(files to read, commands to run) on the host, each (name in bundle, path/command)."""
     from .platforms import PLATFORMS
 
-    plat = PLATFORMS.get(platform_id or "", PLATFORMS["debian-12"])
+    plat = PLATFORMS.get(platform_id or "", PLATFORMS["debian-13"])
     files = [
         ("etc/keystone/keystone.conf", "/etc/keystone/keystone.conf"),
         ("etc/glance/glance-api.conf", "/etc/glance/glance-api.conf"),

@@ -230,21 +230,23 @@ def has_role(ctx: Context, project_id: str, user_id: str, role_id: str) -> bool:
     return r.status_code == 204
 
 
-def ensure_user(ctx: Context, name: str, password: str, project: str, role: str,
-                check_only: bool = False) -> bool:
-    """User with password and role on project; returns True when nothing was needed."""
+def ensure_user(ctx: Context, name: str, password: str, project: str,
+                roles: tuple[str, ...], check_only: bool = False) -> bool:
+    """User with password and roles on project; returns True when nothing was needed."""
     user = find_one(ctx, "users", name=name, domain_id="default")
     proj = find_one(ctx, "projects", name=project, domain_id="default")
-    rol = find_one(ctx, "roles", name=role)
-    ok = bool(user and proj and rol and has_role(ctx, proj["id"], user["id"], rol["id"])
+    rols = {r: find_one(ctx, "roles", name=r) for r in roles}
+    ok = bool(user and proj and all(rols.values())
+              and all(has_role(ctx, proj["id"], user["id"], r["id"]) for r in rols.values())
               and can_auth(ctx, name, password, project))
     if ok or check_only:
         return ok
     if proj is None:
         raise StepError(f"Project {project} is missing.", "an earlier step did not create it",
                         "run the keystone.projects step again")
-    if rol is None:
-        rol = ensure_entity(ctx, "roles", "role", {"name": role}, {"name": role})
+    for r, found in rols.items():
+        if found is None:
+            rols[r] = ensure_entity(ctx, "roles", "role", {"name": r}, {"name": r})
     if user is None:
         ctx.output(f"creating user {name}")
         user = api(ctx, "POST", "/users", json={"user": {
@@ -252,9 +254,10 @@ def ensure_user(ctx: Context, name: str, password: str, project: str, role: str,
     elif not can_auth(ctx, name, password, None):
         ctx.output(f"updating the password of user {name}")
         api(ctx, "PATCH", f"/users/{user['id']}", json={"user": {"password": password}})
-    if not has_role(ctx, proj["id"], user["id"], rol["id"]):
-        ctx.output(f"granting role {role} to {name} on project {project}")
-        api(ctx, "PUT", f"/projects/{proj['id']}/users/{user['id']}/roles/{rol['id']}")
+    for r, rol in rols.items():
+        if not has_role(ctx, proj["id"], user["id"], rol["id"]):
+            ctx.output(f"granting role {r} to {name} on project {project}")
+            api(ctx, "PUT", f"/projects/{proj['id']}/users/{user['id']}/roles/{rol['id']}")
     return False
 
 
@@ -268,7 +271,7 @@ def _detect(ctx: Context) -> bool:
     if plat is None:
         raise StepError(
             f"Unsupported system: {describe(text)}.",
-            "stack-tui supports Debian 12, Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9",
+            "stack-tui supports Debian 13 and 12, Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9",
             "use a supported release, or force one with [openstack] platform in the profile "
             "(at your own risk)")
     changed = ctx.facts.get("platform") != plat.id
@@ -482,7 +485,8 @@ _APT_FETCH_FAILED = re.compile(r"^(W|E): (Failed to fetch|Unable to fetch some a
 def _mariadb_conf(ctx: Context) -> str:
     return ("# Written by stack-tui: OpenStack settings (install guide)\n[mysqld]\n"
             f"bind-address = {mgmt(ctx)}\n"
-            "default-storage-engine = innodb\ninnodb_file_per_table = on\n"
+            # innodb_file_per_table: the default, and deprecated in MariaDB 11
+            "default-storage-engine = innodb\n"
             "max_connections = 4096\ncollation-server = utf8mb4_general_ci\n"
             "character-set-server = utf8mb4\n")
 
@@ -560,32 +564,60 @@ def _databases_verify(ctx) -> None:
 # ---------------------------------------------------------------------------
 # phase: rabbitmq
 
+# rabbitmqctl under a bound of its own (a wedged Erlang node must not hang a step),
+# in a UTF-8 locale (Elixir warns and misreads non-ASCII without one).
+RMQ = "LC_ALL=C.UTF-8 timeout -k 5 60 rabbitmqctl"
+RMQ_TIMEOUT = 90
+
+
+def _rabbit_state(ctx) -> dict:
+    """One round trip: the users, openstack's permissions, and whether its password works.
+
+    The password goes on stdin, never in argv; RabbitMQ 4's authenticate_user does not
+    read stdin when -q is given, so that call has no -q (its output is discarded).
+    """
+    # The three start an Erlang VM each (~0.8 s): run side by side, outputs kept apart.
+    r = ctx.sh("d=$(mktemp -d) && "
+               f"{{ {RMQ} -s list_users </dev/null >$d/u 2>/dev/null & "
+               f"{RMQ} -s list_user_permissions openstack </dev/null >$d/p 2>/dev/null & "
+               f"{RMQ} authenticate_user openstack >/dev/null 2>&1 && echo auth-ok >$d/a; "
+               "wait; }; awk '{print \"user\", $1}' $d/u; sed 's/^/perm /' $d/p; "
+               "cat $d/a 2>/dev/null; rm -rf \"$d\"; true",
+               stdin=ctx.secrets["rabbit_password"] + "\n", check=False, quiet=True,
+               timeout=RMQ_TIMEOUT * 2)
+    lines = r.stdout.splitlines()
+    return {
+        "users": {ln[5:] for ln in lines if ln.startswith("user ")},
+        "perms": any(ln == "perm /\t.*\t.*\t.*" for ln in lines),
+        "auth": "auth-ok" in lines,
+    }
+
+
 def _rabbit_check(ctx) -> bool:
     if not service_ok(ctx, "rabbitmq-server"):
         return False
-    r = ctx.sh("rabbitmqctl -q list_user_permissions openstack 2>/dev/null", check=False,
-               quiet=True)
-    if r.status != 0 or ".*\t.*\t.*" not in r.stdout:
-        return False
-    # The password goes on stdin (never in argv).
-    auth = ctx.sh("rabbitmqctl -q authenticate_user openstack >/dev/null 2>&1",
-                  stdin=ctx.secrets["rabbit_password"] + "\n", check=False, quiet=True)
-    return auth.status == 0
+    st = _rabbit_state(ctx)
+    return "openstack" in st["users"] and "guest" not in st["users"] and st["perms"] \
+        and st["auth"]
 
 
 def _rabbit_run(ctx) -> None:
     if not service_ok(ctx, "rabbitmq-server"):
         ensure_service(ctx, "rabbitmq-server")
-    # The password travels on stdin: rabbitmqctl reads it there when the argument is omitted.
-    exists = ctx.sh("rabbitmqctl -q list_users | awk '{print $1}' | grep -qx openstack",
-                    check=False, quiet=True).ok
+    st = _rabbit_state(ctx)
     pw = ctx.secrets["rabbit_password"] + "\n"
-    if exists:
+    if "openstack" not in st["users"]:
+        ctx.sh(f"{RMQ} add_user openstack", stdin=pw, timeout=RMQ_TIMEOUT)
+    elif not st["auth"]:
         ctx.output("user openstack exists; setting its password")
-        ctx.sh("rabbitmqctl change_password openstack", stdin=pw)
-    else:
-        ctx.sh("rabbitmqctl add_user openstack", stdin=pw)
-    ctx.sh("rabbitmqctl set_permissions openstack '.*' '.*' '.*'")
+        ctx.sh(f"{RMQ} change_password openstack", stdin=pw, timeout=RMQ_TIMEOUT)
+    if not st["perms"]:
+        ctx.sh(f"{RMQ} set_permissions openstack '.*' '.*' '.*'", timeout=RMQ_TIMEOUT)
+    if "guest" in st["users"]:
+        # The default guest/guest account: only loopback may use it, but it has no place
+        # in a cloud's broker.
+        ctx.output("deleting RabbitMQ's default user guest")
+        ctx.sh(f"{RMQ} delete_user guest", timeout=RMQ_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------
@@ -645,6 +677,10 @@ def _keystone_settings(ctx) -> dict:
         ("cache", "enabled"): "true",
         ("cache", "backend"): "oslo_cache.memcache_pool",
         ("cache", "memcache_servers"): f"{mgmt(ctx)}:11211",
+        # bcrypt reads 72 bytes; Epoxy warns on every password check unless the limit
+        # says so (stack-tui refuses longer Keystone passwords up front).
+        ("identity", "max_password_length"):
+            str(platform_of(ctx).keystone_max_password_length or "") or None,
     }
 
 
@@ -779,15 +815,19 @@ Listen 5000
 """
 
 
-WSGI_BODY = ("# Written by stack-tui: Keystone's public WSGI application\n"
-             "from keystone.server.wsgi import initialize_public_application\n\n"
-             "application = initialize_public_application()\n")
+def wsgi_body(plat: Platform) -> str:
+    """Keystone's WSGI script: the module entry where the package has it."""
+    module, name = plat.keystone_wsgi_module.split(":")
+    head = "# Written by stack-tui: Keystone's public WSGI application\n"
+    if name == "application":
+        return head + f"from {module} import application  # noqa: F401\n"
+    return head + f"from {module} import {name}\n\napplication = {name}()\n"
 
 
 def _apache_files(ctx) -> list[tuple[str, str]]:
     plat = platform_of(ctx)
     return [
-        (WSGI_KEYSTONE, WSGI_BODY),
+        (WSGI_KEYSTONE, wsgi_body(plat)),
         (plat.keystone_vhost, _vhost(ctx)),
         (plat.servername_conf, f"# Written by stack-tui\nServerName {ep(ctx)}\n"),
     ]
@@ -858,6 +898,13 @@ def _wait_http(ctx, url: str, what: str, unit: str, log: str, timeout: int = 60)
 
 
 def _bootstrap_check(ctx) -> bool:
+    # Before bootstrap there is no Default domain: asking Keystone would log a warning
+    # ("Could not find domain: Default") into a fresh install's log.  The database says.
+    r = ctx.sh("mysql --batch --skip-column-names -e \"SELECT COUNT(*) FROM keystone.user u "
+               "JOIN keystone.local_user l ON l.user_id = u.id WHERE l.name = 'admin' "
+               "AND u.domain_id = 'default'\" 2>/dev/null", check=False, quiet=True, timeout=60)
+    if r.stdout.strip() in ("", "0"):
+        return False
     if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
         return False
     return _identity_endpoints_ok(ctx)
@@ -889,6 +936,14 @@ def _bootstrap_run(ctx) -> None:
                         "bootstrap did not reset it", "check /var/log/keystone/ on the host")
 
 
+# The default policies (enforced from 2025.1 on) grant a project's members through the
+# `member` role; the install guides' legacy `user` role grants nothing there.
+DEMO_ROLES = ("member",)
+# 2025.1 guides: a service user holds admin on the service project and the `service`
+# role, which keystonemiddleware requires of service tokens (service_token_roles_required).
+SERVICE_ROLES = ("admin", "service")
+
+
 def _projects_wanted(ctx) -> list[tuple[str, str]]:
     out = [("service", "Service Project")]
     if ctx.profile.openstack.demo:
@@ -900,10 +955,8 @@ def _projects_check(ctx) -> bool:
     for name, _ in _projects_wanted(ctx):
         if not find_one(ctx, "projects", name=name, domain_id="default"):
             return False
-    if not find_one(ctx, "roles", name="user"):
-        return False
     if ctx.profile.openstack.demo:
-        return ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", "user",
+        return ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", DEMO_ROLES,
                            check_only=True)
     return True
 
@@ -913,24 +966,25 @@ def _projects_run(ctx) -> None:
         ensure_entity(ctx, "projects", "project",
                       {"name": name, "domain_id": "default", "description": desc},
                       {"name": name, "domain_id": "default"})
-    ensure_entity(ctx, "roles", "role", {"name": "user"}, {"name": "user"})
     if ctx.profile.openstack.demo:
-        ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", "user")
+        ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", DEMO_ROLES)
 
 
 # ---------------------------------------------------------------------------
 # phase: glance
 
 GLANCE_CONF = "/etc/glance/glance-api.conf"
+GLANCE_STAGING = "/var/lib/glance/staging/"
+GLANCE_TASKS = "/var/lib/glance/tasks_work_dir/"
 
 
 def _glance_user_check(ctx) -> bool:
-    return ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service", "admin",
-                       check_only=True)
+    return ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service",
+                       SERVICE_ROLES, check_only=True)
 
 
 def _glance_user_run(ctx) -> None:
-    ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service", "admin")
+    ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service", SERVICE_ROLES)
 
 
 def _image_endpoints_state(ctx):
@@ -983,7 +1037,6 @@ def _region_exists(ctx, region: str) -> bool:
 
 
 def _glance_settings(ctx) -> dict:
-    plat = platform_of(ctx)
     ks = f"http://{_url_host(ep(ctx))}:5000"
     s = {
         ("database", "connection"): db_url(ctx, "glance", "glance_db_password"),
@@ -997,31 +1050,37 @@ def _glance_settings(ctx) -> dict:
         ("keystone_authtoken", "username"): "glance",
         ("keystone_authtoken", "password"): inifile.oslo_value(ctx.secrets["glance_password"]),
         ("keystone_authtoken", "region_name"): ctx.profile.openstack.region,
+        ("keystone_authtoken", "service_token_roles_required"): "true",
+        ("keystone_authtoken", "service_token_roles"): "service",
         ("paste_deploy", "flavor"): "keystone",
     }
-    if plat.glance_store_style == "legacy":
-        s.update({
-            ("DEFAULT", "enabled_backends"): None,
-            ("glance_store", "stores"): "file,http",
-            ("glance_store", "default_store"): "file",
-            ("glance_store", "filesystem_store_datadir"): "/var/lib/glance/images/",
-        })
-    else:
-        s.update({
-            ("DEFAULT", "enabled_backends"): "fs:file",
-            ("glance_store", "default_backend"): "fs",
-            ("fs", "filesystem_store_datadir"): "/var/lib/glance/images/",
-        })
+    # Multi-store on every release (Zed has it too): the legacy stores/default_store
+    # options are deprecated for removal in Epoxy.
+    s.update({
+        ("DEFAULT", "enabled_backends"): "fs:file",
+        ("glance_store", "default_backend"): "fs",
+        ("fs", "filesystem_store_datadir"): "/var/lib/glance/images/",
+        # the reserved stores of interoperable import (deprecation-free since Wallaby)
+        ("os_glance_staging_store", "filesystem_store_datadir"): GLANCE_STAGING,
+        ("os_glance_tasks_store", "filesystem_store_datadir"): GLANCE_TASKS,
+        # a legacy single-store config of an earlier install is cleaned out
+        ("glance_store", "stores"): None,
+        ("glance_store", "default_store"): None,
+        ("glance_store", "filesystem_store_datadir"): None,
+    })
     return s
 
 
 def _glance_conf_check(ctx) -> bool:
     old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
-    return old == new
+    return old == new and ctx.sh(f"test -d {GLANCE_STAGING} && test -d {GLANCE_TASKS}",
+                                 check=False, quiet=True).ok
 
 
 def _glance_conf_run(ctx) -> None:
     old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
+    ctx.sh(f"install -d -o glance -g glance -m 750 {GLANCE_STAGING} {GLANCE_TASKS}",
+           quiet=True)
     if put_file(ctx, GLANCE_CONF, new, mode=0o640, owner="root", group="glance", old=old):
         ctx.cache["glance_conf_changed"] = True
 
@@ -1062,10 +1121,10 @@ def _glance_service_run(ctx) -> None:
 # ---------------------------------------------------------------------------
 # phase: image
 
-def glance_client(ctx):
+def glance_client(ctx, session=None):
     from glanceclient import Client
 
-    return Client("2", session=admin_session(ctx),
+    return Client("2", session=session or admin_session(ctx),
                   endpoint=f"http://127.0.0.1:{forward(ctx, 9292)}")
 
 
@@ -1279,8 +1338,10 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
         except Exception as exc:  # noqa: BLE001
             add("token as admin", False, ctx.redact(str(exc)))
             return results
+        demo_ok = False
         if ctx.profile.openstack.demo:
-            add("token as demo", can_auth(ctx, "demo", ctx.secrets["demo_password"], "demo"))
+            demo_ok = can_auth(ctx, "demo", ctx.secrets["demo_password"], "demo")
+            add("token as demo", demo_ok)
         catalog = admin.auth.get_access(admin).service_catalog.catalog
         types = sorted({c["type"] for c in catalog})
         add("catalog has identity", "identity" in types, ", ".join(types))
@@ -1294,6 +1355,15 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
                     f"{len(active)} active of {len(imgs)}")
             except Exception as exc:  # noqa: BLE001
                 add("image list", False, ctx.redact(str(exc)))
+            if demo_ok:
+                # A project member may list images under the default policies: proves
+                # demo's role, not only its password.
+                try:
+                    demo = ks_session(ctx, "demo", ctx.secrets["demo_password"], "demo")
+                    n = len(list(glance_client(ctx, demo).images.list()))
+                    add("demo lists images", True, f"{n} visible")
+                except Exception as exc:  # noqa: BLE001
+                    add("demo lists images", False, ctx.redact(str(exc)))
     ctx.facts["verification"] = [list(r) for r in results]
     return results
 
@@ -1317,7 +1387,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     """All phases for the profile.  ``platform_id`` only shapes plan text."""
     svc = set(profile.openstack.services)
     pid = platform_id or (profile.openstack.platform if profile.openstack.platform != "auto"
-                          else "debian-12")
+                          else "debian-13")
     plat = PLATFORMS[pid]
     pkgs = list(plat.packages.get("base", []))
     for comp in ("mariadb", "rabbitmq", "memcached", "keystone", "glance"):
@@ -1374,7 +1444,8 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
             Step("rabbitmq.user", "Start RabbitMQ; user openstack with .* permissions",
                  run=_rabbit_run, check=_rabbit_check,
                  detail="systemctl enable --now rabbitmq-server; rabbitmqctl add_user / "
-                        "change_password openstack (password on stdin); set_permissions .* .* .*"),
+                        "change_password openstack (password on stdin); set_permissions .* .* .*; "
+                        "delete_user guest"),
         ]))
     if "memcached" in svc:
         phases.append(Phase("memcached", "Memcached", [
@@ -1423,8 +1494,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
             Step("glance.config", "glance-api.conf: database, keystone_authtoken, store",
                  run=_glance_conf_run, check=_glance_conf_check, files=[GLANCE_CONF],
                  detail="[database], [keystone_authtoken] (memcached), [paste_deploy] flavor=keystone, "
-                        + ("[glance_store] stores=file,http" if plat.glance_store_style == "legacy"
-                           else "enabled_backends=fs:file")),
+                        + "enabled_backends=fs:file, reserved staging/tasks stores"),
             Step("glance.db_sync", "Create the Glance database schema", run=gl_sync_run,
                  check=gl_sync_check,
                 detail="runuser -u glance -- glance-manage db_sync"),

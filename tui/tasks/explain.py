@@ -248,7 +248,7 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
     """(title, shell command) for a log key."""
     from .platforms import PLATFORMS
 
-    plat = PLATFORMS.get(ctx.facts.get("platform", ""), PLATFORMS["debian-12"])
+    plat = PLATFORMS.get(ctx.facts.get("platform", ""), PLATFORMS["debian-13"])
     ks = f"{plat.apache_log_dir}/keystone.log"
     gl = "/var/log/glance/glance-api.log"
     errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING' | "

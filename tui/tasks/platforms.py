@@ -27,7 +27,13 @@ class Platform:
     apache_log_dir: str = "/var/log/apache2"
     glance_service: str = "glance-api"
     distro_keystone_service: str | None = "keystone"   # packaged uWSGI keystone to keep off
-    glance_store_style: str = "legacy"  # "legacy" (stores=...) | "multi" (enabled_backends)
+    # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
+    # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
+    keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
+    # Epoxy's bcrypt truncates at 72 bytes and logs it on every check unless told.
+    keystone_max_password_length: int | None = None
+    # Debian's support status, said by preflight and plan.
+    support: str = ""
 
     @property
     def all_packages(self) -> list[str]:
@@ -61,9 +67,19 @@ _DEB_PKGS = {
     "glance": ["glance-api"],
 }
 
+DEBIAN_13 = Platform(
+    id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)", family="deb",
+    verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
+    keystone_wsgi_module="keystone.wsgi.api:application",
+    keystone_max_password_length=72,
+    support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
+)
+
 DEBIAN_12 = Platform(
     id="debian-12", name="Debian 12 (bookworm)", openstack="zed", family="deb", verified=True,
     repo_setup=(), repo_check="true", packages=_DEB_PKGS,
+    support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
+            "(unmaintained since 2024): prefer Debian 13",
 )
 
 
@@ -80,7 +96,6 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
                    "/etc/apt/sources.list.d/",
         packages={**_DEB_PKGS, "glance": ["glance-api"]},
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
-        glance_store_style="multi",
     )
 
 
@@ -112,12 +127,12 @@ EL9 = Platform(
     apache_log_dir="/var/log/httpd",
     glance_service="openstack-glance-api",
     distro_keystone_service=None,
-    glance_store_style="multi",
 )
 
 PLATFORMS = {
     p.id: p
     for p in (
+        DEBIAN_13,
         DEBIAN_12,
         _ubuntu("22.04", "jammy", "zed"),
         _ubuntu("24.04", "noble", "caracal"),
@@ -136,8 +151,8 @@ def detect(os_release: str) -> Platform | None:
     ident = info.get("ID", "")
     like = info.get("ID_LIKE", "")
     version = info.get("VERSION_ID", "")
-    if ident == "debian" and version.split(".")[0] == "12":
-        return PLATFORMS["debian-12"]
+    if ident == "debian" and version.split(".")[0] in ("12", "13"):
+        return PLATFORMS[f"debian-{version.split('.')[0]}"]
     if ident == "ubuntu" and version in ("22.04", "24.04"):
         return PLATFORMS[f"ubuntu-{version}"]
     if (ident in ("rocky", "almalinux", "centos", "rhel") or "rhel" in like) and version.split(".")[0] == "9":

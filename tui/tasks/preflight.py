@@ -302,15 +302,22 @@ def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:
         found = plat
     if found is None:
         return Result("platform", BLOCKING, title,
-                      f"{name} is not supported (stack-tui installs on Debian 12, Ubuntu "
-                      "22.04/24.04 and Rocky/Alma/CentOS Stream 9)",
+                      f"{name} is not supported (stack-tui installs on Debian 13 and 12, "
+                      "Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9)",
                       fix_hint="use a supported release, or force [openstack] platform in the "
                                "profile at your own risk"), None
     if not found.verified:
         return Result("platform", WARNING, title,
                       f"{name} is supported as {found.name}, which gets OpenStack "
                       f"{found.openstack}, but has not yet been proven end to end on a real host",
-                      fix_hint="expect rough edges; Debian 12 is the verified platform"), found
+                      fix_hint="expect rough edges; Debian 13 (and 12) are the verified platforms"), found
+    if found.id == "debian-12":
+        # Works and is verified, but a new cloud should not start on it.
+        return Result("platform", WARNING, title,
+                      f"{name} is Debian oldstable; it gets OpenStack {found.openstack}, which "
+                      "is past upstream maintenance (no more fixes from OpenStack)",
+                      fix_hint="for a new cloud use Debian 13, which gets OpenStack 2025.1 "
+                               "(Epoxy); this install goes ahead"), found
     return Result("platform", OK, title,
                   f"{name} is supported; it gets OpenStack {found.openstack} "
                   f"({found.name})"), found

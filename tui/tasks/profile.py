@@ -37,7 +37,7 @@ DEPENDS = {
     "keystone": ("mariadb", "memcached"),
     "glance": ("keystone", "mariadb", "memcached"),
 }
-PLATFORMS = ("auto", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
+PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
 MAX_PROFILE_BYTES = 256 * 1024
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -74,7 +74,7 @@ def connect_and_plan(session: Session) -> Plan:
     else:
         text = session.transport.read_file("/etc/os-release") or ""
         plat = detect(text)
-        pid = plat.id if plat else "debian-12"  # prepare.detect explains the refusal
+        pid = plat.id if plat else "debian-13"  # prepare.detect explains the refusal
     session.plan = deploy.build_plan(session.profile, pid)
     return session.plan
 

@@ -1,11 +1,12 @@
-"""A disposable Debian 12 test host: systemd-nspawn in a network namespace.
+"""A disposable Debian test host (13 trixie by default, or 12 bookworm): systemd-nspawn in a
+network namespace.
 
-``up()`` boots a fresh Debian bookworm rootfs with real systemd as PID 1 in a
+``up()`` boots a fresh Debian rootfs with real systemd as PID 1 in a
 network namespace of its own, reachable over real SSH on a private /30.  The
 base rootfs is built once with debootstrap and cached as a zstd tarball, which
-is unpacked once into a read-only base tree; every instance's rootfs is an
+(one per release) is unpacked once into a read-only base tree; every instance's rootfs is an
 overlay mount over it with an upper dir of its own (a full untar is the
-fallback when overlayfs is not available).  An apt archive cache shared
+fallback when overlayfs is not available).  An apt archive cache (one per release) shared
 by all instances is mounted into the container so repeated installs do
 not download again: it is the read-only lower layer of an overlay at
 /var/cache/apt/archives, each instance writes its downloads to its own upper
@@ -42,7 +43,9 @@ from typing import Callable, Iterator
 
 from . import hostkeys, paths
 
-SUITE = "bookworm"
+# Debian release (as the user names it) -> suite.  The first is the default.
+RELEASES = {"13": "trixie", "12": "bookworm"}
+DEFAULT_RELEASE = "13"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 INCLUDE = (
@@ -51,7 +54,6 @@ INCLUDE = (
 )
 # Bump when the recipe for the base tarball changes (the old one is ignored).
 BASE_VERSION = 1
-BASE_NAME = f"{SUITE}-base.tar.zst"
 
 # tool -> Debian package that provides it
 TOOLS = {
@@ -109,6 +111,7 @@ class SandboxInfo:
     nft_table: str = ""
     ip_forward_changed: bool = False
     rootfs_mode: str = ""  # "overlay" (upper dir over the shared base tree) or "copy" (untarred)
+    release: str = DEFAULT_RELEASE  # Debian release ("13", "12")
     created: float = 0.0
 
     def to_dict(self) -> dict:
@@ -228,14 +231,22 @@ def _cache() -> Path:
     return path
 
 
-def _apt_cache() -> Path:
-    path = paths.cache_dir() / "apt-archives"
+def suite_of(release: str) -> str:
+    if release not in RELEASES:
+        raise SandboxError(f"Unknown Debian release {release!r} for the sandbox; "
+                           f"choose one of: {', '.join(RELEASES)}.")
+    return RELEASES[release]
+
+
+def _apt_cache(release: str = DEFAULT_RELEASE) -> Path:
+    # One cache per release: every test host of that release installs from it.
+    path = paths.cache_dir() / "apt-archives" / suite_of(release)
     (path / "partial").mkdir(parents=True, exist_ok=True)
     return path
 
 
-def base_tarball() -> Path:
-    return _cache() / BASE_NAME
+def base_tarball(release: str = DEFAULT_RELEASE) -> Path:
+    return _cache() / f"{suite_of(release)}-base.tar.zst"
 
 
 # --------------------------------------------------------------------------- requirements
@@ -309,9 +320,10 @@ def _remove_tree(root: Path, log: Log = None) -> None:
 # --------------------------------------------------------------------------- base rootfs
 
 
-def ensure_base(log: Log = None) -> Path:
-    """Build the cached base rootfs tarball once (locked across processes)."""
-    tarball = base_tarball()
+def ensure_base(log: Log = None, release: str = DEFAULT_RELEASE) -> Path:
+    """Build the cached base rootfs tarball of a release once (locked across processes)."""
+    SUITE = suite_of(release)
+    tarball = base_tarball(release)
     stamp = tarball.with_name(tarball.name + ".version")
     if tarball.exists() and stamp.exists() and stamp.read_text().strip() == str(BASE_VERSION):
         return tarball
@@ -319,16 +331,17 @@ def ensure_base(log: Log = None) -> Path:
     with _flock(cache / f"{SUITE}-base.lock", log, "waiting for another process that is building the base rootfs"):
         if tarball.exists() and stamp.exists() and stamp.read_text().strip() == str(BASE_VERSION):
             return tarball
-        build = cache / f"build-{os.getpid()}"
+        build = cache / f"build-{SUITE}-{os.getpid()}"
         _remove_tree(build, log)
-        # Other processes' abandoned builds (they cannot hold the lock we hold now).
-        for old in cache.glob("build-*"):
+        # Other processes' abandoned builds of this suite (they cannot hold the lock we
+        # hold now); another suite's build may be running under its own lock.
+        for old in cache.glob(f"build-{SUITE}-*"):
             _remove_tree(old, log)
         _say(log, f"building the base rootfs with debootstrap ({SUITE}, about a minute; cached afterwards)")
         start = time.monotonic()
         try:
-            _debootstrap(build, log)
-            _prepare_base(build)
+            _debootstrap(build, log, SUITE)
+            _prepare_base(build, SUITE)
             tmp = tarball.with_name(f".{tarball.name}.tmp{os.getpid()}")
             _say(log, "packing the base rootfs")
             _run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
@@ -353,6 +366,7 @@ def _base_tree(tarball: Path, log: Log) -> Path:
     on a busy ext4 (inode allocation after mass deletes); an overlay mount costs
     milliseconds and keeps each instance's changes in its own upper dir.
     """
+    SUITE = tarball.name.split("-", 1)[0]
     st = tarball.stat()
     tree = _cache() / f"{SUITE}-base-{st.st_mtime_ns}-{st.st_size}.d"
     if tree.is_dir():
@@ -409,7 +423,7 @@ def _mount_rootfs(info: SandboxInfo, tarball: Path, log: Log) -> str:
     return "copy"
 
 
-def _debootstrap(build: Path, log: Log) -> None:
+def _debootstrap(build: Path, log: Log, SUITE: str) -> None:
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
            "--components=main", SUITE, str(build), MIRROR]
     tail: list[str] = []
@@ -434,7 +448,7 @@ def _debootstrap(build: Path, log: Log) -> None:
         )
 
 
-def _prepare_base(root: Path) -> None:
+def _prepare_base(root: Path, SUITE: str) -> None:
     (root / "etc/apt/sources.list").write_text(
         f"deb {MIRROR} {SUITE} main\n"
         f"deb {MIRROR} {SUITE}-updates main\n"
@@ -842,25 +856,28 @@ def _healthy(info: SandboxInfo) -> bool:
 # --------------------------------------------------------------------------- public API
 
 
-def up(name: str = "sandbox", *, log: Log = None) -> SandboxInfo:
-    """Boot (or return the already running) sandbox ``name``."""
+def up(name: str = "sandbox", *, log: Log = None, release: str = DEFAULT_RELEASE) -> SandboxInfo:
+    """Boot (or return the already running) sandbox ``name`` on Debian ``release``."""
     require_root_tools()
     _check_name(name)
+    suite_of(release)
     with _flock(_lock_path(name)):
         info = _load_info(name)
-        if info is not None and _healthy(info):
+        if info is not None and _healthy(info) and info.release == release:
             _say(log, f"sandbox {name!r} already running at {info.address}")
             return info
+        if info is not None and _healthy(info):
+            _say(log, f"sandbox {name!r} runs Debian {info.release}; replacing it with Debian {release}")
         if _sandbox_path(name).exists() or info is not None or _owned_claims(_sandbox_path(name)):
             _say(log, f"cleaning up a previous, unhealthy instance of sandbox {name!r}")
             _down_locked(name, log)
-        return _create(name, log)
+        return _create(name, log, release)
 
 
-def _create(name: str, log: Log) -> SandboxInfo:
+def _create(name: str, log: Log, release: str = DEFAULT_RELEASE) -> SandboxInfo:
     start = time.monotonic()
-    tarball = ensure_base(log)
-    apt_cache = _apt_cache()
+    tarball = ensure_base(log, release)
+    apt_cache = _apt_cache(release)
     sdir = _sandbox_path(name)
     sdir.mkdir(mode=0o700, parents=True, exist_ok=False)
     index = _claim_index(sdir, log)
@@ -870,7 +887,7 @@ def _create(name: str, log: Log) -> SandboxInfo:
         key_file=str(sdir / "id_ed25519"), image_file=str(sdir / "test-image.qcow2"),
         rootfs=str(sdir / "rootfs"), netns=n["netns"], dir=str(sdir),
         log_file=str(sdir / "nspawn.log"), machine=n["machine"], veth=n["veth"],
-        nft_table=n["table"], created=time.time(),
+        nft_table=n["table"], created=time.time(), release=release,
     )
     _save_info(info)  # early, so a crash part-way can still be cleaned up by down()
     try:
@@ -993,12 +1010,12 @@ def _wait_ready(info: SandboxInfo, log: Log) -> None:
         time.sleep(0.3)
 
 
-def _harvest_debs(sdir: Path, log: Log) -> int:
-    """Copy .deb files this instance downloaded into the shared apt archive cache."""
+def _harvest_debs(sdir: Path, log: Log, release: str = DEFAULT_RELEASE) -> int:
+    """Copy .deb files this instance downloaded into its release's shared apt archive cache."""
     upper = sdir / "apt-archives"
     if not upper.is_dir():
         return 0
-    shared = _apt_cache()
+    shared = _apt_cache(release)
     count = 0
     for deb in upper.glob("*.deb"):
         target = shared / deb.name
@@ -1023,7 +1040,7 @@ def _harvest_debs(sdir: Path, log: Log) -> int:
 
 def harvest_debs(info: "SandboxInfo", log: Log = None) -> int:
     """Share what a running instance downloaded now (down() does it too)."""
-    return _harvest_debs(Path(info.dir), log)
+    return _harvest_debs(Path(info.dir), log, info.release)
 
 
 def _owned_claims(sdir: Path) -> list[int]:
@@ -1056,7 +1073,7 @@ def _down_locked(name: str, log: Log) -> bool:
         _clean_index(i, log)
         _release_index(i, log)
     with contextlib.suppress(OSError):
-        _harvest_debs(sdir, log)
+        _harvest_debs(sdir, log, info.release if info is not None else DEFAULT_RELEASE)
     _remove_tree(sdir, log)
     _say(log, f"sandbox {name!r} removed")
     return True
