@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command to try stack-tui.
-#   bash try.sh              -> boots a throwaway local Debian 12 host (needs root) and opens
+#   bash try.sh              -> boots a throwaway local Debian 13 host (needs root) and opens
 #                               the installer on it
 #   bash try.sh user@server  -> opens the installer pointed at your server
 set -euo pipefail

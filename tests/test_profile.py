@@ -379,6 +379,15 @@ def test_validate_accepts_printable_hostile_values():
     assert "'%'" in validate("glance_db_password", "50%off")
 
 
+def test_keystone_passwords_fit_bcrypt():
+    # 72 bytes count for bcrypt: a longer Keystone password is refused naming the key
+    assert validate("admin_password", "x" * 72) is None
+    assert validate("demo_password", "ü" * 36) is None          # 72 bytes in UTF-8
+    why = validate("glance_password", "ü" * 37)
+    assert why.startswith("glance_password ") and "72 bytes" in why
+    assert validate("rabbit_password", "x" * 200) is None       # not a Keystone password
+
+
 def test_secrets_file_round_trip_hostile(tmp_path):
     values = {"admin_password": "p'a\"s$s\\`w;o#r d ü$(touch /tmp/pwned)",
               "demo_password": "[table] = \"x\" # y \\u0041"}

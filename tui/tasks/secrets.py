@@ -44,6 +44,8 @@ DESCRIPTIONS = {
 }
 
 MASK = "********"
+# Passwords of Keystone users (bcrypt: at most 72 bytes count).
+KEYSTONE_PASSWORDS = ("admin_password", "demo_password", "glance_password")
 
 
 class SecretError(ValueError):
@@ -73,6 +75,9 @@ def validate(name: str, value: str) -> str | None:
         return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
     if len(value.encode()) > 256:
         return f"{name} is longer than 256 bytes"
+    if name in KEYSTONE_PASSWORDS and len(value.encode()) > 72:
+        return (f"{name} is longer than 72 bytes; Keystone hashes passwords with bcrypt, "
+                "which reads only 72 bytes (Epoxy refuses longer ones)")
     if name.endswith("_db_password"):
         if "%" in value:
             return (f"{name} contains '%'; Keystone's and Glance's schema migrations read the "
