@@ -241,3 +241,21 @@ def test_no_warnings_in_service_logs_after_install(deployed):
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()
              and not any(k in ln for k in KEPT_WARNINGS)]
     assert not lines, "\n".join(lines[:20])
+
+
+def test_tempest_identity_and_image_pass(deployed):
+    """OpenStack's own suite against this install: `stack-tui verify --tempest`, 0 failures."""
+    r = cloud.cli("verify", deployed["name"], "--tempest", timeout=3000)
+    summary = [ln for ln in r.stdout.splitlines() if ln.startswith("Tempest:")]
+    print("\n".join(summary))  # the CI log shows passed / failed / skipped per release
+    assert summary, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode == 0, "\n".join(ln for ln in r.stdout.splitlines()
+                                        if "FAIL" in ln or "failed:" in ln)[-4000:]
+    passed = int(summary[-1].split()[1])
+    assert passed > 150, summary[-1]
+    # the report lands next to the run logs, with no secret in it
+    reports = sorted((deployed["home"] / "log").glob(deployed["name"] + "-tempest-*/tempest.subunit"))
+    assert reports
+    text = reports[-1].read_bytes()
+    for v in deployed["secrets"].values():
+        assert v.encode() not in text

@@ -789,3 +789,40 @@ async def test_new_session_from_a_wizard_screen_starts_clean(home):
         await pilot.pause(0.6)
         assert app.is_screen_installed("host-3")
         assert not any(app.is_screen_installed(f"host-{g}") for g in (1, 2)), "old ones pruned"
+
+
+async def test_summary_runs_tempest_with_progress(home, monkeypatch):
+    """t on the summary runs Tempest (the engine's tempest module) and shows its count."""
+    from pathlib import Path
+
+    from tui.tasks import tempest
+
+    seen = {}
+
+    def fake_run(profile, *, on_result=None, log=print, **kw):
+        seen["profile"] = profile.name
+        log("running Tempest 47.0.0")
+        for n, (tid, st) in enumerate([("tempest.api.identity.v3.T.test_a", "ok"),
+                                       ("tempest.api.image.v2.T.test_b", "skipped"),
+                                       ("tempest.api.image.v2.T.test_c", "ok")], 1):
+            on_result(tid, st, n)
+        return tempest.TempestResult(passed=2, skipped=1, duration=3,
+                                     report=Path("/tmp/x/tempest.subunit"))
+
+    monkeypatch.setattr(tempest, "run_for_profile", fake_run)
+    rf = runner_factory(plan=small_plan())
+    app = make_test_app(runner_factory=rf)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        await start_install(pilot)
+        await wait_for(pilot, lambda: getattr(app.screen, "stage", "") == "finished",
+                       what="run end")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "SummaryScreen"
+        await pilot.press("t")
+        await wait_for(pilot, lambda: "Tempest: 2 passed, 0 failed, 1 skipped"
+                       in text(app, "#tempest"), what="tempest summary")
+        assert "tempest.subunit" in text(app, "#tempest")
+        assert seen["profile"] == app.state.profile.name
+        assert app.screen.tempest_result.ok and not app.screen.tempest_running

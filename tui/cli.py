@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--accept-new-host-key", action="store_true",
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
 
+    sp = sub.add_parser("verify", help="check the installed cloud again; --tempest adds "
+                                       "OpenStack's own integration suite")
+    sp.add_argument("profile", metavar="PROFILE")
+    sp.add_argument("--tempest", action="store_true",
+                    help="also run Tempest's identity and image API tests from this machine")
+    sp.add_argument("--regex", help="Tempest tests to run (default: identity and image API)")
+    sp.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust the host's SSH key if it is not known yet (never a changed one)")
+
     sp = sub.add_parser("bundle", help="write a support bundle (logs, state, plan, host "
                                        "configs and logs; secrets redacted)")
     sp.add_argument("profile", metavar="PROFILE")
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_apply(args)
         if args.command in ("check", "bundle"):
             return cmd_check(args) if args.command == "check" else cmd_bundle(args)
+        if args.command == "verify":
+            return cmd_verify(args)
         if args.command == "profiles":
             return cmd_profiles(args)
         if args.command == "sandbox":
@@ -270,6 +281,39 @@ def cmd_apply(args) -> int:
         return EXIT_FAILED
     finally:
         session.close()
+
+
+# -- verify ---------------------------------------------------------------------------
+def cmd_verify(args) -> int:
+    """The built-in checks (the install's last phase, re-run), then Tempest if asked."""
+    import argparse
+
+    rc = cmd_apply(argparse.Namespace(
+        profile=args.profile, yes=True, accept_new_host_key=args.accept_new_host_key,
+        from_step=None, only="finish", reset_state=False, quiet=False, fix=False))
+    if rc != EXIT_OK or not args.tempest:
+        return rc
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    from .tasks import tempest
+
+    def progress(tid: str, status: str, n: int) -> None:
+        mark = {"ok": "ok  ", "failed": "FAIL", "skipped": "skip"}[status]
+        print(f"  [{n:4d}] {mark} {tid}", flush=True)
+
+    try:
+        res = tempest.run_for_profile(prof, regex=args.regex or tempest.DEFAULT_REGEX,
+                                      on_result=progress, log=lambda s: print(s, flush=True))
+    except tempest.TempestError as exc:
+        _err(f"stack-tui verify: {exc}")
+        return EXIT_FAILED
+    print(res.summary())
+    for tid in res.failures:
+        print(f"  failed: {tid}")
+    print(f"Report: {res.report or res.output}" + (f" and {res.html}" if res.html else "")
+          + f" (console output {res.output})")
+    return EXIT_OK if res.ok else EXIT_FAILED
 
 
 # -- check / bundle ------------------------------------------------------------------

@@ -24,11 +24,14 @@ class SummaryScreen(Responsive, Screen):
         Binding("n", "new", "New session"),
         Binding("p", "profiles", "Profiles"),
         Binding("l", "full_log", "Full log"),
+        Binding("t", "tempest", "Run Tempest"),
     ]
 
     def __init__(self, report):
         super().__init__()
         self.report = report
+        self.tempest_running = False
+        self.tempest_result = None
 
     def compose(self) -> ComposeResult:
         r = self.report
@@ -120,6 +123,10 @@ class SummaryScreen(Responsive, Screen):
                                  classes="summary-title")
                     yield Static(times, classes="summary-block", id="phase-times")
 
+            yield Static(Text("Tempest", style="bold underline"), classes="summary-title")
+            yield Static(Text("t runs OpenStack's integration suite (identity and image API "
+                              "tests) from this machine against the cloud", style="dim"),
+                         classes="summary-block", id="tempest")
             if r.problems:
                 yield Static(Text("Needs attention", style="bold underline red"),
                              classes="summary-title")
@@ -128,6 +135,48 @@ class SummaryScreen(Responsive, Screen):
                 yield Static(Text.assemble(("Full log  ", "bold"), tildify(r.log_path)),
                              id="summary-log")
         yield Footer(compact=True)
+
+    def action_tempest(self) -> None:
+        if self.tempest_running:
+            self.notify("Tempest is already running.")
+            return
+        self.tempest_running = True
+        self._tempest_show("Tempest: starting (the first run installs Tempest, about a minute)")
+        self.run_worker(self._tempest_worker, thread=True, exclusive=True, group="tempest")
+
+    def _tempest_show(self, text: str, style: str = "") -> None:
+        self.query_one("#tempest", Static).update(Text(text, style=style))
+
+    def _tempest_worker(self) -> None:
+        from ..tasks import tempest
+
+        counts = {"ok": 0, "failed": 0, "skipped": 0}
+
+        def on_result(tid: str, status: str, n: int) -> None:
+            counts[status] += 1
+            self.app.call_from_thread(
+                self._tempest_show,
+                f"Tempest running: {n} tests so far, {counts['ok']} passed, "
+                f"{counts['failed']} failed, {counts['skipped']} skipped\n"
+                f"last: {tid.rsplit('.', 1)[-1]}")
+
+        def log(line: str) -> None:
+            self.app.call_from_thread(self._tempest_show, line, "dim")
+
+        try:
+            res = tempest.run_for_profile(self.report.profile, on_result=on_result, log=log)
+        except tempest.TempestError as exc:
+            text, style = f"Tempest could not run: {exc}", "bold red"
+        else:
+            self.tempest_result = res
+            text = res.summary() + "".join(f"\n  failed: {t}" for t in res.failures[:10])
+            text += f"\nreport: {tildify(str(res.report or res.output))}"
+            style = "green" if res.ok else "bold red"
+        self.app.call_from_thread(self._tempest_done, text, style)
+
+    def _tempest_done(self, text: str, style: str) -> None:
+        self.tempest_running = False
+        self._tempest_show(text, style)
 
     def action_new(self) -> None:
         self.app.new_session()
