@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: stack-tui against a straight shell script of the manual procedure.
 
-    sudo python3 bench/bench.py            # prints the figures and the ratio
+    sudo .venv/bin/python bench/bench.py                 # Debian 13, then Debian 12
+    sudo .venv/bin/python bench/bench.py --release 13    # one release
 
 Two identical fresh sandbox hosts (same cached base rootfs, same warm apt archive
 cache).  On one, `stack-tui apply` (the real CLI); on the other, bench/manual.sh over
@@ -66,9 +67,23 @@ def phase_times_script(stdout: str) -> dict[str, float]:
 
 
 def main() -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--release", action="append", choices=["13", "12"],
+                    help="Debian release of the hosts (repeatable; default: 13 and 12)")
+    args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench needs root (it boots sandbox hosts)", file=sys.stderr)
         return 2
+    rc = 0
+    for rel in args.release or ["13", "12"]:
+        rc |= bench_release(rel)
+    return rc
+
+
+def bench_release(release: str) -> int:
+    print(f"==== Debian {release}", flush=True)
     home = Path(tempfile.mkdtemp(prefix="stack-tui-bench-"))
     os.environ["STACK_TUI_HOME"] = str(home)
     os.environ.setdefault("STACK_TUI_CACHE_DIR", "/var/cache/stack-tui-test")
@@ -79,8 +94,8 @@ def main() -> int:
     names = [f"bench-a-{os.getpid()}", f"bench-b-{os.getpid()}"]
     results: dict[str, object] = {}
     try:
-        a = sandbox.up(names[0])
-        b = sandbox.up(names[1])
+        a = sandbox.up(names[0], release=release)
+        b = sandbox.up(names[1], release=release)
         path = write_sandbox_profile(a, name="bench")
         write_secrets_file(path.with_name("bench.secrets.toml"), {
             "admin_password": PASSWORDS["ADMIN_PASS"], "demo_password": PASSWORDS["DEMO_PASS"],
@@ -103,7 +118,8 @@ def main() -> int:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in PASSWORDS.items())
         script = (ROOT / "bench" / "manual.sh").read_text()
         t0 = time.monotonic()
-        rs = ssh(b, f"env {env} HOST={b.address} IMAGE=/root/image.qcow2 sh -s", stdin=script)
+        rs = ssh(b, f"env {env} REL={release} HOST={b.address} IMAGE=/root/image.qcow2 sh -s",
+                 stdin=script)
         t_script = time.monotonic() - t0
         if rs.returncode != 0:
             print("the straight script failed:\n", rs.stdout[-2000:], rs.stderr[-3000:])
@@ -139,6 +155,7 @@ def main() -> int:
             "t_tui": t_tui, "t_script": t_script, "phases_tui": phases_tui,
             "phases_script": phases_script, "reruns": reruns, "help": statistics.median(helps),
             "paint": paint, "per_cmd": per_cmd, "mem_tui": mem_a, "mem_script": mem_b,
+            "release": release,
         }
     finally:
         for n_ in names:
@@ -177,7 +194,8 @@ def report(r: dict) -> None:
 
     ratio = r["t_tui"] / r["t_script"]
     print()
-    print(f"stack-tui benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+    print(f"stack-tui benchmark, Debian {r['release']} hosts, {time.strftime('%Y-%m-%d')}, "
+          f"{os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
           f"{platform.platform()}")
     print()

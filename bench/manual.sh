@@ -1,10 +1,13 @@
 #!/bin/sh
-# The manual procedure as a straight shell script (Debian 12 / Zed), the way a careful
-# admin would type it from the install guide: the baseline stack-tui is measured against.
+# The manual procedure as a straight shell script (Debian 13 / Epoxy or Debian 12 / Zed),
+# the way a careful admin would type it from the install guide, with the same settings
+# stack-tui makes (docs/epoxy.md): the baseline stack-tui is measured against.
+# REL=13 (default) or REL=12 picks the release's differences.
 # Runs ON the host as root. Passwords come from the environment (ADMIN_PASS, DEMO_PASS,
 # KEYSTONE_DBPASS, GLANCE_DBPASS, GLANCE_PASS, RABBIT_PASS); IMAGE is the image path;
 # HOST the management/endpoint address. Prints "@@ <phase> <epoch>" markers for timing.
 set -eu
+REL=${REL:-13}
 mark() { echo "@@ $1 $(date +%s.%N)"; }
 export DEBIAN_FRONTEND=noninteractive
 
@@ -28,7 +31,6 @@ cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<EOF
 [mysqld]
 bind-address = $HOST
 default-storage-engine = innodb
-innodb_file_per_table = on
 max_connections = 4096
 collation-server = utf8_general_ci
 character-set-server = utf8
@@ -49,6 +51,7 @@ systemctl enable rabbitmq-server
 systemctl start rabbitmq-server
 rabbitmqctl add_user openstack "$RABBIT_PASS"
 rabbitmqctl set_permissions openstack ".*" ".*" ".*"
+rabbitmqctl delete_user guest
 
 mark memcached
 sed -i "s/^-l .*/-l $HOST/" /etc/memcached.conf
@@ -68,6 +71,7 @@ enabled = true
 backend = oslo_cache.memcache_pool
 memcache_servers = $HOST:11211
 EOF
+[ "$REL" = 13 ] && printf '[identity]\nmax_password_length = 72\n' >> /tmp/ks.ini
 python3 - <<'EOF'
 import configparser
 src = configparser.RawConfigParser(); src.read("/tmp/ks.ini")
@@ -89,7 +93,7 @@ cat > /etc/apache2/sites-available/keystone.conf <<EOF
 Listen 5000
 <VirtualHost *:5000>
     WSGIScriptAlias / /usr/bin/keystone-wsgi-public
-    WSGIDaemonProcess keystone-public processes=2 threads=4 user=keystone group=keystone display-name=%{GROUP} lang=C.UTF-8 locale=C.UTF-8
+    WSGIDaemonProcess keystone-public processes=4 threads=1 user=keystone group=keystone display-name=%{GROUP} lang=C.UTF-8 locale=C.UTF-8
     WSGIProcessGroup keystone-public
     WSGIApplicationGroup %{GLOBAL}
     WSGIPassAuthorization On
@@ -110,12 +114,13 @@ until curl -sf -o /dev/null http://$HOST:5000/v3/; do sleep 1; done
 openstack project create --domain default --description "Service Project" service
 openstack project create --domain default --description "Demo Project" demo
 openstack user create --domain default --password "$DEMO_PASS" demo
-openstack role create user
-openstack role add --project demo --user demo user
+openstack role add --project demo --user demo member
 
 mark glance
 openstack user create --domain default --password "$GLANCE_PASS" glance
 openstack role add --project service --user glance admin
+openstack role show service >/dev/null 2>&1 || openstack role create service
+openstack role add --project service --user glance service
 openstack service create --name glance --description "OpenStack Image" image
 openstack endpoint create --region RegionOne image public http://$HOST:9292
 openstack endpoint create --region RegionOne image internal http://$HOST:9292
@@ -134,13 +139,20 @@ project_name = service
 username = glance
 password = $GLANCE_PASS
 region_name = RegionOne
+service_token_roles_required = true
+service_token_roles = service
 [paste_deploy]
 flavor = keystone
 [glance_store]
-stores = file,http
-default_store = file
+default_backend = fs
+[fs]
 filesystem_store_datadir = /var/lib/glance/images/
+[os_glance_staging_store]
+filesystem_store_datadir = /var/lib/glance/staging/
+[os_glance_tasks_store]
+filesystem_store_datadir = /var/lib/glance/tasks_work_dir/
 EOF
+install -d -o glance -g glance -m 750 /var/lib/glance/staging /var/lib/glance/tasks_work_dir
 python3 - <<'EOF'
 import configparser
 src = configparser.RawConfigParser(); src.read("/tmp/gl.ini")
@@ -148,9 +160,11 @@ dst = configparser.RawConfigParser(); dst.read("/etc/glance/glance-api.conf")
 for s in src.sections():
     if not dst.has_section(s): dst.add_section(s)
     for k, v in src.items(s): dst.set(s, k, v)
+dst.set("DEFAULT", "enabled_backends", "fs:file")
 with open("/etc/glance/glance-api.conf", "w") as f: dst.write(f)
 EOF
 su -s /bin/sh -c "glance-manage db_sync" glance
+su -s /bin/sh -c "glance-manage db_load_metadefs" glance
 systemctl enable glance-api
 systemctl restart glance-api
 until curl -s -o /dev/null http://$HOST:9292/; do sleep 1; done

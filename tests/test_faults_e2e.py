@@ -371,7 +371,8 @@ def test_newline_password_and_hostile_region_refused_before_anything_runs(ready,
 # --------------------------------------------------------------------------- 1. connection cut
 
 
-KILL_OTHER_SESSIONS = ('for p in $(pgrep -f "sshd: root@notty"); do '
+# OpenSSH >= 9.8 (Debian 13) names the per-connection process sshd-session.
+KILL_OTHER_SESSIONS = ('for p in $(pgrep -f "sshd(-session)?: root@notty"); do '
                        '[ "$p" != "$PPID" ] && kill "$p"; done; true')
 
 

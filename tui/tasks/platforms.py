@@ -30,8 +30,6 @@ class Platform:
     # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
     # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
     keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
-    # Epoxy's bcrypt truncates at 72 bytes and logs it on every check unless told.
-    keystone_max_password_length: int | None = None
     # Debian's support status, said by preflight and plan.
     support: str = ""
 
@@ -71,7 +69,6 @@ DEBIAN_13 = Platform(
     id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)", family="deb",
     verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
     keystone_wsgi_module="keystone.wsgi.api:application",
-    keystone_max_password_length=72,
     support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
 )
 
