@@ -14,6 +14,8 @@ import threading
 import pytest
 
 from tui.tasks import deploy
+from tui.tasks.platforms import PLATFORMS
+from tui.tasks.services import prepare
 from tui.tasks import engine as e
 from tui.tasks.profile import Profile
 from tui.tasks.secrets import Redactor
@@ -80,7 +82,7 @@ def test_update_that_cannot_fetch_is_a_plain_transient_error(tmp_path):
     """apt-get update exits 0 when no index could be fetched: still a clear error."""
     ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_NO_NETWORK)})
     with pytest.raises(e.StepError) as ei:
-        deploy._apt(ctx, "apt-get update -q -o Acquire::Retries=0")
+        prepare._apt(ctx, "apt-get update -q -o Acquire::Retries=0")
     err = ei.value
     assert err.what == "Cannot reach the package repository from the host."
     assert "deb.debian.org" in err.why and "Temporary failure resolving" in err.why
@@ -92,7 +94,7 @@ def test_update_that_cannot_fetch_is_a_plain_transient_error(tmp_path):
 def test_install_that_cannot_download_is_the_same_error(tmp_path):
     ctx, _ = make_ctx(tmp_path, {"apt-get install": (100, INSTALL_NO_NETWORK)})
     with pytest.raises(e.StepError) as ei:
-        deploy._apt(ctx, "apt-get install -y memcached")
+        prepare._apt(ctx, "apt-get install -y memcached")
     assert ei.value.what == "Cannot reach the package repository from the host."
     assert "Connection refused" in ei.value.why and ei.value.transient
 
@@ -100,20 +102,20 @@ def test_install_that_cannot_download_is_the_same_error(tmp_path):
 def test_other_apt_failures_are_not_called_unreachable(tmp_path):
     ctx, _ = make_ctx(tmp_path, {"apt-get install": (100, INSTALL_UNKNOWN)})
     with pytest.raises(e.StepError) as ei:
-        deploy._apt(ctx, "apt-get install -y no-such-package")
+        prepare._apt(ctx, "apt-get install -y no-such-package")
     assert ei.value.what.startswith("Package command failed (exit 100)")
     assert not ei.value.transient
 
 
 def test_a_good_update_passes(tmp_path):
     ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_OK)})
-    deploy._apt(ctx, "apt-get update -q")
+    prepare._apt(ctx, "apt-get update -q")
 
 
 def test_explained_error_keeps_the_plain_words_and_stays_transient(tmp_path):
     ctx, _ = make_ctx(tmp_path, {"apt-get update": (0, UPDATE_NO_NETWORK)})
     with pytest.raises(e.StepError) as ei:
-        deploy._apt(ctx, "apt-get update -q")
+        prepare._apt(ctx, "apt-get update -q")
     info = e._explain(ei.value, Redactor())
     assert info.what == "Cannot reach the package repository from the host."
     assert "deb.debian.org" in info.why and info.kind == "transient"
@@ -123,7 +125,7 @@ def _packages_table(state):
     """dpkg-query says nothing is installed until the install command ran."""
     def query():
         if state["installed"]:
-            return "\n".join(f"{p} installed" for p in deploy.PLATFORMS["debian-12"].all_packages)
+            return "\n".join(f"{p} installed" for p in PLATFORMS["debian-12"].all_packages)
         return ""
 
     def install():
@@ -142,7 +144,7 @@ def test_packages_step_waits_for_the_lock_before_debconf(tmp_path):
     the step must wait for the lock before debconf-set-selections (it failed there)."""
     state = {"installed": False}
     ctx, t = make_ctx(tmp_path, _packages_table(state))
-    deploy._packages_run(ctx)
+    prepare._packages_run(ctx)
     cmds = t.commands
     debconf = next(i for i, c in enumerate(cmds) if c.startswith("debconf-set-selections"))
     first_wait = next(i for i, c in enumerate(cmds) if "stk_lock_holders" in c or "fuser" in c)
@@ -154,7 +156,7 @@ def test_packages_step_waits_for_the_lock_before_debconf(tmp_path):
 def test_packages_step_with_nothing_missing_touches_neither_lock_nor_debconf(tmp_path):
     state = {"installed": True}
     ctx, t = make_ctx(tmp_path, _packages_table(state))
-    deploy._packages_run(ctx)
+    prepare._packages_run(ctx)
     assert not any("debconf-set-selections" in c or "apt-get" in c for c in t.commands)
 
 

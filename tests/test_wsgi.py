@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tui.tasks import deploy
+from tui.tasks.services import keystone
 
 
 @pytest.mark.parametrize("cpus,mem_gib,want", [
@@ -18,7 +18,7 @@ from tui.tasks import deploy
     (16, 64, 8),   # ceiling of eight
 ])
 def test_process_count_from_cpus_and_memory(cpus, mem_gib, want):
-    assert deploy.wsgi_processes(cpus, mem_gib * 1024 * 1024) == want
+    assert keystone.wsgi_processes(cpus, mem_gib * 1024 * 1024) == want
 
 
 class _Ctx:
@@ -36,7 +36,7 @@ class _Ctx:
 
 
 def test_vhost_has_one_thread_per_process():
-    text = deploy._vhost(_Ctx(2, 24 * 1024 * 1024))
+    text = keystone._vhost(_Ctx(2, 24 * 1024 * 1024))
     m = re.search(r"WSGIDaemonProcess keystone-public processes=(\d+) threads=(\d+) ", text)
     assert m, text
     assert m.groups() == ("4", "1")

@@ -11,11 +11,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from .common import Responsive, fmt_duration, tildify
+from ..tasks.services.common import url_host
 from .services import TITLES
 
-
-def _url_host(h: str) -> str:
-    return f"[{h}]" if ":" in h else h
 
 
 class SummaryScreen(Responsive, Screen):
@@ -66,7 +64,7 @@ class SummaryScreen(Responsive, Screen):
             yield Static(Text("Installed", style="bold underline"), classes="summary-title")
             yield Static(installed, classes="summary-block")
 
-            ep = _url_host(prof.endpoint_host)
+            ep = url_host(prof.endpoint_host)
             endpoints = Table.grid(padding=(0, 2))
             endpoints.add_column(style="bold", width=10)
             endpoints.add_column()

@@ -388,7 +388,7 @@ def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> 
                       fix_hint="give the host a non-loopback IPv4 address")
 
     def fix(c: Context, name=name, addr=addr) -> None:
-        from .deploy import fix_hosts_file
+        from .services.prepare import fix_hosts_file
 
         c.output(f"mapping {name} to {addr} in /etc/hosts")
         fix_hosts_file(c, name, addr)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import inifile, paths
+from .services.common import url_host
 
 TEMPEST_VERSION = "47.0.0"
 # The API tests of the services stack-tui installs (compute/network join them with Nova/Neutron).
@@ -98,13 +99,10 @@ def ensure_venv(log: Log = print) -> Path:
     return venv
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
 
 def config_text(profile, admin_password: str, platform_id: str, workdir: Path) -> str:
     """tempest.conf for the profile's cloud: identity and image, dynamic credentials."""
-    host = _url_host(profile.endpoint_host)
+    host = url_host(profile.endpoint_host)
     # Glance 30 (Epoxy) checks uploaded content against disk_format; Zed's accepts anything.
     enforce = "false" if platform_id == "debian-12" else "true"
     services = set(profile.openstack.services)

@@ -1,0 +1,303 @@
+"""Glance (images): service user, endpoints, config, schema, metadefs, service; the image upload."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import urllib.parse
+from pathlib import Path
+
+from .. import inifile, paths
+from ..engine import Phase, Step, StepError
+from ..platforms import Platform
+from .common import (
+    db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
+    ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
+    put_file, service_ok, SERVICE_ROLES,
+)
+
+
+GLANCE_CONF = "/etc/glance/glance-api.conf"
+GLANCE_STAGING = "/var/lib/glance/staging/"
+GLANCE_TASKS = "/var/lib/glance/tasks_work_dir/"
+
+
+def _glance_user_check(ctx) -> bool:
+    return ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service",
+                       SERVICE_ROLES, check_only=True)
+
+
+def _glance_user_run(ctx) -> None:
+    ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service", SERVICE_ROLES)
+
+
+def _image_endpoints_state(ctx):
+    svc = find_one(ctx, "services", type="image")
+    region = ctx.profile.openstack.region
+    eps = api(ctx, "GET", f"/endpoints?service_id={svc['id']}")["endpoints"] if svc else []
+    return svc, [e for e in eps if e.get("region_id") == region]
+
+
+def _image_endpoints_check(ctx) -> bool:
+    svc, eps = _image_endpoints_state(ctx)
+    if not svc:
+        return False
+    have = {(e["interface"], e["url"].rstrip("/")) for e in eps}
+    return have == {(i, image_url(ctx)) for i in ("public", "internal", "admin")}
+
+
+def _image_endpoints_run(ctx) -> None:
+    svc, eps = _image_endpoints_state(ctx)
+    if not svc:
+        ctx.output("creating service glance (image)")
+        svc = api(ctx, "POST", "/services", json={"service": {
+            "name": "glance", "type": "image", "description": "OpenStack Image",
+            "enabled": True}})["service"]
+    region = ctx.profile.openstack.region
+    if not find_one(ctx, "regions", id=region) and not _region_exists(ctx, region):
+        api(ctx, "POST", "/regions", json={"region": {"id": region}})
+    for iface in ("public", "internal", "admin"):
+        mine = [e for e in eps if e["interface"] == iface]
+        keep = next((e for e in mine if e["url"].rstrip("/") == image_url(ctx)), None)
+        if keep is None and mine:
+            keep = mine[0]
+            ctx.output(f"updating {iface} image endpoint to {image_url(ctx)}")
+            api(ctx, "PATCH", f"/endpoints/{keep['id']}", json={"endpoint": {"url": image_url(ctx)}})
+        elif keep is None:
+            ctx.output(f"creating {iface} image endpoint {image_url(ctx)}")
+            api(ctx, "POST", "/endpoints", json={"endpoint": {
+                "service_id": svc["id"], "interface": iface, "url": image_url(ctx),
+                "region_id": region, "enabled": True}})
+        for extra in mine:
+            if keep is not None and extra["id"] != keep["id"]:
+                ctx.output(f"removing duplicate {iface} image endpoint {extra['url']}")
+                api(ctx, "DELETE", f"/endpoints/{extra['id']}")
+
+
+def _region_exists(ctx, region: str) -> bool:
+    sess = admin_session(ctx)
+    return sess.get(f"{ks_base(ctx)}/regions/{urllib.parse.quote(region)}",
+                    raise_exc=False).status_code == 200
+
+
+def _glance_settings(ctx) -> dict:
+    ks = f"http://{url_host(ep(ctx))}:5000"
+    s = {
+        ("database", "connection"): db_url(ctx, "glance", "glance_db_password"),
+        ("keystone_authtoken", "www_authenticate_uri"): ks,
+        ("keystone_authtoken", "auth_url"): ks,
+        ("keystone_authtoken", "memcached_servers"): f"{mgmt(ctx)}:11211",
+        ("keystone_authtoken", "auth_type"): "password",
+        ("keystone_authtoken", "project_domain_name"): "Default",
+        ("keystone_authtoken", "user_domain_name"): "Default",
+        ("keystone_authtoken", "project_name"): "service",
+        ("keystone_authtoken", "username"): "glance",
+        ("keystone_authtoken", "password"): inifile.oslo_value(ctx.secrets["glance_password"]),
+        ("keystone_authtoken", "region_name"): ctx.profile.openstack.region,
+        ("keystone_authtoken", "service_token_roles_required"): "true",
+        ("keystone_authtoken", "service_token_roles"): "service",
+        ("paste_deploy", "flavor"): "keystone",
+    }
+    # Multi-store on every release (Zed has it too): the legacy stores/default_store
+    # options are deprecated for removal in Epoxy.
+    s.update({
+        ("DEFAULT", "enabled_backends"): "fs:file",
+        ("glance_store", "default_backend"): "fs",
+        ("fs", "filesystem_store_datadir"): "/var/lib/glance/images/",
+        # the reserved stores of interoperable import (deprecation-free since Wallaby)
+        ("os_glance_staging_store", "filesystem_store_datadir"): GLANCE_STAGING,
+        ("os_glance_tasks_store", "filesystem_store_datadir"): GLANCE_TASKS,
+        # a legacy single-store config of an earlier install is cleaned out
+        ("glance_store", "stores"): None,
+        ("glance_store", "default_store"): None,
+        ("glance_store", "filesystem_store_datadir"): None,
+    })
+    return s
+
+
+def _glance_conf_check(ctx) -> bool:
+    old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
+    return old == new and ctx.sh(f"test -d {GLANCE_STAGING} && test -d {GLANCE_TASKS}",
+                                 check=False, quiet=True).ok
+
+
+def _glance_conf_run(ctx) -> None:
+    old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
+    ctx.sh(f"install -d -o glance -g glance -m 750 {GLANCE_STAGING} {GLANCE_TASKS}",
+           quiet=True)
+    if put_file(ctx, GLANCE_CONF, new, mode=0o640, owner="root", group="glance", old=old):
+        ctx.cache["glance_conf_changed"] = True
+
+
+def _metadefs_check(ctx) -> bool:
+    # Read-only: how many namespaces the catalogue holds (0 = never loaded).
+    r = ctx.sh("mysql --batch --skip-column-names -e "
+               "'SELECT COUNT(*) FROM glance.metadef_namespaces' 2>/dev/null",
+               check=False, quiet=True, timeout=60)
+    return r.ok and r.stdout.strip().isdigit() and int(r.stdout.strip()) > 0
+
+
+def _metadefs_run(ctx) -> None:
+    # Horizon's image-metadata forms and Tempest's metadefs tests need the catalogue;
+    # loading it only when empty keeps a re-run from reloading it.
+    manage(ctx, "glance", "glance-manage db_load_metadefs")
+
+
+def _glance_service_check(ctx) -> bool:
+    plat = platform_of(ctx)
+    if not service_ok(ctx, plat.glance_service):
+        return False
+    # A running glance-api started before its config last changed must be restarted.
+    r = ctx.sh(f"test $(stat -c %Y {GLANCE_CONF}) -le "
+               f"$(date -d \"$(systemctl show -p ActiveEnterTimestamp --value {plat.glance_service})\" +%s)"
+               " && curl -s -o /dev/null --max-time 5 http://127.0.0.1:9292/", check=False, quiet=True)
+    return r.ok
+
+
+def _glance_service_run(ctx) -> None:
+    plat = platform_of(ctx)
+    active = ctx.sh(f"systemctl is-active -q {plat.glance_service}", check=False, quiet=True).ok
+    ensure_service(ctx, plat.glance_service, restart=active)
+    wait_http(ctx, "http://127.0.0.1:9292/", "Glance", plat.glance_service,
+               "/var/log/glance/glance-api.log")
+
+
+def glance_client(ctx, session=None):
+    from glanceclient import Client
+
+    return Client("2", session=session or admin_session(ctx),
+                  endpoint=f"http://127.0.0.1:{forward(ctx, 9292)}")
+
+
+def image_source(ctx) -> Path:
+    img = ctx.profile.image
+    if img.file:
+        path = Path(img.file).expanduser()
+        if not path.is_file():
+            raise StepError(f"The image file {path} does not exist.", "",
+                            "fix [image] file in the profile")
+        return path
+    if not img.url:
+        raise StepError("The profile names no image file or URL.", "", "set [image] file or url")
+    dest = paths.cache_dir() / "images" / hashlib.sha256(img.url.encode()).hexdigest()[:16]
+    if not dest.exists():
+        import urllib.request
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        ctx.output(f"downloading {img.url}")
+        tmp = dest.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(img.url, timeout=60) as resp, open(tmp, "wb") as fh:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := resp.read(1 << 20):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    ctx.progress(done, total or done, "download")
+        except OSError as exc:
+            raise StepError(f"Could not download the image {img.url}.", str(exc),
+                            "check the URL, or download it yourself and set [image] file",
+                            transient=True) from None
+        tmp.replace(dest)
+    return dest
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _image_check(ctx) -> bool:
+    md5 = file_md5(image_source(ctx))
+    gc = glance_client(ctx)
+    return any(i.get("checksum") == md5 and i.get("status") == "active"
+               for i in gc.images.list(filters={"name": ctx.profile.image.name}))
+
+
+def _image_run(ctx) -> None:
+    src = image_source(ctx)
+    md5 = file_md5(src)
+    img = ctx.profile.image
+    gc = glance_client(ctx)
+    for old in list(gc.images.list(filters={"name": img.name})):
+        if old.get("status") != "active" or old.get("checksum") != md5:
+            if "stack-tui" in (old.get("tags") or []):
+                ctx.output(f"removing stale image {old['id']} ({old.get('status')})")
+                gc.images.delete(old["id"])
+    image = gc.images.create(name=img.name, disk_format=img.disk_format,
+                             container_format=img.container_format,
+                             visibility=img.visibility, tags=["stack-tui"])
+    size = src.stat().st_size
+    ctx.output(f"uploading {src.name} ({size} bytes) as {img.name} ({image['id']})")
+
+    class Progress:
+        def __init__(self, fh):
+            self.fh, self.done = fh, 0
+
+        def read(self, n=-1):
+            if ctx.cancel.is_set():
+                raise StepError("Image upload cancelled.", "", "Retry uploads it again")
+            data = self.fh.read(n)
+            self.done += len(data)
+            ctx.progress(self.done, size, "upload")
+            return data
+
+    with open(src, "rb") as fh:
+        gc.images.upload(image["id"], Progress(fh), image_size=size)
+    deadline = time.monotonic() + 300
+    while True:
+        cur = gc.images.get(image["id"])
+        if cur["status"] == "active":
+            break
+        if cur["status"] in ("killed", "deleted", "deactivated") or time.monotonic() > deadline:
+            tail = ctx.sh("tail -n 20 /var/log/glance/glance-api.log", check=False,
+                          quiet=True).lines
+            raise StepError(f"The image {img.name} ended up {cur['status']}, not active.",
+                            "Glance could not store it", "check the store settings and disk space",
+                            tail=tail)
+        time.sleep(0.3)
+    if cur.get("checksum") != md5:
+        raise StepError("The uploaded image's checksum differs from the local file.",
+                        f"expected {md5}, Glance says {cur.get('checksum')}", "Retry the upload")
+    ctx.output(f"image {img.name} is active (md5 {md5})")
+
+
+def phases(profile, plat: Platform) -> list[Phase]:
+    """The glance phase, then the image upload."""
+    gl_sync_check, gl_sync_run = db_sync_step("glance", "glance-manage db_sync",
+                                               plat.packages["glance"][0])
+    out: list[Phase] = []
+    out.append(Phase("glance", "Glance (images)", [
+        Step("glance.user", "User glance with role admin on project service",
+             run=_glance_user_run, check=_glance_user_check,
+             detail="keystoneauth1: user glance, password ********, admin on service"),
+        Step("glance.endpoints", "Service image and its three endpoints on 9292",
+             run=_image_endpoints_run, check=_image_endpoints_check,
+             detail="service glance (type image); public/internal/admin http://<endpoint host>:9292"),
+        Step("glance.config", "glance-api.conf: database, keystone_authtoken, store",
+             run=_glance_conf_run, check=_glance_conf_check, files=[GLANCE_CONF],
+             detail="[database], [keystone_authtoken] (memcached), [paste_deploy] flavor=keystone, "
+                    + "enabled_backends=fs:file, reserved staging/tasks stores"),
+        Step("glance.db_sync", "Create the Glance database schema", run=gl_sync_run,
+             check=gl_sync_check,
+            detail="runuser -u glance -- glance-manage db_sync"),
+        Step("glance.metadefs", "Load the metadata definitions catalogue",
+             run=_metadefs_run, check=_metadefs_check,
+             detail="runuser -u glance -- glance-manage db_load_metadefs "
+                    "(only when glance.metadef_namespaces is empty)"),
+        Step("glance.service", f"Start and enable {plat.glance_service}",
+             run=_glance_service_run, check=_glance_service_check,
+             detail=f"systemctl enable --now {plat.glance_service}; wait until :9292 answers"),
+    ]))
+    out.append(Phase("image", "Image", [
+        Step("image.upload", f"Upload image {profile.image.name}", run=_image_run,
+             check=_image_check, retries=1,
+             detail=f"glanceclient over the port forward: "
+                    f"{profile.image.file or profile.image.url or '(no image file or URL set)'} "
+                    f"({profile.image.disk_format}/{profile.image.container_format}, "
+                    f"{profile.image.visibility}); skip when the same name and checksum exist"),
+    ]))
+    return out

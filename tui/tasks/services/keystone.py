@@ -1,0 +1,268 @@
+"""Keystone (identity): config, schema, keys, Apache mod_wsgi, bootstrap, projects."""
+
+from __future__ import annotations
+
+from ..engine import Phase, Step, StepError
+from ..platforms import Platform
+from .common import (
+    db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
+    ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
+    platform_of, put_file, q, read_remote, service_ok,
+)
+
+
+KEYSTONE_CONF = "/etc/keystone/keystone.conf"
+
+
+def _keystone_settings(ctx) -> dict:
+    return {
+        ("database", "connection"): db_url(ctx, "keystone", "keystone_db_password"),
+        ("token", "provider"): "fernet",
+        ("cache", "enabled"): "true",
+        ("cache", "backend"): "oslo_cache.memcache_pool",
+        ("cache", "memcache_servers"): f"{mgmt(ctx)}:11211",
+        # bcrypt reads 72 bytes; Keystone (Zed and Epoxy alike) warns "Truncating password"
+        # on every password check unless the limit says so (stack-tui refuses longer
+        # Keystone passwords up front).
+        ("identity", "max_password_length"): "72",
+    }
+
+
+def _keystone_conf_check(ctx):
+    old, new = ini_target(ctx, KEYSTONE_CONF, _keystone_settings(ctx))
+    return old == new
+
+
+def _keystone_conf_run(ctx):
+    old, new = ini_target(ctx, KEYSTONE_CONF, _keystone_settings(ctx))
+    if put_file(ctx, KEYSTONE_CONF, new, mode=0o640, owner="root", group="keystone", old=old):
+        web = platform_of(ctx).web_service
+        if ctx.sh(f"systemctl is-active -q {web}", check=False, quiet=True).ok:
+            ctx.output(f"reloading {web} so Keystone reads the new configuration")
+            ensure_service(ctx, web, restart=True)
+
+
+def _keys_check(kind):
+    def check(ctx):
+        return ctx.sh(f"test -s /etc/keystone/{kind}-keys/0", check=False, quiet=True).ok
+    return check
+
+
+def _keys_run(kind):
+    def run(ctx):
+        manage(ctx, "root", f"keystone-manage {kind}_setup --keystone-user keystone "
+                             "--keystone-group keystone")
+    return run
+
+
+WSGI_KEYSTONE = "/usr/share/stack-tui/keystone-public.wsgi"
+
+
+def wsgi_processes(cpus: int, mem_kib: int) -> int:
+    """mod_wsgi daemon processes for one service: two per CPU, 2..8, and at
+    most one per 512 MiB of memory (a Keystone process holds about 100 MiB;
+    the rest is left to the other services on the host)."""
+    by_cpu = 2 * max(cpus, 1)
+    by_mem = max(mem_kib // (512 * 1024), 2)
+    return max(2, min(8, by_cpu, by_mem))
+
+
+def host_size(ctx) -> tuple[int, int]:
+    """(CPUs, memory in KiB) of the host, read once per run."""
+    if "host_size" not in ctx.cache:
+        r = ctx.sh("nproc; awk '/^MemTotal:/ {print $2}' /proc/meminfo", check=False,
+                   quiet=True)
+        nums = [int(x) for x in r.stdout.split() if x.isdigit()]
+        ctx.cache["host_size"] = (nums[0], nums[1]) if len(nums) == 2 else (1, 2 * 1024 * 1024)
+    return ctx.cache["host_size"]
+
+
+def _vhost(ctx) -> str:
+    plat = platform_of(ctx)
+    procs = wsgi_processes(*host_size(ctx))
+    # One thread per process: Keystone keeps the validated token's context on
+    # objects its threads share, so with threads > 1 one user's request can be
+    # judged with another user's roles.  Upstream's Apache config uses threads=1.
+    return f"""# Written by stack-tui: Keystone (identity) on port 5000 under mod_wsgi
+Listen 5000
+
+<VirtualHost *:5000>
+    ServerName {ep(ctx)}
+    WSGIScriptAlias / {WSGI_KEYSTONE}
+    WSGIDaemonProcess keystone-public processes={procs} threads=1 user=keystone group=keystone display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
+    WSGIProcessGroup keystone-public
+    WSGIApplicationGroup %{{GLOBAL}}
+    WSGIPassAuthorization On
+    LimitRequestBody 114688
+    ErrorLogFormat "%{{cu}}t %M"
+    ErrorLog {plat.apache_log_dir}/keystone.log
+    CustomLog {plat.apache_log_dir}/keystone_access.log combined
+
+    <Directory /usr/share/stack-tui>
+        Require all granted
+    </Directory>
+</VirtualHost>
+"""
+
+
+def wsgi_body(plat: Platform) -> str:
+    """Keystone's WSGI script: the module entry where the package has it."""
+    module, name = plat.keystone_wsgi_module.split(":")
+    head = "# Written by stack-tui: Keystone's public WSGI application\n"
+    if name == "application":
+        return head + f"from {module} import application  # noqa: F401\n"
+    return head + f"from {module} import {name}\n\napplication = {name}()\n"
+
+
+def _apache_files(ctx) -> list[tuple[str, str]]:
+    plat = platform_of(ctx)
+    return [
+        (WSGI_KEYSTONE, wsgi_body(plat)),
+        (plat.keystone_vhost, _vhost(ctx)),
+        (plat.servername_conf, f"# Written by stack-tui\nServerName {ep(ctx)}\n"),
+    ]
+
+
+def _apache_check(ctx) -> bool:
+    plat = platform_of(ctx)
+    for path, body in _apache_files(ctx):
+        if read_remote(ctx, path) != body:
+            return False
+    if plat.family == "deb":
+        r = ctx.sh("test -e /etc/apache2/sites-enabled/keystone.conf && "
+                   "test -e /etc/apache2/conf-enabled/servername.conf && "
+                   "test -e /etc/apache2/mods-enabled/wsgi.load", check=False, quiet=True)
+        if not r.ok:
+            return False
+    return service_ok(ctx, plat.web_service) and _keystone_http_ok(ctx)
+
+
+def _keystone_http_ok(ctx) -> bool:
+    r = ctx.sh("curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:5000/v3/",
+               check=False, quiet=True)
+    return r.stdout.strip() == "200"
+
+
+def _apache_run(ctx) -> None:
+    plat = platform_of(ctx)
+    changed = False
+    ctx.sh("install -d -m 755 /usr/share/stack-tui", quiet=True)
+    for path, body in _apache_files(ctx):
+        changed |= put_file(ctx, path, body)
+    if plat.family == "deb":
+        ctx.sh("a2enmod -q wsgi >/dev/null; " + plat.keystone_vhost_enable + "; "
+               + plat.servername_enable, quiet=True)
+    r = ctx.sh(("apache2ctl" if plat.family == "deb" else "apachectl") + " configtest 2>&1",
+               check=False, quiet=True)
+    if not r.ok:
+        raise StepError("Apache rejects its configuration.", "apachectl configtest failed",
+                        f"fix {plat.keystone_vhost}", tail=r.lines[-15:])
+    active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True).ok
+    if active and changed:
+        ensure_service(ctx, plat.web_service, restart=True)
+    else:
+        ensure_service(ctx, plat.web_service)
+    wait_http(ctx, "http://127.0.0.1:5000/v3/", "Keystone", plat.web_service,
+               f"{plat.apache_log_dir}/keystone.log")
+
+
+def _bootstrap_check(ctx) -> bool:
+    # Before bootstrap there is no Default domain: asking Keystone would log a warning
+    # ("Could not find domain: Default") into a fresh install's log.  The database says.
+    r = ctx.sh("mysql --batch --skip-column-names -e \"SELECT COUNT(*) FROM keystone.user u "
+               "JOIN keystone.local_user l ON l.user_id = u.id WHERE l.name = 'admin' "
+               "AND u.domain_id = 'default'\" 2>/dev/null", check=False, quiet=True, timeout=60)
+    if r.stdout.strip() in ("", "0"):
+        return False
+    if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
+        return False
+    return _identity_endpoints_ok(ctx)
+
+
+def _identity_endpoints_ok(ctx) -> bool:
+    svc = find_one(ctx, "services", type="identity")
+    if not svc:
+        return False
+    eps = api(ctx, "GET", f"/endpoints?service_id={svc['id']}")["endpoints"]
+    region = ctx.profile.openstack.region
+    want = {(i, identity_url(ctx).rstrip("/")) for i in ("public", "internal", "admin")}
+    have = {(e["interface"], e["url"].rstrip("/")) for e in eps if e.get("region_id") == region}
+    return want <= have
+
+
+def _bootstrap_run(ctx) -> None:
+    url = identity_url(ctx)
+    region = ctx.profile.openstack.region
+    manage(ctx, "keystone",
+            "keystone-manage bootstrap --bootstrap-username admin "
+            "--bootstrap-project-name admin --bootstrap-role-name admin "
+            f"--bootstrap-admin-url {q(url)} --bootstrap-internal-url {q(url)} "
+            f"--bootstrap-public-url {q(url)} --bootstrap-region-id {q(region)}",
+            secrets={"OS_BOOTSTRAP_PASSWORD": ctx.secrets["admin_password"]})
+    forget_session(ctx, "admin", ctx.secrets["admin_password"], "admin")
+    if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
+        raise StepError("After bootstrap, Keystone still refuses the admin password.",
+                        "bootstrap did not reset it", "check /var/log/keystone/ on the host")
+
+
+
+
+def _projects_wanted(ctx) -> list[tuple[str, str]]:
+    out = [("service", "Service Project")]
+    if ctx.profile.openstack.demo:
+        out.append(("demo", "Demo Project"))
+    return out
+
+
+def _projects_check(ctx) -> bool:
+    for name, _ in _projects_wanted(ctx):
+        if not find_one(ctx, "projects", name=name, domain_id="default"):
+            return False
+    if ctx.profile.openstack.demo:
+        return ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", DEMO_ROLES,
+                           check_only=True)
+    return True
+
+
+def _projects_run(ctx) -> None:
+    for name, desc in _projects_wanted(ctx):
+        ensure_entity(ctx, "projects", "project",
+                      {"name": name, "domain_id": "default", "description": desc},
+                      {"name": name, "domain_id": "default"})
+    if ctx.profile.openstack.demo:
+        ensure_user(ctx, "demo", ctx.secrets["demo_password"], "demo", DEMO_ROLES)
+
+
+def phases(profile, plat: Platform) -> list[Phase]:
+    """The keystone phase as the plan shows and runs it."""
+    ks_sync_check, ks_sync_run = db_sync_step("keystone", "keystone-manage db_sync",
+                                               plat.packages["keystone"][0])
+    return [Phase("keystone", "Keystone (identity)", [
+        Step("keystone.config", "keystone.conf: database, fernet tokens, memcache",
+             run=_keystone_conf_run, check=_keystone_conf_check, files=[KEYSTONE_CONF],
+             detail="[database] connection = mysql+pymysql://keystone:********@…/keystone; "
+                    "[token] provider = fernet; [cache] memcache"),
+        Step("keystone.db_sync", "Create the Keystone database schema", run=ks_sync_run,
+             check=ks_sync_check,
+             detail="runuser -u keystone -- keystone-manage db_sync"),
+        Step("keystone.fernet_setup", "Fernet token keys", run=_keys_run("fernet"),
+             check=_keys_check("fernet"),
+             detail="keystone-manage fernet_setup --keystone-user keystone --keystone-group keystone",
+             files=["/etc/keystone/fernet-keys/"]),
+        Step("keystone.credential_setup", "Credential encryption keys",
+             run=_keys_run("credential"), check=_keys_check("credential"),
+             detail="keystone-manage credential_setup --keystone-user keystone --keystone-group keystone",
+             files=["/etc/keystone/credential-keys/"]),
+        Step("keystone.apache", f"Serve Keystone from {plat.web_service} on port 5000",
+             run=_apache_run, check=_apache_check,
+             files=[WSGI_KEYSTONE, plat.keystone_vhost, plat.servername_conf],
+             detail=f"mod_wsgi vhost on :5000 (ServerName set); systemctl enable --now "
+                    f"{plat.web_service}; wait until /v3 answers"),
+        Step("keystone.bootstrap", "Bootstrap admin user, role and identity endpoints",
+             run=_bootstrap_run, check=_bootstrap_check,
+             detail="keystone-manage bootstrap (password in OS_BOOTSTRAP_PASSWORD via stdin); "
+                    "public/internal/admin endpoints http://<endpoint host>:5000/v3/"),
+        Step("keystone.projects", "Projects service and demo, role user, demo user",
+             run=_projects_run, check=_projects_check,
+             detail="keystoneauth1 over the port forward: look up, then create what is missing"),
+    ])]

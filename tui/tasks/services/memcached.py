@@ -1,0 +1,57 @@
+"""Memcached: listens on the management address."""
+
+from __future__ import annotations
+
+from ..engine import Phase, Step
+from ..platforms import Platform
+from .common import ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
+
+
+def _memcached_target(ctx) -> tuple[str | None, str]:
+    plat = platform_of(ctx)
+    old = read_remote(ctx, plat.memcached_conf)
+    lines = (old or "").splitlines()
+    addr = mgmt(ctx)
+    if plat.memcached_style == "debian":
+        out, done = [], False
+        for line in lines:
+            if line.strip().startswith("-l "):
+                if not done:
+                    out.append(f"-l {addr}")
+                    done = True
+                continue
+            out.append(line)
+        if not done:
+            out.append(f"-l {addr}")
+    else:
+        out, done = [], False
+        for line in lines:
+            if line.startswith("OPTIONS="):
+                out.append(f'OPTIONS="-l 127.0.0.1,::1,{addr}"')
+                done = True
+            else:
+                out.append(line)
+        if not done:
+            out.append(f'OPTIONS="-l 127.0.0.1,::1,{addr}"')
+    return old, "\n".join(out) + "\n"
+
+
+def _memcached_check(ctx) -> bool:
+    old, new = _memcached_target(ctx)
+    return old == new and service_ok(ctx, "memcached")
+
+
+def _memcached_run(ctx) -> None:
+    old, new = _memcached_target(ctx)
+    changed = put_file(ctx, platform_of(ctx).memcached_conf, new, old=old)
+    active = ctx.sh("systemctl is-active -q memcached", check=False, quiet=True).ok
+    ensure_service(ctx, "memcached", restart=changed and active)
+
+
+def phases(profile, plat: Platform) -> list[Phase]:
+    """The memcached phase as the plan shows and runs it."""
+    return [Phase("memcached", "Memcached", [
+        Step("memcached.config", "Listen on the management address; start and enable",
+             run=_memcached_run, check=_memcached_check, files=[plat.memcached_conf],
+             detail="-l <management address>; systemctl enable --now memcached"),
+    ])]

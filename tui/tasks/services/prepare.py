@@ -1,0 +1,230 @@
+"""Prepare the host: platform, host name, repository and the one package transaction."""
+
+from __future__ import annotations
+
+import re
+
+from ..engine import Context, Phase, Step, StepError
+from ..platforms import Platform
+from .common import POLICY_RC, POLICY_RC_BODY, detect_platform, platform_of, put_file, q, read_remote
+
+
+def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
+    r = ctx.sh("hostname; echo ---; getent ahostsv4 \"$(hostname)\" | awk '{print $1}' | sort -u; "
+               "echo ---; ip -o -4 addr show | awk '{split($4,a,\"/\"); print a[1]}'", quiet=True)
+    name, resolved, have = (part.split() for part in r.stdout.split("---"))
+    return name[0] if name else "", resolved, have
+
+
+def _hosts_check(ctx: Context) -> bool:
+    name, resolved, have = _hosts_state(ctx)
+    good = [a for a in resolved if a in have and not a.startswith("127.")]
+    if good:
+        ctx.facts["hostname"] = name
+        ctx.facts["mgmt_address"] = good[0]
+        ctx.output(f"{name} resolves to {good[0]}, an address of this host")
+        return True
+    return False
+
+
+def _hosts_run(ctx: Context) -> None:
+    name, resolved, have = _hosts_state(ctx)
+    addr = ctx.profile.host.address
+    if addr not in have:
+        real = [a for a in have if not a.startswith("127.")]
+        if not real:
+            raise StepError("The host has no non-loopback IPv4 address.", "", "check its network")
+        addr = real[0]
+    if not ctx.profile.openstack.fix_hosts:
+        raise StepError(
+            f"The host name {name} resolves to {', '.join(resolved) or 'nothing'}, "
+            f"not to an address this host has ({', '.join(have)}).",
+            "RabbitMQ's node name is rabbit@<hostname>; epmd cannot start when the name does "
+            "not resolve to a local address",
+            f"add '{addr} {name}' to /etc/hosts, or set fix_hosts = true in the profile "
+            "(preflight --fix)")
+    fix_hosts_file(ctx, name, addr)
+    if not _hosts_check(ctx):
+        raise StepError(f"{name} still does not resolve to {addr} after fixing /etc/hosts.",
+                        "nsswitch.conf may not consult files first", "check /etc/nsswitch.conf")
+
+
+def fix_hosts_file(ctx: Context, name: str, addr: str) -> bool:
+    """Map ``name`` to ``addr`` in /etc/hosts, keeping every other line."""
+    old = read_remote(ctx, "/etc/hosts") or ""
+    out, placed = [], False
+    for line in old.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and name in fields[1:] and not fields[0].startswith("127.0.0.1") \
+                and ":" not in fields[0]:
+            if not placed:
+                out.append(f"{addr} {name}")
+                placed = True
+            continue
+        if len(fields) >= 2 and fields[0].startswith("127.") and name in fields[1:] \
+                and fields[0] != "127.0.0.1":
+            continue  # Debian's 127.0.1.1 <hostname> line
+        out.append(line)
+    if not placed:
+        out.append(f"{addr} {name}")
+    return put_file(ctx, "/etc/hosts", "\n".join(out) + "\n", old=old)
+
+
+def _repo_check(ctx: Context) -> bool:
+    plat = platform_of(ctx)
+    return ctx.sh(plat.repo_check, check=False, quiet=True).status == 0
+
+
+def _repo_run(ctx: Context) -> None:
+    plat = platform_of(ctx)
+    for cmd in plat.repo_setup:
+        ctx.sh(cmd, timeout=900)
+
+
+def wanted_packages(ctx: Context) -> list[str]:
+    plat = platform_of(ctx)
+    svc = set(ctx.profile.openstack.services)
+    # Platform.packages is ordered like the registry: base first, then per service.
+    return [pkg for comp, pkgs in plat.packages.items() if comp == "base" or comp in svc
+            for pkg in pkgs]
+
+
+def _missing_packages(ctx: Context) -> list[str]:
+    plat = platform_of(ctx)
+    pkgs = wanted_packages(ctx)
+    r = ctx.sh(plat.installed_check_cmd(pkgs), check=False, quiet=True)
+    if plat.family == "deb":
+        ok = {ln.split()[0] for ln in r.stdout.splitlines()
+              if ln.strip().endswith(" installed")}
+    else:
+        ok = {p for p in pkgs if any(ln.startswith(p + "-") for ln in r.stdout.splitlines())}
+    return [p for p in pkgs if p not in ok]
+
+
+def _packages_check(ctx: Context) -> bool:
+    missing = _missing_packages(ctx)
+    if missing:
+        return False
+    plat = platform_of(ctx)
+    if plat.family == "deb" and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
+                                       quiet=True).ok:
+        return False  # left behind by a killed run: the run step removes it
+    if plat.distro_keystone_service and "keystone" in ctx.profile.openstack.services:
+        r = ctx.sh(f"systemctl is-enabled {q(plat.distro_keystone_service)} 2>/dev/null",
+                   check=False, quiet=True)
+        return r.stdout.strip() == "masked"
+    return True
+
+
+DEBCONF = """keystone keystone/configure_db boolean false
+keystone keystone/create-admin-tenant boolean false
+keystone keystone/register-endpoint boolean false
+keystone keystone/setup-keystone-db boolean false
+glance-common glance/configure_db boolean false
+glance-common glance/configure_rabbit boolean false
+glance-common glance/configure_ksat boolean false
+glance-api glance/configure_api-endpoint boolean false
+glance-api glance/register-endpoint boolean false
+"""
+
+
+def _packages_run(ctx: Context) -> None:
+    plat = platform_of(ctx)
+    missing = _missing_packages(ctx)
+    if plat.family == "deb" and not missing:
+        # A killed run's policy-rc.d would keep blocking service starts for good.
+        ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
+    if plat.family == "deb":
+        ks = plat.distro_keystone_service
+        if missing:
+            # A package manager still at work (e.g. the apt-get of a killed run, which goes
+            # on without us) holds dpkg's lock and debconf's database: wait for it first.
+            _apt(ctx, "true")
+            # Packages must not start services with their default configs: we start each
+            # one once, configured (no needless restarts; no uWSGI keystone on :5000).
+            ctx.sh("debconf-set-selections", stdin=DEBCONF, quiet=True)
+            fresh = ctx.sh("find /var/lib/apt/lists -maxdepth 1 -name '*_InRelease' -mmin -360 "
+                           "| head -1", check=False, quiet=True).stdout.strip()
+            if not fresh:
+                ctx.output("refreshing package lists (apt-get update)")
+                # No apt-internal retries: the step's own retries (with backoff) bound the wait.
+                _apt(ctx, "apt-get update -q -o Acquire::Retries=0")
+            if ks:
+                # keystone's postinst enables its unit and fails when it is masked.
+                ctx.sh(f"systemctl unmask -q {q(ks)}.service 2>/dev/null; true", quiet=True)
+            ctx.transport.write_file(POLICY_RC, POLICY_RC_BODY, mode=0o755)
+            try:
+                _apt(ctx, "dpkg --configure -a")
+                _apt(ctx, plat.install_cmd(missing))
+            finally:
+                ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
+        if ks and "keystone" in ctx.profile.openstack.services:
+            # Apache serves Keystone: the packaged uWSGI service must never grab :5000.
+            # It never started (policy-rc.d), so there is no 15 s stop timeout to wait for.
+            ctx.sh(f"systemctl disable -q {q(ks)}.service 2>/dev/null; "
+                   f"systemctl is-active -q {q(ks)}.service && systemctl kill -s KILL {q(ks)}.service; "
+                   f"systemctl mask -q {q(ks)}.service", quiet=True)
+    else:
+        if missing:
+            _apt(ctx, plat.install_cmd(missing))
+    still = _missing_packages(ctx)
+    if still:
+        raise StepError(f"Packages still missing after install: {' '.join(still)}.",
+                        "the package manager did not install them", "see the output above")
+
+
+def _apt(ctx: Context, cmd: str) -> None:
+    # Another package manager's lock: wait for it with a visible countdown (found in
+    # /proc/locks: no fuser, which minimal hosts lack), then explain; the step retries.
+    from ..preflight import lock_wait_seconds, run_lock_wait
+
+    wait = lock_wait_seconds()
+    r, holders = run_lock_wait(ctx, wait, then=cmd + " 2>&1", timeout=1800)
+    if holders:
+        raise StepError(f"The package manager lock is still held by {holders} after waiting "
+                        f"{wait} s.", "", "", transient=True)
+    # `apt-get update` exits 0 when it cannot fetch the indexes ("W: Failed to fetch"):
+    # the install then failed later with a misleading "Unable to locate package".
+    failed = [ln.strip() for ln in r.lines if _APT_FETCH_FAILED.search(ln)]
+    if failed and (r.status != 0 or " update" in cmd):
+        raise StepError(
+            "Cannot reach the package repository from the host.",
+            failed[0][:300],
+            "check the host's outbound network, DNS (/etc/resolv.conf) and apt proxy "
+            "(`apt-get update` on the host shows the same), then Retry",
+            tail=r.lines[-25:], transient=True)
+    if r.status != 0:
+        raise StepError(f"Package command failed (exit {r.status}): {cmd}", "",
+                        "", tail=r.lines[-25:])
+
+
+# apt's lines for an index or package it could not download
+_APT_FETCH_FAILED = re.compile(r"^(W|E): (Failed to fetch|Unable to fetch some archives|"
+                               r"Some index files failed to download)")
+
+
+def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
+    """Detect, host name, repository, the one package transaction."""
+    prepare = [
+        Step("prepare.detect", "Detect the distribution and release",
+             run=lambda c: detect_platform(c), check=detect_platform,
+             detail="read /etc/os-release; pick the platform profile"),
+        Step("prepare.hostname", "Make the host name resolve to a local address",
+             run=_hosts_run, check=_hosts_check,
+             detail="getent hosts $(hostname); fix /etc/hosts when the profile allows it",
+             files=["/etc/hosts"]),
+    ]
+    if plat.repo_setup:
+        prepare.append(Step("prepare.repo", f"Enable the OpenStack {plat.openstack} repository",
+                            run=_repo_run, check=_repo_check, retries=3,
+                            detail="; ".join(plat.repo_setup)))
+    prepare.append(Step(
+        "prepare.packages", "Install the packages (one transaction)",
+        run=_packages_run, check=_packages_check, retries=3,
+        detail=(("debconf-set-selections (no automatic db/endpoint setup); "
+                 + "policy-rc.d blocks service starts during the install; "
+                 + (f"then systemctl mask {plat.distro_keystone_service} (Apache serves Keystone); "
+                    if plat.distro_keystone_service else ""))
+                if plat.family == "deb" else "") + plat.install_cmd(pkgs),
+        files=[POLICY_RC] if plat.family == "deb" else []))
+    return [Phase("prepare", "Prepare the host", prepare)]
