@@ -35,7 +35,7 @@ from tui.tasks.engine import (
     StepError,
     Transcript,
 )
-from tui.tasks.secrets import Redactor
+from tui.tasks.redact import Redactor
 from tui.tasks.transport import ConnectionLost, TransportError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -551,7 +551,7 @@ CHILD = textwrap.dedent(r"""
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from tui.tasks.engine import Context, Engine, Phase, Plan, RunState, Step
-    from tui.tasks.secrets import Redactor
+    from tui.tasks.redact import Redactor
 
     work = Path(sys.argv[1])
     mode = sys.argv[2]

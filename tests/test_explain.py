@@ -13,7 +13,7 @@ import pytest
 
 from tui.tasks import bundle, explain, preflight
 from tui.tasks.engine import ErrorInfo, StepError, _explain
-from tui.tasks.secrets import MASK, Redactor
+from tui.tasks.redact import MASK, Redactor
 
 
 def info(what, why="", hint="", tail=(), kind="error"):

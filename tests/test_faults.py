@@ -18,7 +18,7 @@ from tui.tasks.platforms import PLATFORMS
 from tui.tasks.services import prepare
 from tui.tasks import engine as e
 from tui.tasks.profile import Profile
-from tui.tasks.secrets import Redactor
+from tui.tasks.redact import Redactor
 from tui.tasks.transport import CommandFailed, Result, Transport
 
 # What bookworm's apt prints with the outbound network refused / blackholed.

@@ -66,7 +66,7 @@ def test_oslo_value_escapes_dollar_and_protects_outer_quotes():
 
 
 def test_diff_is_redacted():
-    from tui.tasks.secrets import MASK, Redactor
+    from tui.tasks.redact import MASK, Redactor
 
     red = Redactor(["s3cret-pass"])
     old = "[database]\nconnection = x\n"

@@ -23,7 +23,7 @@ import pytest
 from tui.tasks import hostkeys, paths
 from tui.tasks.engine import Context, Decision, Engine, Phase, Plan, RunState, Step, Transcript
 from tui.tasks.sandbox import add_user
-from tui.tasks.secrets import Redactor
+from tui.tasks.redact import Redactor
 from tui.tasks.transport import (
     AuthError,
     CommandCancelled,

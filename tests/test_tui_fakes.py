@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from tui.tasks import engine as e
-from tui.tasks.secrets import Redactor
+from tui.tasks.redact import Redactor
 
 OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 PROBE_OUT = (OS_RELEASE + "@@STK@@\n4\n Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz\n@@STK@@\n"

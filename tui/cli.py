@@ -380,7 +380,7 @@ def _ask_host_key(host: str, key_type: str, fp: str) -> bool:
 # -- profiles ----------------------------------------------------------------------
 def cmd_profiles(args) -> int:
     from .tasks import profile as pr
-    from .tasks.secrets import MASK
+    from .tasks.redact import MASK
 
     if args.action == "list":
         names = pr.list_profiles()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
-from .secrets import MASK, Redactor
+from .redact import MASK, Redactor
 
 # settings whose value is a secret, whatever the file format (ini, shell, yaml, json, toml)
 _KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key)"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
-from .secrets import Redactor, atomic_write
+from .fsutil import atomic_write
+from .redact import Redactor
 
 STATE_VERSION = 1
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .fsutil import atomic_write
 from .secrets import (
     SECRET_NAMES,
     Secrets,
     SecretError,
-    atomic_write,
     env_name,
     read_secrets_file,
     validate,

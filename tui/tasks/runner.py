@@ -10,7 +10,8 @@ from . import deploy
 from .engine import Context, Decision, Engine, Plan, RunState, Transcript, new_log_path, state_path
 from .platforms import PLATFORMS, detect
 from .profile import Profile, load_secrets
-from .secrets import Redactor, Secrets
+from .redact import Redactor
+from .secrets import Secrets
 from .transport import Transport
 
 

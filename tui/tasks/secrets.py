@@ -9,15 +9,13 @@ log, a screen, an exception or the state file goes through ``Redactor``.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets as _random
-import shlex
 import string
-import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .fsutil import atomic_write
+from .redact import Redactor
 
 SECRET_NAMES: tuple[str, ...] = (
     "admin_password",
@@ -43,7 +41,6 @@ DESCRIPTIONS = {
     "sudo_password": "sudo password on the host",
 }
 
-MASK = "********"
 # Passwords of Keystone users (bcrypt: at most 72 bytes count).
 KEYSTONE_PASSWORDS = ("admin_password", "demo_password", "glance_password")
 
@@ -103,52 +100,6 @@ def strength(value: str) -> str:
     if len(value) >= 10 and classes >= 2:
         return "fair"
     return "weak"
-
-
-class Redactor:
-    """Replaces every known secret (and its quoted/encoded forms) by a mask."""
-
-    def __init__(self, values=()):
-        self._values: set[str] = set()
-        for value in values:
-            self.add(value)
-
-    def add(self, value: str | None) -> None:
-        if not value or len(value) < 3:
-            return
-        forms = {
-            value,
-            shlex.quote(value),
-            urllib.parse.quote(value, safe=""),
-            urllib.parse.quote_plus(value, safe=""),
-            urllib.parse.quote(value),
-            json.dumps(value)[1:-1],
-            json.dumps(value, ensure_ascii=False)[1:-1],
-            repr(value)[1:-1],
-            value.replace("$", "$$"),  # oslo.config escaping
-            value.replace("%", "%25").replace("@", "%40"),  # minimal URL quoting
-            value.replace("%", "%25").replace("@", "%40").replace("$", "$$"),
-        }
-        self._values.update(f for f in forms if len(f) >= 3)
-        self._ordered = sorted(self._values, key=len, reverse=True)
-
-    def __call__(self, text):
-        return self.redact(text)
-
-    def redact(self, text):
-        if text is None or not self._values:
-            return text
-        if isinstance(text, bytes):
-            return self.redact(text.decode("utf-8", "replace"))
-        if not isinstance(text, str):
-            text = str(text)
-        for value in self._ordered:
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-    def __contains__(self, value: str) -> bool:
-        return value in self._values
 
 
 @dataclass
@@ -224,34 +175,3 @@ def write_secrets_file(path: Path, values: dict[str, str]) -> None:
         {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}}
     )
     atomic_write(path, text.encode(), mode=0o600)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write via temp file + fsync + rename so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Unique per thread too: two threads writing the same file (the engine's worker and
-    # the UI) shared one temp file, and readers saw torn files.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass

@@ -189,7 +189,7 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
     (work / "lock").mkdir(exist_ok=True)
     conf = work / "etc" / "tempest.conf"
     conf.parent.mkdir(exist_ok=True)
-    from .secrets import atomic_write
+    from .fsutil import atomic_write
 
     atomic_write(conf, config_text(profile, admin_password, platform_id, work).encode(),
                  mode=0o600)

@@ -28,7 +28,7 @@ from secrets import token_hex
 from typing import Callable
 
 from . import hostkeys
-from .secrets import Redactor
+from .redact import Redactor
 
 # paramiko logs its own tracebacks (e.g. "Error reading SSH protocol banner") through
 # logging; with no handler configured, logging.lastResort printed them to stderr,
@@ -677,7 +677,7 @@ class Transport:
         )
 
     def download(self, remote: str, local: str) -> None:
-        from .secrets import atomic_write
+        from .fsutil import atomic_write
 
         data = self.read_bytes(remote, timeout=600)
         if data is None:

@@ -90,7 +90,7 @@ def _openrc_check(ctx) -> bool:
 
 
 def _openrc_run(ctx) -> None:
-    from ..secrets import atomic_write
+    from ..fsutil import atomic_write
 
     home = remote_home(ctx)
     user = ctx.profile.host.user
