@@ -15,9 +15,7 @@ from .common import Responsive, Field, breadcrumb
 
 STRENGTH_STYLE = {"strong": "green", "fair": "yellow", "weak": "red", "empty": "dim"}
 # Which service a secret belongs to (for "not needed" hints).
-OWNER = {"admin_password": "keystone", "demo_password": "keystone",
-         "keystone_db_password": "keystone", "glance_db_password": "glance",
-         "glance_password": "glance", "rabbit_password": "rabbitmq"}
+OWNER = sec.OWNER
 
 
 class CredentialsScreen(Responsive, Screen):

@@ -15,12 +15,11 @@ from textual.widgets import Button, Checkbox, Footer, Header, Label, Select, Sel
 from textual.widgets.selection_list import Selection
 
 from ..tasks import profile as pr
+from ..tasks.services import REGISTRY
 from .common import Responsive, Field, breadcrumb
 
-TITLES = {"mariadb": "MariaDB", "rabbitmq": "RabbitMQ", "memcached": "Memcached",
-          "keystone": "Keystone", "glance": "Glance"}
-ROLES = {"mariadb": "database", "rabbitmq": "message queue", "memcached": "token cache",
-         "keystone": "identity", "glance": "images"}
+TITLES = {s.id: s.title for s in REGISTRY}
+ROLES = {s.id: s.role for s in REGISTRY}
 
 
 def requires(svc: str) -> set[str]:

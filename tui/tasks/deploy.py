@@ -19,9 +19,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
                           else "debian-13")
     plat = PLATFORMS[pid]
     chosen = [s for s in REGISTRY if s.id in svc]
-    pkgs = list(plat.packages.get("base", []))
-    for s in chosen:
-        pkgs += plat.packages.get(s.id, [])
+    pkgs = plat.packages_for(svc)
     phases: list[Phase] = [preflight_phase()]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:

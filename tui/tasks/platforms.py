@@ -33,6 +33,12 @@ class Platform:
     # Debian's support status, said by preflight and plan.
     support: str = ""
 
+    def packages_for(self, services) -> list[str]:
+        """The base packages, then each selected service's, in the table's (registry) order."""
+        chosen = set(services)
+        return [p for comp, pkgs in self.packages.items() if comp == "base" or comp in chosen
+                for p in pkgs]
+
     @property
     def all_packages(self) -> list[str]:
         return [p for pkgs in self.packages.values() for p in pkgs]

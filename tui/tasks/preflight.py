@@ -24,6 +24,7 @@ from typing import Callable
 
 from .engine import Context, Notice, Phase, Step, StepError
 from .platforms import PLATFORMS, Platform, describe, detect
+from .services import REGISTRY
 
 q = shlex.quote
 OK, WARNING, BLOCKING = "ok", "warning", "blocking"
@@ -31,14 +32,7 @@ GiB = 1024 ** 3
 
 # port -> (component that needs it, process names that may hold it, what it is)
 PORTS: dict[int, tuple[str, frozenset, str]] = {
-    3306: ("mariadb", frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),
-    5672: ("rabbitmq", frozenset({"beam.smp"}), "RabbitMQ (AMQP)"),
-    4369: ("rabbitmq", frozenset({"epmd", "beam.smp", "systemd"}), "Erlang port mapper (epmd)"),
-    25672: ("rabbitmq", frozenset({"beam.smp"}), "RabbitMQ (node distribution)"),
-    11211: ("memcached", frozenset({"memcached"}), "Memcached"),
-    5000: ("keystone", frozenset({"apache2", "httpd"}), "Keystone (Apache)"),
-    9292: ("glance", frozenset({"glance-api"}), "Glance API"),
-}
+    p.port: (s.id, p.holders, p.label) for s in REGISTRY for p in s.ports}
 
 # Package-manager locks, and who holds them, without fuser (psmisc is not in a
 # minimal Debian): /proc/locks lists every POSIX lock with the holder's pid and
@@ -262,12 +256,7 @@ def _probe_sh(urls: list[str], family: str) -> str:
 
 
 def _wanted_packages(ctx: Context, plat: Platform) -> list[str]:
-    svc = set(ctx.profile.openstack.services)
-    out = list(plat.packages.get("base", []))
-    for comp in ("mariadb", "rabbitmq", "memcached", "keystone", "glance"):
-        if comp in svc:
-            out += plat.packages.get(comp, [])
-    return out
+    return plat.packages_for(ctx.profile.openstack.services)
 
 
 def _mem_bytes(text: str) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import paths
 from .fsutil import atomic_write
+from .services import REGISTRY
 from .secrets import (
     SECRET_NAMES,
     Secrets,
@@ -28,15 +29,9 @@ from .secrets import (
 from .toml import dumps
 
 PROFILE_VERSION = 1
-SERVICES = ("mariadb", "rabbitmq", "memcached", "keystone", "glance")
+SERVICES = tuple(s.id for s in REGISTRY)
 # What each service needs to be useful.
-DEPENDS = {
-    "mariadb": (),
-    "rabbitmq": (),
-    "memcached": (),
-    "keystone": ("mariadb", "memcached"),
-    "glance": ("keystone", "mariadb", "memcached"),
-}
+DEPENDS = {s.id: s.requires for s in REGISTRY}
 PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
 MAX_PROFILE_BYTES = 256 * 1024
@@ -112,16 +107,14 @@ class Profile:
 
     def needed_secrets(self) -> list[str]:
         svc = set(self.openstack.services)
-        need = []
-        if "keystone" in svc:
-            need += ["admin_password", "keystone_db_password"]
-            if self.openstack.demo:
-                need.append("demo_password")
-        if "glance" in svc:
-            need += ["glance_db_password", "glance_password"]
-        if "rabbitmq" in svc:
-            need.append("rabbit_password")
-        return need
+        return [sec.name for s in REGISTRY if s.id in svc for sec in s.secrets
+                if self.openstack.demo or not sec.only_with_demo]
+
+    def databases(self) -> list[tuple[str, str]]:
+        """(database, its password's secret name) for each selected service that has one."""
+        svc = set(self.openstack.services)
+        return [(s.database, f"{s.database}_db_password") for s in REGISTRY
+                if s.id in svc and s.database]
 
     # -- serialisation -------------------------------------------------
     def to_dict(self, *, with_secrets: bool = False) -> dict:

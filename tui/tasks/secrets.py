@@ -16,33 +16,24 @@ from pathlib import Path
 
 from .fsutil import atomic_write
 from .redact import Redactor
+from .services import REGISTRY
 
-SECRET_NAMES: tuple[str, ...] = (
-    "admin_password",
-    "demo_password",
-    "keystone_db_password",
-    "glance_db_password",
-    "glance_password",
-    "rabbit_password",
-    "ssh_password",
-    "sudo_password",
-)
-# Secrets stack-tui may invent; the SSH and sudo passwords belong to the user.
-GENERATABLE: tuple[str, ...] = SECRET_NAMES[:6]
-
-DESCRIPTIONS = {
-    "admin_password": "Keystone 'admin' user",
-    "demo_password": "Keystone 'demo' user",
-    "keystone_db_password": "MariaDB user 'keystone'",
-    "glance_db_password": "MariaDB user 'glance'",
-    "glance_password": "Keystone 'glance' service user",
-    "rabbit_password": "RabbitMQ user 'openstack'",
+# The services' secrets (from the registry, in install order), then the user's own.
+SERVICE_SECRETS = tuple(sec for svc in REGISTRY for sec in svc.secrets)
+USER_SECRETS = {
     "ssh_password": "SSH login password",
     "sudo_password": "sudo password on the host",
 }
+SECRET_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICE_SECRETS) + tuple(USER_SECRETS)
+# Secrets stack-tui may invent; the SSH and sudo passwords belong to the user.
+GENERATABLE: tuple[str, ...] = tuple(s.name for s in SERVICE_SECRETS)
+DESCRIPTIONS = {**{s.name: s.description for s in SERVICE_SECRETS}, **USER_SECRETS}
+# Which service a secret belongs to.
+OWNER = {sec.name: svc.id for svc in REGISTRY for sec in svc.secrets}
 
-# Passwords of Keystone users (bcrypt: at most 72 bytes count).
-KEYSTONE_PASSWORDS = ("admin_password", "demo_password", "glance_password")
+# Passwords of Keystone users (bcrypt: at most 72 bytes count), of database users.
+KEYSTONE_PASSWORDS = tuple(s.name for s in SERVICE_SECRETS if s.kind == "keystone")
+DB_PASSWORDS = tuple(s.name for s in SERVICE_SECRETS if s.kind == "database")
 
 
 class SecretError(ValueError):
@@ -75,7 +66,7 @@ def validate(name: str, value: str) -> str | None:
     if name in KEYSTONE_PASSWORDS and len(value.encode()) > 72:
         return (f"{name} is longer than 72 bytes; Keystone hashes passwords with bcrypt, "
                 "which reads only 72 bytes (Epoxy refuses longer ones)")
-    if name.endswith("_db_password"):
+    if name in DB_PASSWORDS:
         if "%" in value:
             return (f"{name} contains '%'; Keystone's and Glance's schema migrations read the "
                     "database URL through Python's configparser, where '%' breaks them")

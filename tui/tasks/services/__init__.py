@@ -8,25 +8,16 @@ packages) and ``finish`` (credential files, verification) frame them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from . import finish, glance, keystone, mariadb, memcached, prepare, rabbitmq
+from .base import Port, Secret, Service
 
 
-@dataclass(frozen=True)
-class Service:
-    id: str                      # the name in [openstack] services and in Platform.packages
-    title: str
-    phases: Callable             # (profile, plat) -> list[Phase]
+REGISTRY: tuple[Service, ...] = tuple(
+    m.SERVICE for m in (mariadb, rabbitmq, memcached, keystone, glance))
 
 
-REGISTRY: tuple[Service, ...] = (
-    Service("mariadb", "MariaDB", mariadb.phases),
-    Service("rabbitmq", "RabbitMQ", rabbitmq.phases),
-    Service("memcached", "Memcached", memcached.phases),
-    Service("keystone", "Keystone (identity)", keystone.phases),
-    Service("glance", "Glance (images)", glance.phases),
-)
+def by_id(service_id: str) -> Service:
+    return next(s for s in REGISTRY if s.id == service_id)
 
-__all__ = ["REGISTRY", "Service", "finish", "prepare"]
+
+__all__ = ["REGISTRY", "Port", "Secret", "Service", "by_id", "finish", "prepare"]

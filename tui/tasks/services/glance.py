@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import inifile, paths
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
+from .base import Service, Port, Secret
 from .common import (
     db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
     ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
@@ -301,3 +302,13 @@ def phases(profile, plat: Platform) -> list[Phase]:
                     f"{profile.image.visibility}); skip when the same name and checksum exist"),
     ]))
     return out
+
+
+SERVICE = Service(
+    "glance", "Glance", "images", phases,
+    requires=("keystone", "mariadb", "memcached"),
+    secrets=(Secret("glance_db_password", "MariaDB user 'glance'", "database"),
+             Secret("glance_password", "Keystone 'glance' service user", "keystone")),
+    ports=(Port(9292, frozenset({"glance-api"}), "Glance API"),),
+    database="glance",
+)

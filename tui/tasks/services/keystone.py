@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
+from .base import Service, Port, Secret
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -266,3 +267,14 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_projects_run, check=_projects_check,
              detail="keystoneauth1 over the port forward: look up, then create what is missing"),
     ])]
+
+
+SERVICE = Service(
+    "keystone", "Keystone", "identity", phases,
+    requires=("mariadb", "memcached"),
+    secrets=(Secret("admin_password", "Keystone 'admin' user", "keystone"),
+             Secret("demo_password", "Keystone 'demo' user", "keystone", only_with_demo=True),
+             Secret("keystone_db_password", "MariaDB user 'keystone'", "database")),
+    ports=(Port(5000, frozenset({"apache2", "httpd"}), "Keystone (Apache)"),),
+    database="keystone",
+)

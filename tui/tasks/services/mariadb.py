@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
+from .base import Service, Port
 from .common import (
     ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
     sql_literal,
@@ -30,8 +31,7 @@ def _mariadb_config_run(ctx):
 
 
 def _dbs(ctx) -> list[tuple[str, str]]:
-    svc = ctx.profile.openstack.services
-    return [(n, f"{n}_db_password") for n in ("keystone", "glance") if n in svc]
+    return ctx.profile.databases()
 
 
 def _db_login_ok(ctx, user: str, password: str) -> bool:
@@ -104,3 +104,9 @@ def phases(profile, plat: Platform) -> list[Phase]:
                     "passwords ******** (SQL on stdin as root over the unix socket); "
                     "login proven with PyMySQL over the SSH port forward"),
     ])]
+
+
+SERVICE = Service(
+    "mariadb", "MariaDB", "database", phases,
+    ports=(Port(3306, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
+)

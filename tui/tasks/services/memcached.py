@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..engine import Phase, Step
 from ..platforms import Platform
+from .base import Service, Port
 from .common import ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
 
 
@@ -55,3 +56,9 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_memcached_run, check=_memcached_check, files=[plat.memcached_conf],
              detail="-l <management address>; systemctl enable --now memcached"),
     ])]
+
+
+SERVICE = Service(
+    "memcached", "Memcached", "token cache", phases,
+    ports=(Port(11211, frozenset({"memcached"}), "Memcached"),),
+)

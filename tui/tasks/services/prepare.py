@@ -84,9 +84,7 @@ def _repo_run(ctx: Context) -> None:
 def wanted_packages(ctx: Context) -> list[str]:
     plat = platform_of(ctx)
     svc = set(ctx.profile.openstack.services)
-    # Platform.packages is ordered like the registry: base first, then per service.
-    return [pkg for comp, pkgs in plat.packages.items() if comp == "base" or comp in svc
-            for pkg in pkgs]
+    return plat.packages_for(svc)
 
 
 def _missing_packages(ctx: Context) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..engine import Phase, Step
 from ..platforms import Platform
+from .base import Service, Port, Secret
 from .common import ensure_service, service_ok
 
 
@@ -72,3 +73,12 @@ def phases(profile, plat: Platform) -> list[Phase]:
                     "change_password openstack (password on stdin); set_permissions .* .* .*; "
                     "delete_user guest"),
     ])]
+
+
+SERVICE = Service(
+    "rabbitmq", "RabbitMQ", "message queue", phases,
+    secrets=(Secret("rabbit_password", "RabbitMQ user 'openstack'"),),
+    ports=(Port(5672, frozenset({"beam.smp"}), "RabbitMQ (AMQP)"),
+           Port(4369, frozenset({"epmd", "beam.smp", "systemd"}), "Erlang port mapper (epmd)"),
+           Port(25672, frozenset({"beam.smp"}), "RabbitMQ (node distribution)")),
+)

@@ -1,0 +1,38 @@
+"""What a service declares about itself (a leaf module: no project imports).
+
+Each service module ends with ``SERVICE = Service(...)``; the registry
+(``tui/tasks/services/__init__.py``) lists them in install order, and profile,
+secrets, preflight, the plan and the screens derive from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Secret:
+    name: str                  # key in the secrets file, STACK_TUI_<NAME> in the environment
+    description: str           # what it is, for screens and messages
+    kind: str = ""             # "keystone" (a Keystone user's: bcrypt, 72 bytes), "database"
+    only_with_demo: bool = False  # needed only when the profile creates the demo project
+
+
+@dataclass(frozen=True)
+class Port:
+    port: int
+    holders: frozenset[str]    # process names that hold it once the service runs
+    label: str
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str                    # name in [openstack] services and in Platform.packages
+    title: str                 # "Keystone"
+    role: str                  # "identity"
+    phases: Callable           # (profile, plat) -> list[Phase]
+    requires: tuple[str, ...] = ()      # services it needs to be useful
+    secrets: tuple[Secret, ...] = ()
+    ports: tuple[Port, ...] = ()
+    database: str | None = None         # MariaDB database and user; password <db>_db_password
