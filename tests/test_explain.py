@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tui.tasks import bundle, explain, preflight
+from tui.tasks import bundle, explain, pkglock, preflight
 from tui.tasks.engine import ErrorInfo, StepError, _explain
 from tui.tasks.redact import MASK, Redactor
 
@@ -257,11 +257,11 @@ def test_repos_blocking_only_when_needed():
 
 def test_lock_wait_script_counts_down(monkeypatch):
     monkeypatch.setenv("STACK_TUI_LOCK_WAIT", "7")
-    assert preflight.lock_wait_seconds() == 7
-    sh = preflight.lock_wait_sh(7)
+    assert pkglock.lock_wait_seconds() == 7
+    sh = pkglock.lock_wait_sh(7)
     assert "/proc/locks" in sh and "fuser" not in sh and "@@LOCKED" in sh and "s left" in sh
     monkeypatch.setenv("STACK_TUI_LOCK_WAIT", "junk")
-    assert preflight.lock_wait_seconds() == 120
+    assert pkglock.lock_wait_seconds() == 120
 
 
 # -- bundle scrubbing ---------------------------------------------------------------------------

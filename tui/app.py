@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual.app import App, SystemCommand
@@ -19,73 +18,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from .tasks import profile as pr
-from .tasks.secrets import GENERATABLE
+from .wizard import WIZARD, WizardState
 
 if TYPE_CHECKING:
-    from .screens.hostinfo import HostFacts
     from .tasks.engine import Engine, Plan, RunState
     from .tasks.secrets import Secrets
-
-WIZARD = ("host", "credentials", "services", "review")
-
-
-@dataclass
-class WizardState:
-    """Everything the screens edit: the profile, the secrets and a few UI choices."""
-
-    profile: pr.Profile
-    secrets: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)   # env / profile / file / user
-    save_secrets: bool = False                              # into the profile's [secrets]
-    auth: str = "agent"                                     # key / agent / password
-    facts: "HostFacts | None" = None                        # from "Test connection"
-
-    @classmethod
-    def for_profile(cls, profile: pr.Profile) -> "WizardState":
-        secrets = pr.load_secrets(profile)
-        st = cls(profile, dict(secrets.values), dict(secrets.sources),
-                 save_secrets=bool(profile.inline_secrets))
-        if profile.host.key_file:
-            st.auth = "key"
-        elif secrets.get("ssh_password"):
-            st.auth = "password"
-        return st
-
-    def set_secret(self, name: str, value: str) -> None:
-        if value == self.secrets.get(name, ""):
-            return
-        if value:
-            self.secrets[name] = value
-            self.sources[name] = "user"
-        else:
-            self.secrets.pop(name, None)
-            self.sources.pop(name, None)
-
-    def build_secrets(self, *, generate: bool = True) -> "Secrets":
-        """The run's Secrets.  Missing ones the run needs are generated (shown on the
-        Credentials screen too).  Where they are kept: the profile's [secrets] when
-        ``save_secrets``, else the 0600 secrets file; values from the environment nowhere."""
-        from .tasks.secrets import Secrets, generate as make
-
-        prof = self.profile
-        if generate:
-            for name in prof.needed_secrets():
-                if name in GENERATABLE and not self.secrets.get(name):
-                    self.secrets[name] = make()
-                    self.sources[name] = "generated"
-        values = {k: v for k, v in self.secrets.items() if v}
-        sources = {}
-        for k in values:
-            src = self.sources.get(k, "user")
-            if src == "env":
-                sources[k] = "env"
-            elif self.save_secrets:
-                sources[k] = "profile"
-            else:
-                sources[k] = "user" if src == "profile" else src
-        prof.inline_secrets = {k: v for k, v in values.items() if sources[k] == "profile"}
-        return Secrets(values=values, sources=sources, file=prof.secrets_file)
-
 
 class LiveRunner:
     """The real engine behind the progress screen (tests inject a fake with this shape)."""
@@ -197,6 +134,17 @@ class StackApp(App):
                    "services": ServicesScreen, "review": ReviewScreen}[name]
             self.install_screen(cls(), key)
         return self.get_screen(key)
+
+    def resume_profile(self, prof: pr.Profile) -> bool:
+        """Load ``prof`` as the session and resume its unfinished run."""
+        try:
+            self.state = WizardState.for_profile(prof)
+        except pr.ProfileError as exc:
+            self.notify(str(exc), severity="error")
+            return False
+        self._reset_wizard()
+        self.start_run(resume=True)
+        return True
 
     def _reset_wizard(self) -> None:
         """A new session (new or loaded profile): fresh screens from the new state."""

@@ -6,7 +6,6 @@ Imports are deferred so `stack-tui --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
@@ -140,36 +139,9 @@ def cmd_plan(args) -> int:
     prof = _load(args.profile)
     if prof is None:
         return EXIT_USAGE
-    from .tasks.deploy import build_plan
-    from .tasks.platforms import PLATFORMS
+    from .tasks.deploy import describe_plan
 
-    plan = build_plan(prof)
-    plat = PLATFORMS[plan.platform]
-    forced = prof.openstack.platform != "auto"
-    print(f"Profile {prof.name}: {prof.host.user}@{prof.host.address}:{prof.host.port}, "
-          f"region {prof.openstack.region}, endpoints on {prof.endpoint_host}")
-    print(f"Platform: {plat.name}, OpenStack {plat.openstack}"
-          + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
-          + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))
-    if plat.support:
-        print(f"Support: {plat.support}")
-    if not forced:
-        others = [f"{p.name}: OpenStack {p.openstack}" for p in PLATFORMS.values()
-                  if p.id != plat.id and p.verified]
-        if others:
-            print("Other verified platforms get: " + "; ".join(others))
-    print(f"Services: {', '.join(prof.openstack.services)}; demo project: "
-          f"{'yes' if prof.openstack.demo else 'no'}")
-    n = 0
-    for phase in plan.phases:
-        print(f"\n{phase.title} [{phase.id}]")
-        for step in phase.steps:
-            n += 1
-            print(f"  {n:2d}. {step.id:28s} {step.title}")
-            if step.detail:
-                print(f"      does:  {step.detail}")
-            if step.files:
-                print(f"      files: {', '.join(step.files)}")
+    print(describe_plan(prof), end="")
     return EXIT_OK
 
 

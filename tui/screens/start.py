@@ -165,15 +165,7 @@ class StartScreen(Responsive, Screen):
         except pr.ProfileError as exc:
             self.notify(str(exc), severity="error")
             return
-        from ..app import WizardState
-
-        try:
-            self.app.state = WizardState.for_profile(prof)
-        except pr.ProfileError as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.app._reset_wizard()
-        self.app.start_run(resume=True)
+        self.app.resume_profile(prof)
 
     def action_duplicate(self) -> None:
         from .modals import NameModal

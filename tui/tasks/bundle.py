@@ -13,8 +13,6 @@ not know: ``password = ...`` style settings, passwords in URLs, OS_PASSWORD,
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import io
 import re
 import tarfile
@@ -76,16 +74,12 @@ def newest_logs(profile_name: str, n: int = 3) -> list[Path]:
 
 def plan_text(profile) -> str:
     """Exactly what `stack-tui plan PROFILE` prints."""
-    from .. import cli
+    from .deploy import describe_plan
 
-    target = str(profile.path) if getattr(profile, "path", None) else profile.name
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        try:
-            cli.cmd_plan(argparse.Namespace(profile=target))
-        except Exception as exc:  # noqa: BLE001 - the bundle still gets written
-            print(f"(could not render the plan: {type(exc).__name__}: {exc})")
-    return buf.getvalue()
+    try:
+        return describe_plan(profile)
+    except Exception as exc:  # noqa: BLE001 - the bundle still gets written
+        return f"(could not render the plan: {type(exc).__name__}: {exc})\n"
 
 
 SERVICES = ("mariadb", "rabbitmq-server", "memcached", "apache2", "httpd", "glance-api",

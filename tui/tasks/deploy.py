@@ -27,3 +27,37 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     if "keystone" in svc:
         phases += finish.phases(profile, plat)
     return Plan(phases, platform=plat.id)
+
+
+def describe_plan(profile) -> str:
+    """The plan as `stack-tui plan` prints it (and the support bundle stores it)."""
+    lines: list[str] = []
+    say = lines.append
+    plan = build_plan(profile)
+    plat = PLATFORMS[plan.platform]
+    forced = profile.openstack.platform != "auto"
+    say(f"Profile {profile.name}: {profile.host.user}@{profile.host.address}:{profile.host.port}, "
+        f"region {profile.openstack.region}, endpoints on {profile.endpoint_host}")
+    say(f"Platform: {plat.name}, OpenStack {plat.openstack}"
+        + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
+        + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))
+    if plat.support:
+        say(f"Support: {plat.support}")
+    if not forced:
+        others = [f"{p.name}: OpenStack {p.openstack}" for p in PLATFORMS.values()
+                  if p.id != plat.id and p.verified]
+        if others:
+            say("Other verified platforms get: " + "; ".join(others))
+    say(f"Services: {', '.join(profile.openstack.services)}; demo project: "
+        f"{'yes' if profile.openstack.demo else 'no'}")
+    n = 0
+    for phase in plan.phases:
+        say(f"\n{phase.title} [{phase.id}]")
+        for step in phase.steps:
+            n += 1
+            say(f"  {n:2d}. {step.id:28s} {step.title}")
+            if step.detail:
+                say(f"      does:  {step.detail}")
+            if step.files:
+                say(f"      files: {', '.join(step.files)}")
+    return "\n".join(lines) + "\n"

@@ -384,3 +384,24 @@ def detect_platform(ctx: Context) -> bool:
     ctx.output(f"{describe(text)}: platform {plat.id}, OpenStack {plat.openstack}"
                + ("" if plat.verified else " (plan only: not yet verified on a real host)"))
     return not changed
+
+
+def fix_hosts_file(ctx: Context, name: str, addr: str) -> bool:
+    """Map ``name`` to ``addr`` in /etc/hosts, keeping every other line."""
+    old = read_remote(ctx, "/etc/hosts") or ""
+    out, placed = [], False
+    for line in old.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and name in fields[1:] and not fields[0].startswith("127.0.0.1") \
+                and ":" not in fields[0]:
+            if not placed:
+                out.append(f"{addr} {name}")
+                placed = True
+            continue
+        if len(fields) >= 2 and fields[0].startswith("127.") and name in fields[1:] \
+                and fields[0] != "127.0.0.1":
+            continue  # Debian's 127.0.1.1 <hostname> line
+        out.append(line)
+    if not placed:
+        out.append(f"{addr} {name}")
+    return put_file(ctx, "/etc/hosts", "\n".join(out) + "\n", old=old)

@@ -6,7 +6,8 @@ import re
 
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
-from .common import POLICY_RC, POLICY_RC_BODY, detect_platform, platform_of, put_file, q, read_remote
+from ..pkglock import lock_wait_seconds, run_lock_wait
+from .common import POLICY_RC, POLICY_RC_BODY, detect_platform, fix_hosts_file, platform_of, q
 
 
 def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
@@ -47,27 +48,6 @@ def _hosts_run(ctx: Context) -> None:
     if not _hosts_check(ctx):
         raise StepError(f"{name} still does not resolve to {addr} after fixing /etc/hosts.",
                         "nsswitch.conf may not consult files first", "check /etc/nsswitch.conf")
-
-
-def fix_hosts_file(ctx: Context, name: str, addr: str) -> bool:
-    """Map ``name`` to ``addr`` in /etc/hosts, keeping every other line."""
-    old = read_remote(ctx, "/etc/hosts") or ""
-    out, placed = [], False
-    for line in old.splitlines():
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and name in fields[1:] and not fields[0].startswith("127.0.0.1") \
-                and ":" not in fields[0]:
-            if not placed:
-                out.append(f"{addr} {name}")
-                placed = True
-            continue
-        if len(fields) >= 2 and fields[0].startswith("127.") and name in fields[1:] \
-                and fields[0] != "127.0.0.1":
-            continue  # Debian's 127.0.1.1 <hostname> line
-        out.append(line)
-    if not placed:
-        out.append(f"{addr} {name}")
-    return put_file(ctx, "/etc/hosts", "\n".join(out) + "\n", old=old)
 
 
 def _repo_check(ctx: Context) -> bool:
@@ -174,7 +154,6 @@ def _packages_run(ctx: Context) -> None:
 def _apt(ctx: Context, cmd: str) -> None:
     # Another package manager's lock: wait for it with a visible countdown (found in
     # /proc/locks: no fuser, which minimal hosts lack), then explain; the step retries.
-    from ..preflight import lock_wait_seconds, run_lock_wait
 
     wait = lock_wait_seconds()
     r, holders = run_lock_wait(ctx, wait, then=cmd + " 2>&1", timeout=1800)
