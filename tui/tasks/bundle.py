@@ -82,40 +82,30 @@ def plan_text(profile) -> str:
         return f"(could not render the plan: {type(exc).__name__}: {exc})\n"
 
 
-SERVICES = ("mariadb", "rabbitmq-server", "memcached", "apache2", "httpd", "glance-api",
-            "openstack-glance-api", "keystone")
-
-
 def host_items(platform_id: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(files to read, commands to run) on the host, each (name in bundle, path/command)."""
+    """(files to read, commands to run) on the host, each (name in bundle, path/command).
+
+    Every service declares its config files, units and logs (services/base.py)."""
     from .platforms import PLATFORMS
+    from .services import REGISTRY
 
     plat = PLATFORMS.get(platform_id or "", PLATFORMS["debian-13"])
-    files = [
-        ("etc/keystone/keystone.conf", "/etc/keystone/keystone.conf"),
-        ("etc/glance/glance-api.conf", "/etc/glance/glance-api.conf"),
-        ("etc/" + plat.mariadb_conf.split("/etc/", 1)[-1], plat.mariadb_conf),
-        ("etc/" + plat.memcached_conf.split("/etc/", 1)[-1], plat.memcached_conf),
-        ("etc/" + plat.keystone_vhost.split("/etc/", 1)[-1], plat.keystone_vhost),
-        ("etc/hosts", "/etc/hosts"),
-        ("etc/os-release", "/etc/os-release"),
-    ]
-    units = [u for u in SERVICES if u not in ("httpd", "openstack-glance-api")] \
-        if plat.family == "deb" else [u for u in SERVICES if u not in ("apache2", "glance-api", "keystone")]
+    configs = [c for s in REGISTRY for c in s.configs(plat)] + ["/etc/hosts", "/etc/os-release"]
+    files = [("etc/" + c.split("/etc/", 1)[-1], c) for c in configs]
+    units = [u for s in REGISTRY for u in s.units(plat)]
     cmds = [("systemctl-status.txt",
              "systemctl status --no-pager -n 0 " + " ".join(units) + " 2>&1")]
     for u in units:
         cmds.append((f"journal/{u}.txt", f"journalctl -u {u} -n 200 --no-pager -o short-iso 2>&1"))
+    for s in REGISTRY:
+        for log in s.logs(plat):
+            cmds.append((f"logs/{log.rsplit('/', 1)[-1]}", f"tail -n 300 {log} 2>&1"))
+    names = "|".join([s.id for s in REGISTRY] + ["apache2", "httpd", "wsgi", "openstack"])
     cmds += [
-        ("logs/keystone.log", f"tail -n 300 {plat.apache_log_dir}/keystone.log 2>&1"),
-        ("logs/keystone-manage.log", "tail -n 100 /var/log/keystone/keystone-manage.log 2>&1"),
-        ("logs/glance-api.log", "tail -n 300 /var/log/glance/glance-api.log 2>&1"),
         ("ss-ltnp.txt", "ss -ltnp 2>&1"),
         ("df.txt", "df -h 2>&1; free -m 2>&1"),
-        ("packages.txt", ("dpkg -l 2>&1 | grep -E 'keystone|glance|mariadb|rabbitmq|memcached|"
-                          "apache2|wsgi|openstack'" if plat.family == "deb"
-                          else "rpm -qa 2>&1 | grep -E 'keystone|glance|mariadb|rabbitmq|"
-                               "memcached|httpd|wsgi|openstack'")),
+        ("packages.txt", (f"dpkg -l 2>&1 | grep -E '{names}'" if plat.family == "deb"
+                          else f"rpm -qa 2>&1 | grep -E '{names}'")),
     ]
     return files, cmds
 

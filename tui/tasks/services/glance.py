@@ -311,4 +311,7 @@ SERVICE = Service(
              Secret("glance_password", "Keystone 'glance' service user", "keystone")),
     ports=(Port(9292, frozenset({"glance-api"}), "Glance API"),),
     database="glance",
+    configs=lambda plat: (GLANCE_CONF,),
+    units=lambda plat: (plat.glance_service,),
+    logs=lambda plat: ("/var/log/glance/glance-api.log",),
 )

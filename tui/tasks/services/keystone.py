@@ -277,4 +277,9 @@ SERVICE = Service(
              Secret("keystone_db_password", "MariaDB user 'keystone'", "database")),
     ports=(Port(5000, frozenset({"apache2", "httpd"}), "Keystone (Apache)"),),
     database="keystone",
+    configs=lambda plat: (KEYSTONE_CONF, plat.keystone_vhost),
+    units=lambda plat: (plat.web_service,) + ((plat.distro_keystone_service,)
+                                              if plat.distro_keystone_service else ()),
+    logs=lambda plat: (f"{plat.apache_log_dir}/keystone.log",
+                       "/var/log/keystone/keystone-manage.log"),
 )

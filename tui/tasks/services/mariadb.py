@@ -109,4 +109,6 @@ def phases(profile, plat: Platform) -> list[Phase]:
 SERVICE = Service(
     "mariadb", "MariaDB", "database", phases,
     ports=(Port(3306, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
+    configs=lambda plat: (plat.mariadb_conf,),
+    units=lambda plat: ("mariadb",),
 )

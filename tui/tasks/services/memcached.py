@@ -61,4 +61,6 @@ def phases(profile, plat: Platform) -> list[Phase]:
 SERVICE = Service(
     "memcached", "Memcached", "token cache", phases,
     ports=(Port(11211, frozenset({"memcached"}), "Memcached"),),
+    configs=lambda plat: (plat.memcached_conf,),
+    units=lambda plat: ("memcached",),
 )

@@ -81,4 +81,5 @@ SERVICE = Service(
     ports=(Port(5672, frozenset({"beam.smp"}), "RabbitMQ (AMQP)"),
            Port(4369, frozenset({"epmd", "beam.smp", "systemd"}), "Erlang port mapper (epmd)"),
            Port(25672, frozenset({"beam.smp"}), "RabbitMQ (node distribution)")),
+    units=lambda plat: ("rabbitmq-server",),
 )
