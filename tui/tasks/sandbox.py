@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import hostkeys, paths
+from .fsutil import atomic_write
 
 # Debian release (as the user names it) -> suite.  The first is the default.
 RELEASES = {"13": "trixie", "12": "bookworm"}
@@ -162,19 +163,7 @@ def _run(cmd: list[str], *, check: bool = True, input: bytes | None = None,
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic_write(path, text.encode(), mode=mode)
 
 
 @contextlib.contextmanager
