@@ -117,6 +117,9 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
 
     if "keystone" in svc:
         admin = admin_session(ctx)
+        # A token issued now: the run's cached one predates the endpoints this run made,
+        # and its catalog would lack them.
+        admin.invalidate()
         try:
             admin.get_token()
             add("token as admin", True)
