@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from tui.tasks import engine as e
 from tui.tasks.redact import Redactor
 
-OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_ID="13"\n'
 PROBE_OUT = (OS_RELEASE + "@@STK@@\n4\n Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz\n@@STK@@\n"
              "MemTotal:        8140000 kB\n@@STK@@\n/dev/sda1 41152736 3000000 36000000 8% /\n"
              "@@STK@@\n0\n")
@@ -86,10 +86,10 @@ def small_plan(extra=None) -> e.Plan:
     phases = [
         e.Phase("preflight", "Preflight checks", [
             ok_step("preflight.checks", "Check the host can take the install",
-                    ["ok       Distribution and release: Debian 12", "ok       Memory: 7.8 GiB"]),
+                    ["ok       Distribution and release: Debian 13", "ok       Memory: 7.8 GiB"]),
         ]),
         e.Phase("prepare", "Prepare the host", [
-            ok_step("prepare.detect", "Detect the distribution and release", ["debian-12"]),
+            ok_step("prepare.detect", "Detect the distribution and release", ["debian-13"]),
             ok_step("prepare.packages", "Install the packages (one transaction)",
                     [f"Setting up package-{i} (1.{i}) ..." for i in range(6)]),
         ]),
@@ -107,7 +107,7 @@ def small_plan(extra=None) -> e.Plan:
             ok_step("finish.verify", "Verify: tokens, catalog, image active"),
         ]),
     ]
-    plan = e.Plan(phases, platform="debian-12")
+    plan = e.Plan(phases, platform="debian-13")
     for step in plan.steps():
         step.phase = plan.phase_of(step.id).id
     return plan

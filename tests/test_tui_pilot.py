@@ -179,9 +179,9 @@ async def test_host_key_modal_trust_and_cancel(home):
         await pilot.press("t")  # Trust
         await wait_for(pilot, lambda: app.state.facts is not None, what="test result")
         result = text(app, "#test-result")
-        assert "Debian GNU/Linux 12 (bookworm)" in result
+        assert "Debian GNU/Linux 13 (trixie)" in result
         assert "4 CPUs" in result and "7.8 GiB" in result and "34.3 GiB in /var" in result
-        assert "yes, OpenStack zed (verified)" in result
+        assert "yes, OpenStack 2025.1 (Epoxy) (verified)" in result
         assert FakeTransport.instances[-1].ran, "the probe ran after trusting"
         # Cancel: nothing runs.
         await pilot.press("ctrl+t")
