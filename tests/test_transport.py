@@ -595,6 +595,12 @@ def test_connection_errors_are_distinct_and_fast(make, box, tmp_path):
     closed, took = results["closed port"]
     assert type(closed) is ConnectError and "refused" in str(closed) and ":2222" in str(closed)
     assert took < 3
+    # nothing to offer at all: no key file, no agent, an empty ~/.ssh (the fixture's HOME)
+    t = make(key_file=None)
+    with pytest.raises(AuthError) as ei:
+        t.run("true")
+    assert "No SSH key or password was offered" in str(ei.value)
+    assert "handshake" not in str(ei.value) and "key file" in str(ei.value)
     unreach, took = results["unreachable"]
     assert type(unreach) is ConnectError and UNUSED_ADDRESS in str(unreach)
     assert "refused" not in str(unreach)

@@ -269,6 +269,16 @@ class Transport:
                 ) from None
             except paramiko.SSHException as exc:
                 client.close()
+                if "No authentication methods available" in str(exc):
+                    # paramiko's words when it had nothing to offer: no key file, no agent,
+                    # no default key in ~/.ssh, no password.  Not a handshake problem.
+                    raise AuthError(
+                        f"No SSH key or password was offered to {self.user}@{self.address}.",
+                        "no key file is set, no SSH agent answered and ~/.ssh holds no "
+                        "default key (id_ed25519, id_ecdsa, id_rsa)",
+                        "choose a key file or a password (Host screen: Authentication; "
+                        "headless: [host] key_file, or STACK_TUI_SSH_PASSWORD)",
+                    ) from None
                 raise ConnectError(
                     f"SSH handshake with {self.address}:{self.port} failed.",
                     self.redact(str(exc)),
