@@ -182,6 +182,7 @@ async def test_host_key_modal_trust_and_cancel(home):
         assert "Debian GNU/Linux 13 (trixie)" in result
         assert "4 CPUs" in result and "7.8 GiB" in result and "34.3 GiB in /var" in result
         assert "yes, OpenStack 2025.1 (Epoxy) (verified)" in result
+        assert "Epoxy is maintained upstream" in result  # the support state, not only the name
         assert FakeTransport.instances[-1].ran, "the probe ran after trusting"
         # Cancel: nothing runs.
         await pilot.press("ctrl+t")

@@ -23,6 +23,8 @@ class HostFacts:
     platform_name: str = ""
     openstack: str = ""
     verified: bool = False
+    support: str = ""
+    maintained: bool = True
     cpus: int | None = None
     cpu_model: str = ""
     ram: int | None = None
@@ -60,6 +62,8 @@ class HostFacts:
         else:
             out.append(("Supported", f"yes, OpenStack {self.openstack} (not yet verified)",
                         "warning"))
+        if self.support:
+            out.append(("Support", self.support, "ok" if self.maintained else "warning"))
         return out
 
 
@@ -74,6 +78,7 @@ def parse(stdout: str) -> HostFacts:
     if plat is not None:
         facts.platform_id, facts.platform_name = plat.id, plat.name
         facts.openstack, facts.verified = plat.openstack, plat.verified
+        facts.support, facts.maintained = plat.support, plat.maintained
     cpu_lines = cpu_text.splitlines()
     if cpu_lines and cpu_lines[0].strip().isdigit():
         facts.cpus = int(cpu_lines[0].strip())

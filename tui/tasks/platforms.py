@@ -30,8 +30,10 @@ class Platform:
     # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
     # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
     keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
-    # Debian's support status, said by preflight and plan.
+    # Support status, said by preflight, plan and the Host screen; an unmaintained
+    # OpenStack release gets a warning (never a block).
     support: str = ""
+    maintained: bool = True
 
     def packages_for(self, services) -> list[str]:
         """The base packages, then each selected service's, in the table's (registry) order."""
@@ -83,6 +85,7 @@ DEBIAN_12 = Platform(
     repo_setup=(), repo_check="true", packages=_DEB_PKGS,
     support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
             "(unmaintained since 2024): prefer Debian 13",
+    maintained=False,
 )
 
 
@@ -99,6 +102,7 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
                    "/etc/apt/sources.list.d/",
         packages={**_DEB_PKGS, "glance": ["glance-api"]},
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
+        maintained=release != "zed",  # the Zed cloud archive is past upstream maintenance
     )
 
 

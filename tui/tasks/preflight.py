@@ -243,7 +243,7 @@ def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:
                       f"{name} is supported as {found.name}, which gets OpenStack "
                       f"{found.openstack}, but has not yet been proven end to end on a real host",
                       fix_hint="expect rough edges; Debian 13 (and 12) are the verified platforms"), found
-    if found.id == "debian-12":
+    if not found.maintained:
         # Works and is verified, but a new cloud should not start on it.
         return Result("platform", WARNING, title,
                       f"{name} is Debian oldstable; it gets OpenStack {found.openstack}, which "
