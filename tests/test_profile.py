@@ -395,3 +395,47 @@ def test_secrets_file_round_trip_hostile(tmp_path):
     write_secrets_file(f, values)
     assert read_secrets_file(f) == values
     assert tomllib.loads(f.read_text())["version"] == 1
+
+
+def test_saving_keeps_the_users_comments_and_key_order(tmp_path):
+    """A profile written by hand, loaded, changed and saved (as the screens do) keeps what the
+    person wrote: comments, blank lines, key order; only the changed value differs."""
+    path = tmp_path / "lab.toml"
+    path.write_text('''# my lab: the box under the desk
+version = 1
+
+[host]
+# behind the VPN
+port = 22   # sshd
+address = "192.0.2.10"
+
+[openstack]
+services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance"]
+region = "RegionOne"  # only one region
+
+[image]
+url = "https://example.org/cirros.img"
+''')
+    prof = pr.load(path)
+    prof.host.address = "192.0.2.11"
+    prof.openstack.region = "RegionTwo"
+    pr.save(prof)
+    text = path.read_text()
+    for kept in ("# my lab: the box under the desk", "# behind the VPN", "port = 22   # sshd",
+                 'url = "https://example.org/cirros.img"'):
+        assert kept in text
+    assert 'address = "192.0.2.11"' in text and '"192.0.2.10"' not in text
+    assert 'region = "RegionTwo"  # only one region' in text
+    assert text.index("port = 22") < text.index("address =")   # the user's order, not ours
+    assert pr.load(path).host.address == "192.0.2.11"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secrets_file_keeps_its_comments(tmp_path):
+    f = tmp_path / "x.secrets.toml"
+    write_secrets_file(f, {"admin_password": "first-Pass-1"})
+    f.write_text(f.read_text() + "# rotated every quarter\n")
+    write_secrets_file(f, {"admin_password": "second-Pass-2", "demo_password": "d'\"$x"})
+    assert "# rotated every quarter" in f.read_text()
+    assert read_secrets_file(f) == {"admin_password": "second-Pass-2", "demo_password": "d'\"$x"}
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600

@@ -26,7 +26,7 @@ from .secrets import (
     read_secrets_file,
     validate,
 )
-from .toml import dumps
+from .tomldoc import merge
 
 PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
@@ -147,8 +147,11 @@ class Profile:
             data["secrets"] = dict(self.inline_secrets)
         return data
 
-    def dumps(self) -> str:
-        return f"# stack-tui profile '{self.name}'\n" + dumps(self.to_dict(with_secrets=True))
+    def dumps(self, old_text: str | None = None) -> str:
+        """The profile as TOML; written into ``old_text`` (the file as the user left it)
+        when given, so their comments and key order survive."""
+        return merge(old_text, self.to_dict(with_secrets=True),
+                     header=f"# stack-tui profile '{self.name}'")
 
     def validate(self) -> None:
         errors = validation_errors(self)
@@ -330,10 +333,20 @@ def load(name_or_path: str | os.PathLike) -> Profile:
     return from_dict(data, name=name, path=path)
 
 
+def _existing_text(path: Path) -> str | None:
+    """The profile file as it is now (to edit in place), or None when absent or unusable."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_PROFILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def save(profile: Profile, *, path: Path | None = None) -> Path:
     profile.validate()
     target = path or profile.path or paths.profiles_dir() / f"{profile.name}.toml"
-    atomic_write(target, profile.dumps().encode(), mode=0o600)
+    atomic_write(target, profile.dumps(_existing_text(target)).encode(), mode=0o600)
     profile.path = target
     return target
 

@@ -160,9 +160,13 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
 
 def write_secrets_file(path: Path, values: dict[str, str]) -> None:
-    from .toml import dumps
+    from .tomldoc import merge
 
-    text = "# stack-tui secrets: keep this file private (mode 0600)\n" + dumps(
-        {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}}
-    )
+    try:
+        old = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() \
+            else None
+    except (OSError, UnicodeDecodeError):
+        old = None
+    text = merge(old, {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}},
+                 header="# stack-tui secrets: keep this file private (mode 0600)")
     atomic_write(path, text.encode(), mode=0o600)

@@ -1,0 +1,47 @@
+"""Writing our TOML documents (profiles, secrets files) without losing what a person wrote.
+
+tomlkit edits a parsed document in place: comments, blank lines, key order and
+quoting the user chose survive; only values that changed are rewritten.  Reading
+for use still goes through the standard library's tomllib.
+"""
+
+from __future__ import annotations
+
+
+def merge(old_text: str | None, data: dict, header: str = "") -> str:
+    """``data`` (top-level keys and one level of tables) written into ``old_text``.
+
+    A key whose value is None is removed; a top-level key or table not in ``data``
+    is removed; everything else in the old document (comments included) is kept."""
+    import tomlkit
+
+    doc = tomlkit.parse(old_text) if old_text and old_text.strip() else tomlkit.document()
+    if not (old_text and old_text.strip()) and header:
+        doc.add(tomlkit.comment(header.lstrip("# ").rstrip("\n")))
+    for key in [k for k in doc if k not in data or data[k] is None]:
+        del doc[key]
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            table = doc.get(key)
+            if not isinstance(table, dict):
+                if key in doc:
+                    del doc[key]
+                table = tomlkit.table()
+                doc[key] = table
+            for k in [k for k in table if k not in value or value[k] is None]:
+                del table[k]
+            for k, v in value.items():
+                if v is not None and (k not in table or _plain(table[k]) != _plain(v)):
+                    table[k] = v
+        elif key not in doc or _plain(doc[key]) != _plain(value):
+            doc[key] = value
+    text = tomlkit.dumps(doc)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _plain(value):
+    unwrap = getattr(value, "unwrap", None)
+    value = unwrap() if unwrap else value
+    return list(value) if isinstance(value, tuple) else value
