@@ -94,7 +94,11 @@ class ReviewScreen(Responsive, Screen):
         n = len(plan.steps())
         target = Text()
         target.append(f"{prof.host.user}@{prof.host.address}:{prof.host.port}", style="bold")
-        target.append(f"  {plat.name}, OpenStack {plat.openstack} ({how})\n")
+        target.append(f"  {plat.name}, OpenStack {plat.openstack} ({how})")
+        if plat.maintained:
+            target.append(" · maintained upstream\n")
+        else:
+            target.append(" · past upstream maintenance\n", style="yellow")
         target.append(f"{n} steps in {len(plan.phases)} phases · region {prof.openstack.region}"
                       f" · endpoints on {prof.endpoint_host} · profile {prof.name}", style="dim")
         self.query_one("#target", Static).update(target)
