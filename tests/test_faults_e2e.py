@@ -49,7 +49,8 @@ PROFILE = "faults"
 MARK = f"/tmp/pwned-faults-{os.getpid()}"
 IMAGE_NAME = f"ci'r\"os $(touch {MARK}) `touch {MARK}`; ü"
 PASSWORDS = {
-    "admin_password": f"Ad'm\"in $(touch {MARK}) `touch {MARK}`; #x Ünïcødé",
+    # Keystone passwords stay within bcrypt's 72 bytes (longer ones are refused up front)
+    "admin_password": f"Ad'm\"in $(touch {MARK}) `id`; #x Ü",
     "demo_password": f"de'mo\"$(touch {MARK}) \\;# ñ",
     "keystone_db_password": f"ks'db\"$(touch {MARK})\\`;# é",
     "glance_db_password": "gl'db\"$1 \\ `x`;# ø",
