@@ -64,7 +64,8 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def sandbox_factory(stack_home):
-    """``make(name) -> SandboxInfo``: boots a sandbox; every one made is removed at session end."""
+    """``make(name, release) -> SandboxInfo``: boots a sandbox; ``make.remove(name)`` removes one
+    early; every one still there is removed at session end."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -78,6 +79,13 @@ def sandbox_factory(stack_home):
             made.append(name)  # registered before up(): a half-made sandbox is removed too
         return sandbox.up(name, log=lines.append, release=release)
 
+    def remove(name: str) -> None:
+        """Remove a sandbox as soon as its tests are done (idle OpenStack hosts cost CPU)."""
+        sandbox.down(name, log=lines.append)
+        if name in made:
+            made.remove(name)
+
+    make.remove = remove  # type: ignore[attr-defined]
     make.names = made  # type: ignore[attr-defined]
     make.log = lines  # type: ignore[attr-defined]
     try:

@@ -52,8 +52,10 @@ def deployed(sandbox_factory, stack_home, release):
     from tui.tasks import sandbox
 
     sandbox.harvest_debs(info)  # later e2e tests in this run install from the warm cache
-    return {"name": name, "release": release, "info": info, "profile": profile_path, "secrets": secrets, "first": first,
-            "install_time": install_time, "ps": seen, "home": stack_home}
+    yield {"name": name, "release": release, "info": info, "profile": profile_path,
+           "secrets": secrets, "first": first, "install_time": install_time, "ps": seen,
+           "home": stack_home}
+    sandbox_factory.remove(info.name)  # this release's tests are done
 
 
 def _all_secret_forms(secrets: dict[str, str]) -> list[str]:

@@ -205,19 +205,21 @@ def step_lines(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def host(sandbox_factory, stack_home):
-    """A fresh sandbox; profile 'faults' with hostile passwords and a hostile image name."""
+def host(sandbox_factory, stack_home, release):
+    """A fresh sandbox of each release; profile 'faults' with hostile passwords and a hostile
+    image name."""
     from tui.cli import write_sandbox_profile
     from tui.tasks import profile as pr
 
-    info = sandbox_factory(f"flt-{os.getpid()}")
+    info = sandbox_factory(f"flt{release}-{os.getpid()}", release=release)
     path = write_sandbox_profile(info, name=PROFILE)
     prof = pr.load(path)
     prof.image.name = IMAGE_NAME
     pr.save(prof)
     cloud.write_secrets(path, PASSWORDS)
     assert not os.path.exists(MARK)
-    return {"info": info, "profile": path}
+    yield {"info": info, "profile": path}
+    sandbox_factory.remove(info.name)
 
 
 @pytest.fixture(scope="module")

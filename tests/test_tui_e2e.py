@@ -52,15 +52,16 @@ def failing_once_runner():
     return FailingOnce, calls
 
 
-async def test_tui_installs_a_fresh_host_with_one_retry(sandbox_factory, stack_home):
+async def test_tui_installs_a_fresh_host_with_one_retry(sandbox_factory, stack_home, release):
     from tui.app import make_app
     from tui.cli import write_sandbox_profile
     from tui.tasks import engine as e
 
-    info = sandbox_factory("tui-e2e")
-    write_sandbox_profile(info, name="tui-e2e")
+    name = f"tui-e2e{release}"
+    info = sandbox_factory(name, release=release)
+    write_sandbox_profile(info, name=name)
     runner_cls, calls = failing_once_runner()
-    app = make_app("tui-e2e", runner_factory=runner_cls, blink=False, animations=False)
+    app = make_app(name, runner_factory=runner_cls, blink=False, animations=False)
     t0 = time.monotonic()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host screen")
@@ -130,7 +131,7 @@ async def test_tui_installs_a_fresh_host_with_one_retry(sandbox_factory, stack_h
     took = time.monotonic() - t0
     print(f"TUI install of a fresh host with one retry: {took:.0f} s")
 
-    st = e.RunState.load(e.state_path("tui-e2e", info.address))
+    st = e.RunState.load(e.state_path(name, info.address))
     assert st.finished
 
     # The cloud works, seen from outside.
@@ -142,3 +143,4 @@ async def test_tui_installs_a_fresh_host_with_one_retry(sandbox_factory, stack_h
     assert cloud.token(info.address, "demo", demo_password, "demo")
     images = cloud.images(info.address, admin_password)
     assert any(i["name"] == "cirros" and i["status"] == "active" for i in images), images
+    sandbox_factory.remove(name)
