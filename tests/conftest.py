@@ -114,6 +114,18 @@ def release(request):
     return request.param
 
 
+def _fault_releases() -> list[str]:
+    # The fault suite is release-independent engine/transport behaviour and costs ~6 min a
+    # release: CI runs it on the default release; STACK_TUI_FAULT_RELEASES=13,12 runs both.
+    raw = os.environ.get("STACK_TUI_FAULT_RELEASES", "13")
+    return [r.strip() for r in raw.split(",") if r.strip()]
+
+
+@pytest.fixture(scope="module", params=_fault_releases(), ids=lambda r: f"debian{r}")
+def fault_release(request):
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def sandbox_host(sandbox_factory):
     """A running sandbox host shared by the session (``SandboxInfo``)."""

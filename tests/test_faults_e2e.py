@@ -205,12 +205,13 @@ def step_lines(stdout: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def host(sandbox_factory, stack_home, release):
+def host(sandbox_factory, stack_home, fault_release):
     """A fresh sandbox of each release; profile 'faults' with hostile passwords and a hostile
     image name."""
     from tui.cli import write_sandbox_profile
     from tui.tasks import profile as pr
 
+    release = fault_release
     info = sandbox_factory(f"flt{release}-{os.getpid()}", release=release)
     path = write_sandbox_profile(info, name=PROFILE)
     prof = pr.load(path)
