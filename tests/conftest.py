@@ -102,26 +102,21 @@ def sandbox_factory(stack_home):
             pytest.fail("sandbox cleanup failed:\n" + "\n".join(errors), pytrace=False)
 
 
-def _releases() -> list[str]:
-    """Debian releases the release-parametrized e2e tests run on (all verified ones)."""
-    raw = os.environ.get("STACK_TUI_RELEASES", "13,12")
-    return [r.strip() for r in raw.split(",") if r.strip()]
+def _env_releases(var: str, default: str) -> list[str]:
+    return [r.strip() for r in os.environ.get(var, default).split(",") if r.strip()]
 
 
-@pytest.fixture(scope="module", params=_releases(), ids=lambda r: f"debian{r}")
+@pytest.fixture(scope="module", params=_env_releases("STACK_TUI_RELEASES", "13,12"),
+                ids=lambda r: f"debian{r}")
 def release(request):
     """Each verified Debian release in turn (STACK_TUI_RELEASES narrows it, e.g. "13")."""
     return request.param
 
 
-def _fault_releases() -> list[str]:
-    # The fault suite is release-independent engine/transport behaviour and costs ~6 min a
-    # release: CI runs it on the default release; STACK_TUI_FAULT_RELEASES=13,12 runs both.
-    raw = os.environ.get("STACK_TUI_FAULT_RELEASES", "13")
-    return [r.strip() for r in raw.split(",") if r.strip()]
-
-
-@pytest.fixture(scope="module", params=_fault_releases(), ids=lambda r: f"debian{r}")
+# The fault suite is release-independent engine/transport behaviour and costs ~6 min a
+# release: CI runs it on the default release; STACK_TUI_FAULT_RELEASES=13,12 runs both.
+@pytest.fixture(scope="module", params=_env_releases("STACK_TUI_FAULT_RELEASES", "13"),
+                ids=lambda r: f"debian{r}")
 def fault_release(request):
     return request.param
 
