@@ -23,7 +23,17 @@ if str(ROOT) not in sys.path:
 SHARED_CACHE = "/var/cache/stack-tui-test"
 
 
+def _terminate_as_interrupt(signum, frame):
+    # SIGTERM (a CI timeout, `kill`) would end pytest without running fixture teardown and
+    # leave sandboxes, namespaces, nft tables and mounts behind; as KeyboardInterrupt pytest
+    # unwinds and sandbox_factory removes every host it made.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config):
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     config.addinivalue_line(
         "markers",
         "e2e: end-to-end test on a real sandbox host (needs root, systemd-nspawn, debootstrap, nftables)",
