@@ -23,7 +23,6 @@ class Platform:
     keystone_vhost_enable: str = "a2ensite -q keystone"
     servername_conf: str = "/etc/apache2/conf-available/servername.conf"
     servername_enable: str = "a2enconf -q servername"
-    keystone_wsgi: str = "/usr/bin/keystone-wsgi-public"
     apache_log_dir: str = "/var/log/apache2"
     glance_service: str = "glance-api"
     distro_keystone_service: str | None = "keystone"   # packaged uWSGI keystone to keep off
@@ -130,7 +129,6 @@ EL9 = Platform(
     keystone_vhost_enable="true",
     servername_conf="/etc/httpd/conf.d/servername.conf",
     servername_enable="true",
-    keystone_wsgi="/usr/bin/keystone-wsgi-public",
     apache_log_dir="/var/log/httpd",
     glance_service="openstack-glance-api",
     distro_keystone_service=None,
