@@ -427,7 +427,7 @@ class Engine:
                 self.emit(StepFinished(step.id, status, dur))
                 return status
             except Exception as exc:  # noqa: BLE001 - every failure becomes a decision
-                from .transport import ConnectionLost, CommandCancelled, TransportError
+                from .transport import ConnectionLost, CommandCancelled
 
                 dur = time.monotonic() - t0
                 if isinstance(exc, ConnectionLost) and reconnects < 3:
@@ -437,7 +437,7 @@ class Engine:
                     try:
                         ctx.transport.reconnect(self.reconnect_deadline)
                         continue
-                    except TransportError as exc2:
+                    except Exception as exc2:  # noqa: BLE001 - explained like any failure
                         exc = exc2
                 info = _explain(exc, ctx.redact)
                 if isinstance(exc, CommandCancelled):

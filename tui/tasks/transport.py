@@ -89,6 +89,16 @@ class HostKeyChanged(TransportError):
         )
 
 
+def _closed_early(address: str, port: int) -> "ConnectError":
+    # The TCP connection opened, then closed before the SSH banner: sshd refusing the
+    # connection (MaxStartups), a host going down, or a middlebox that accepts every port.
+    return ConnectError(
+        f"Could not connect to {address}:{port}.",
+        "the connection was closed before the SSH handshake finished",
+        "check that the server is up and that this port is its SSH server",
+    )
+
+
 class ConnectionLost(TransportError):
     pass
 
@@ -279,11 +289,20 @@ class Transport:
                         "choose a key file or a password (Host screen: Authentication; "
                         "headless: [host] key_file, or STACK_TUI_SSH_PASSWORD)",
                     ) from None
+                banner = "Error reading SSH protocol banner"
+                msg = str(exc)
+                if msg.startswith(banner) and (msg == banner or "reset" in msg.lower()):
+                    raise _closed_early(self.address, self.port) from None
                 raise ConnectError(
                     f"SSH handshake with {self.address}:{self.port} failed.",
-                    self.redact(str(exc)),
+                    self.redact(msg),
                     "check that this port really is an SSH server",
                 ) from None
+            except EOFError:
+                # paramiko lets a bare EOFError through when the socket fails while it
+                # sends its own banner (the peer reset the connection at once).
+                client.close()
+                raise _closed_early(self.address, self.port) from None
             except OSError as exc:
                 client.close()
                 why = exc.strerror or str(exc)
