@@ -27,24 +27,57 @@ def fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _load(path: Path):
+def _load(path: Path, bad: list | None = None):
+    """The keys of a known_hosts file; a malformed line is skipped, not fatal.
+
+    paramiko's own loader gave up on the whole file at the first bad base64 (a
+    traceback of a raw tuple, or every good key after it ignored).  Like OpenSSH,
+    skip the line, note ``file:line``, and keep reading."""
     import paramiko
+    from paramiko.hostkeys import HostKeyEntry
 
     keys = paramiko.HostKeys()
-    if path.exists():
+    try:
+        if not path.is_file():
+            return keys
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES)
+    except OSError as exc:
+        if bad is not None:
+            bad.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        return keys
+    for lineno, raw in enumerate(data.split(b"\n"), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
         try:
-            keys.load(str(path))
-        except (OSError, paramiko.SSHException, ValueError):
-            pass
+            text = line.decode("utf-8")
+            entry = HostKeyEntry.from_line(text, lineno) if len(text.split()) >= 3 else False
+        except Exception:  # noqa: BLE001 - bad base64, bad key bytes, not UTF-8
+            entry = False
+        if entry is False:
+            if bad is not None:
+                bad.append(f"{path}:{lineno}: invalid line, ignored")
+            continue
+        if entry is not None:  # None: a key type paramiko does not know, as OpenSSH skips
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
     return keys
 
 
-def lookup(address: str, port: int) -> dict:
-    """Known keys for a host: {key_type: PKey}, ours first, then ~/.ssh."""
+# A known_hosts file larger than this is read only up to here (a runaway file, or
+# /dev/zero behind a symlink, must not eat the memory).
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def lookup(address: str, port: int, bad: list | None = None) -> dict:
+    """Known keys for a host: {key_type: PKey}, ours first, then ~/.ssh.
+
+    Lines that cannot be read are appended to ``bad`` as ``file:line: reason``."""
     entry = host_entry(address, port)
     found: dict = {}
     for path in (Path("~/.ssh/known_hosts").expanduser(), paths.known_hosts_file()):
-        keys = _load(path).lookup(entry)
+        keys = _load(path, bad).lookup(entry)
         if keys:
             found.update({k: keys[k] for k in keys.keys()})
     return found

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import posixpath
+import re
 import select
 import shlex
 import socket
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from secrets import token_hex
 from typing import Callable
 
-from . import hostkeys
+from . import hostkeys, paths
 from .redact import Redactor
 
 # paramiko logs its own tracebacks (e.g. "Error reading SSH protocol banner") through
@@ -66,27 +67,48 @@ class SudoError(TransportError):
 
 
 class UnknownHostKey(TransportError):
-    def __init__(self, host: str, key_type: str, fingerprint: str):
+    def __init__(self, host: str, key_type: str, fingerprint: str, bad_lines: list | None = None):
         self.host, self.key_type, self.fingerprint = host, key_type, fingerprint
+        why = f"{key_type} key fingerprint {fingerprint}"
+        if bad_lines:
+            why += ("; these known_hosts lines could not be read and were ignored: "
+                    + "; ".join(bad_lines[:5]))
         super().__init__(
             f"The SSH host key of {host} is not known yet.",
-            f"{key_type} key fingerprint {fingerprint}",
+            why,
             "check the fingerprint on the server (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) "
             "and accept it (TUI: Trust; headless: --accept-new-host-key)",
         )
 
 
 class HostKeyChanged(TransportError):
-    def __init__(self, host: str, key_type: str, fingerprint: str, known: list[str]):
+    def __init__(self, host: str, key_type: str, fingerprint: str, known: list[str],
+                 port: int = 22):
         self.host, self.key_type, self.fingerprint = host, key_type, fingerprint
+        # The known_hosts entry: HOST on port 22, [HOST]:PORT on any other (quoted: the
+        # brackets are a shell pattern).
+        entry = host if host.startswith("[") else hostkeys.host_entry(host, int(port))
         super().__init__(
-            f"REFUSED: the SSH host key of {host} HAS CHANGED. Nothing was run.",
+            f"REFUSED: the SSH host key of {entry} HAS CHANGED. Nothing was run.",
             f"the server now presents {key_type} {fingerprint}, but {', '.join(known)} was "
             "recorded. Either the server was reinstalled, or someone is intercepting the "
             "connection (man-in-the-middle).",
             f"if you reinstalled {host}, remove its old key with "
-            f"`ssh-keygen -R {host}` and from stack-tui's known_hosts, then connect again",
+            f"`ssh-keygen -R {shlex.quote(entry)}` and from stack-tui's known_hosts "
+            f"({paths.known_hosts_file()}), then connect again",
         )
+
+
+def _silent(address: str, port: int, waited: float) -> "ConnectError":
+    # TCP connected, then not one byte: a firewall or proxy that accepts every port,
+    # another service that waits for the client to speak first, or a wedged sshd.
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return ConnectError(
+        f"Could not connect to {where}: nothing answers on {where}.",
+        f"the TCP connection opened, but no SSH server greeted within {waited:g} s",
+        "check that this is the server's SSH port (ssh -v -p PORT HOST), that sshd runs "
+        "and is not overloaded, and that no firewall or proxy swallows the connection",
+    )
 
 
 def _closed_early(address: str, port: int) -> "ConnectError":
@@ -105,6 +127,54 @@ class ConnectionLost(TransportError):
 
 class CommandTimeout(TransportError):
     pass
+
+
+# Words that only run another command: the name of what hung is the next word.
+_WRAPPERS = {"sudo", "timeout", "env", "nice", "ionice", "runuser", "exec", "command", "stdbuf"}
+_SHELL_WORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done",
+                "case", "esac", "in", "!", "{", "}", "(", ")", "&&", "||", ";", "|", "&"}
+_VALUE_OPTIONS = {"-u", "-g", "-k", "-s"}
+# Tools whose first argument says what they do (``systemctl is-active``).
+_SUBCOMMANDS = {"systemctl", "rabbitmqctl", "apt-get", "apt", "dnf", "yum", "keystone-manage",
+                "glance-manage", "mysqladmin", "journalctl", "dpkg-query"}
+
+
+def command_name(command: str) -> str:
+    """The program a shell line is about: ``LC_ALL=C timeout 60 rabbitmqctl add_user x``
+    gives ``rabbitmqctl add_user``.  Falls back to the line's start."""
+    words = command.replace(";", " ; ").replace("&&", " && ").split()
+    skip = False
+    for i, w in enumerate(words):
+        w = w.lstrip("({").rstrip(";)}")
+        if skip or w in _VALUE_OPTIONS:  # a wrapper's option and its value (runuser -u x)
+            skip = not skip
+            continue
+        if not w or w in _SHELL_WORDS or w in _WRAPPERS or w.replace(".", "").isdigit() \
+                or any(c in w for c in "=$'\"<>") or w.startswith(("-", "2>")):
+            continue
+        prog = w.rsplit("/", 1)[-1]
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        if prog in _SUBCOMMANDS and re.fullmatch(r"[a-z][a-z_-]*", nxt):
+            return f"{prog} {nxt}"
+        return prog
+    first = command.strip().splitlines()[0] if command.strip() else command
+    return first[:60]
+
+
+def timed_out(command: str, limit: float, tail: list[str] | None = None) -> CommandTimeout:
+    """The error of a command stopped at its time limit: its name, the wait, what to try."""
+    name = command_name(command)
+    first = command.strip().splitlines()[0] if command.strip() else ""
+    shown = first if len(first) <= 160 else first[:157] + "..."
+    return CommandTimeout(
+        f"Timed out after {limit:.0f} s: {name} did not finish.",
+        f"{name} had no result within its {limit:.0f} s limit, so it was stopped on the host "
+        f"(command: {shown})",
+        f"look at the last output lines below; if {name.split()[0]} waits for a service, "
+        "check that service on the host (systemctl status, journalctl -e) and its load, "
+        "then Retry; Skip goes on without this step",
+        tail=tail,
+    )
 
 
 class CommandCancelled(TransportError):
@@ -184,6 +254,8 @@ class Transport:
         self._forwards: list[_Forward] = []
         self.commands_run = 0
         self.connects = 0
+        # known_hosts lines skipped at the last connect, as ``file:line: reason``
+        self.known_hosts_problems: list[str] = []
 
     # -- connection ---------------------------------------------------------
     @property
@@ -200,11 +272,13 @@ class Transport:
                 return self
             self._close_client()
             client = paramiko.SSHClient()
-            known = hostkeys.lookup(self.address, self.port)
+            bad: list[str] = []
+            known = hostkeys.lookup(self.address, self.port, bad)
+            self.known_hosts_problems = bad
             entry = hostkeys.host_entry(self.address, self.port)
             for ktype, key in known.items():
                 client.get_host_keys().add(entry, ktype, key)
-            client.set_missing_host_key_policy(_Policy(self, known))
+            client.set_missing_host_key_policy(_Policy(self, known, bad))
             kwargs = dict(
                 hostname=self.address,
                 port=self.port,
@@ -231,6 +305,7 @@ class Transport:
                     exc.key.get_name(),
                     hostkeys.fingerprint(exc.key),
                     [hostkeys.fingerprint(exc.expected_key)],
+                    self.port,
                 ) from None
             except paramiko.AuthenticationException as exc:
                 client.close()
@@ -278,6 +353,7 @@ class Transport:
                     "check the spelling or use the IP address",
                 ) from None
             except paramiko.SSHException as exc:
+                silent = _no_greeting(client, exc)  # before close() drops the transport
                 client.close()
                 if "No authentication methods available" in str(exc):
                     # paramiko's words when it had nothing to offer: no key file, no agent,
@@ -289,6 +365,8 @@ class Transport:
                         "choose a key file or a password (Host screen: Authentication; "
                         "headless: [host] key_file, or STACK_TUI_SSH_PASSWORD)",
                     ) from None
+                if silent:
+                    raise _silent(self.address, self.port, self.connect_timeout) from None
                 banner = "Error reading SSH protocol banner"
                 msg = str(exc)
                 if msg.startswith(banner) and (msg == banner or "reset" in msg.lower()):
@@ -599,12 +677,7 @@ class Transport:
                         self._kill_remote(kill_tag)
                     _signal_channel(chan, "TERM")
                     chan.close()
-                    raise CommandTimeout(
-                        f"Timed out after {timeout:.0f} s: {shown}",
-                        "the command produced no result in time",
-                        "look at the last output lines; the server may be slow or stuck",
-                        tail=lines[-20:],
-                    )
+                    raise timed_out(shown, timeout, lines[-20:])
                 if got:
                     last = time.monotonic()
                 else:
@@ -730,12 +803,28 @@ def _expand(path):
     return Path(str(path)).expanduser()
 
 
+def _no_greeting(client, exc) -> bool:
+    """True when the server accepted TCP but never sent its SSH banner.
+
+    paramiko then says "No existing session" (its wait for the handshake ended) or
+    "Error reading SSH protocol banner" after a socket timeout: neither tells the user
+    that nothing answers."""
+    t = client.get_transport()
+    if t is None or getattr(t, "remote_version", ""):
+        return False
+    msg = str(exc)
+    timed = isinstance(exc.__context__, (socket.timeout, TimeoutError))
+    return msg == "No existing session" or (msg.startswith("Error reading SSH protocol banner")
+                                            and timed)
+
+
 class _Policy:
     """Ask the caller about unknown keys; refuse keys of a host we know."""
 
-    def __init__(self, transport: Transport, known: dict):
+    def __init__(self, transport: Transport, known: dict, bad: list | None = None):
         self.t = transport
         self.known = known
+        self.bad = list(bad or [])
 
     def missing_host_key(self, client, hostname, key):
         fp = hostkeys.fingerprint(key)
@@ -743,14 +832,14 @@ class _Policy:
         if self.known:
             # We know this host under another key type: treat as a change.
             raise HostKeyChanged(
-                host, key.get_name(), fp,
-                [f"{k} {hostkeys.fingerprint(v)}" for k, v in self.known.items()],
+                self.t.address, key.get_name(), fp,
+                [f"{k} {hostkeys.fingerprint(v)}" for k, v in self.known.items()], self.t.port,
             )
         ok = self.t.accept_new_host_key
         if not ok and self.t.confirm_host_key is not None:
             ok = bool(self.t.confirm_host_key(host, key.get_name(), fp))
         if not ok:
-            raise UnknownHostKey(host, key.get_name(), fp)
+            raise UnknownHostKey(host, key.get_name(), fp, self.bad)
         hostkeys.remember(self.t.address, self.t.port, key)
 
 
