@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+import time
 import urllib.parse
 
 from .. import inifile
@@ -24,6 +25,17 @@ MARKERS = "/var/lib/stack-tui"
 POLICY_RC = "/usr/sbin/policy-rc.d"
 POLICY_RC_BODY = "#!/bin/sh\n# stack-tui: no service starts during package installs\nexit 101\n"
 
+# Time limits by purpose, in seconds.  A command that hangs fails its step after the
+# limit of what it does (with its name, the wait and what to try; the transport stops
+# it on the host) instead of holding the run for ctx.sh's 900 s default.
+LOOK = 30        # a look at the host: systemctl is-active, dpkg-query, cp, journalctl
+SERVICE = 180    # systemctl start/restart (systemd's own start timeout is 90 s)
+SQL = 120        # root SQL over the unix socket
+# A service just started must still be active this long afterwards (a daemon that
+# dies on a bad option is "active" for a few milliseconds first)...
+MOMENT = 0.5
+# ...and its port must answer within this many seconds.
+SETTLE = 30
 
 
 def platform_of(ctx: Context) -> Platform:
@@ -76,23 +88,69 @@ def forward(ctx: Context, port: int, host: str | None = None) -> int:
 
 def service_failed(ctx: Context, unit: str, what: str) -> StepError:
     r = ctx.sh(f"journalctl -u {q(unit)} -n 25 --no-pager -o cat 2>&1; "
-               f"systemctl status {q(unit)} --no-pager -n 0 2>&1 | head -5", check=False, quiet=True)
+               f"systemctl status {q(unit)} --no-pager -n 0 2>&1 | head -5", check=False,
+               quiet=True, timeout=LOOK)
     return StepError(what, f"{unit} is not running; its journal is below",
                      f"fix the cause shown in the journal, then Retry (journalctl -u {unit})",
                      tail=r.lines[-30:])
 
 
-def ensure_service(ctx: Context, unit: str, *, restart: bool = False) -> None:
+def ensure_service(ctx: Context, unit: str, *, restart: bool = False, port: int | None = None,
+                   host: str = "127.0.0.1", within: float | None = None) -> None:
+    """Enable and (re)start ``unit``; then make sure it stayed up and ``port`` answers."""
     action = "restart" if restart else "start"
     r = ctx.sh(f"systemctl enable -q {q(unit)} 2>&1; systemctl {action} {q(unit)} 2>&1",
-               check=False, timeout=180)
+               check=False, timeout=SERVICE)
     if r.status != 0:
         raise service_failed(ctx, unit, f"Could not {action} {unit}.")
+    stays_up(ctx, unit, port=port, host=host, within=within)
+
+
+def _probe_sh(unit: str, port: int | None, host: str) -> str:
+    sh = f"systemctl is-active {q(unit)} 2>&1; "
+    if port is not None:
+        # bash's /dev/tcp: a plain TCP connect, no client tool needed on the host
+        sh += (f"timeout 3 bash -c {q(f'exec 3<>/dev/tcp/{host}/{int(port)}')} 2>/dev/null "
+               "&& echo port-answers; ")
+    return sh + "true"
+
+
+def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "127.0.0.1",
+             within: float | None = None) -> None:
+    """Poll until ``unit`` has been active for a moment and ``port`` answers.
+
+    A service that starts and then dies (memcached on an address it cannot bind)
+    fails the step that started it, with its journal, not a later step that uses it.
+    Bounded by ``within`` seconds; no fixed sleep."""
+    within = SETTLE if within is None else within
+    start = time.monotonic()
+    probe = _probe_sh(unit, port, host)
+    while True:
+        out = ctx.sh(probe, check=False, quiet=True, timeout=LOOK).stdout.split()
+        state = out[0] if out else "unknown"
+        answers = port is None or "port-answers" in out
+        if state not in ("active", "activating", "reloading"):
+            raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).")
+        waited = time.monotonic() - start
+        if state == "active" and answers and waited >= MOMENT:
+            return
+        if waited >= within:
+            break
+        ctx.cancel.wait(0.2)
+    if state != "active":
+        raise service_failed(ctx, unit, f"{unit} did not finish starting within {within:.0f} s "
+                                        f"({state}).")
+    err = service_failed(ctx, unit, f"{unit} runs, but nothing answers on "
+                                    f"{url_host(host)}:{port} after {within:.0f} s.")
+    err.why = f"{unit} is active but does not accept connections on port {port}"
+    err.hint = (f"check the address it listens on (ss -ltnp | grep {port}) and its journal "
+                f"(journalctl -u {unit}), then Retry")
+    raise err
 
 
 def service_ok(ctx: Context, unit: str) -> bool:
     r = ctx.sh(f"systemctl is-active -q {q(unit)} && systemctl is-enabled -q {q(unit)}",
-               check=False, quiet=True)
+               check=False, quiet=True, timeout=LOOK)
     return r.status == 0
 
 
@@ -109,7 +167,7 @@ def put_file(ctx: Context, path: str, new: str, *, mode: int = 0o644, owner: str
         return False
     if old is not None:
         ctx.sh(f"[ -e {q(path + '.stack-tui.orig')} ] || cp -p {q(path)} {q(path + '.stack-tui.orig')}",
-               quiet=True)
+               quiet=True, timeout=LOOK)
     for line in inifile.diff(old or "", new, path, ctx.redact):
         ctx.output(line)
     ctx.transport.write_file(path, new, mode=mode, owner=owner, group=group)
@@ -134,7 +192,7 @@ def pkg_version(ctx: Context, pkg: str) -> str:
     plat = platform_of(ctx)
     cmd = (f"dpkg-query -W -f='${{Version}}' {q(pkg)}" if plat.family == "deb"
            else f"rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {q(pkg)}")
-    return ctx.sh(cmd, check=False, quiet=True).stdout.strip()
+    return ctx.sh(cmd, check=False, quiet=True, timeout=LOOK).stdout.strip()
 
 
 def sql_literal(value: str) -> str:
@@ -150,7 +208,7 @@ def root_sql(ctx: Context, sql: str, *, quiet=True):
     password given as text in Latin-1, so the stored hash must be of those bytes.
     """
     return ctx.sh("mysql --batch --skip-column-names --default-character-set=latin1",
-                  stdin=sql.encode("latin-1"), quiet=quiet, timeout=120)
+                  stdin=sql.encode("latin-1"), quiet=quiet, timeout=SQL)
 
 
 # -- keystone / glance API over the forward -----------------------------------
@@ -293,7 +351,7 @@ def manage(ctx, user: str, cmd: str, *, secrets=None, timeout=600):
         log = {"keystone": "/var/log/keystone/keystone-manage.log",
                "glance": "/var/log/glance/glance-manage.log"}.get(user, "")
         extra = ctx.sh(f"tail -n 400 {q(log)} 2>/dev/null | grep -E 'ERROR|CRITICAL|Error' | "
-                       "tail -n 8", check=False, quiet=True).lines if log else []
+                       "tail -n 8", check=False, quiet=True, timeout=LOOK).lines if log else []
         raise StepError(f"{cmd.split()[0]} failed (exit {r.status}).", "",
                         f"look at {log or '/var/log/' + user + '/'} on the host",
                         tail=[ln for ln in shown if ln not in noise][-20:] + extra)
@@ -350,7 +408,7 @@ def wait_http(ctx, url: str, what: str, unit: str, log: str, timeout: int = 60) 
                       "'[A-Za-z_.]+(Error|Exception): |denied|Permission' "
                       "| grep -v ArgsAlreadyParsed | cut -c28- | awk '!seen[$0]++' | tail -n 8; "
                       f"journalctl -u {q(unit)} -n 8 --no-pager -o cat", check=False,
-                      quiet=True).lines
+                      quiet=True, timeout=LOOK).lines
         raise StepError(f"{what} does not answer at {url} (last HTTP status {r.stdout.strip()}).",
                         f"{unit} is up but the application fails; its log is below",
                         f"read {log} on the host", tail=tail[-25:])

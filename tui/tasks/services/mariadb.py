@@ -6,9 +6,12 @@ from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
 from .base import Service, Port
 from .common import (
-    ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
+    LOOK, ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
     sql_literal,
 )
+
+
+PORT = 3306
 
 
 def _mariadb_conf(ctx: Context) -> str:
@@ -26,8 +29,14 @@ def _mariadb_config_check(ctx):
 
 def _mariadb_config_run(ctx):
     changed = put_file(ctx, platform_of(ctx).mariadb_conf, _mariadb_conf(ctx))
-    if changed and ctx.sh("systemctl is-active -q mariadb", check=False, quiet=True).ok:
-        ensure_service(ctx, "mariadb", restart=True)
+    if changed and ctx.sh("systemctl is-active -q mariadb", check=False, quiet=True,
+                          timeout=LOOK).ok:
+        _start(ctx, restart=True)
+
+
+def _start(ctx, restart: bool = False) -> None:
+    """(Re)start MariaDB and see it stay up and answer on its bind-address."""
+    ensure_service(ctx, "mariadb", restart=restart, port=PORT, host=mgmt(ctx))
 
 
 def _dbs(ctx) -> list[tuple[str, str]]:
@@ -96,7 +105,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              check=_mariadb_config_check, files=[plat.mariadb_conf],
              detail="bind-address = management address, utf8mb4, max_connections = 4096"),
         Step("mariadb.service", "Start and enable MariaDB",
-             run=lambda c: ensure_service(c, "mariadb"),
+             run=_start,
              check=lambda c: service_ok(c, "mariadb"), detail="systemctl enable --now mariadb"),
         Step("mariadb.databases", "Databases, users and grants",
              run=_databases_run, check=_databases_check, verify=_databases_verify,
@@ -108,7 +117,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
 
 SERVICE = Service(
     "mariadb", "MariaDB", "database", phases,
-    ports=(Port(3306, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
+    ports=(Port(PORT, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
     configs=lambda plat: (plat.mariadb_conf,),
     units=lambda plat: ("mariadb",),
 )

@@ -5,7 +5,10 @@ from __future__ import annotations
 from ..engine import Phase, Step
 from ..platforms import Platform
 from .base import Service, Port
-from .common import ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
+from .common import LOOK, ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
+
+
+PORT = 11211
 
 
 def _memcached_target(ctx) -> tuple[str | None, str]:
@@ -45,8 +48,9 @@ def _memcached_check(ctx) -> bool:
 def _memcached_run(ctx) -> None:
     old, new = _memcached_target(ctx)
     changed = put_file(ctx, platform_of(ctx).memcached_conf, new, old=old)
-    active = ctx.sh("systemctl is-active -q memcached", check=False, quiet=True).ok
-    ensure_service(ctx, "memcached", restart=changed and active)
+    active = ctx.sh("systemctl is-active -q memcached", check=False, quiet=True, timeout=LOOK).ok
+    # memcached that cannot bind its address starts, then dies: this step must see it.
+    ensure_service(ctx, "memcached", restart=changed and active, port=PORT, host=mgmt(ctx))
 
 
 def phases(profile, plat: Platform) -> list[Phase]:
@@ -60,7 +64,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
 
 SERVICE = Service(
     "memcached", "Memcached", "token cache", phases,
-    ports=(Port(11211, frozenset({"memcached"}), "Memcached"),),
+    ports=(Port(PORT, frozenset({"memcached"}), "Memcached"),),
     configs=lambda plat: (plat.memcached_conf,),
     units=lambda plat: ("memcached",),
 )

@@ -11,7 +11,10 @@ from .common import ensure_service, service_ok
 # rabbitmqctl under a bound of its own (a wedged Erlang node must not hang a step),
 # in a UTF-8 locale (Elixir warns and misreads non-ASCII without one).
 RMQ = "LC_ALL=C.UTF-8 timeout -k 5 60 rabbitmqctl"
-RMQ_TIMEOUT = 90
+# Each rabbitmqctl is bounded on the host (60 s, then killed 5 s later); the SSH limit
+# is a little longer so the host's own bound speaks first.
+RMQ_TIMEOUT = 75
+AMQP = 5672
 
 
 def _rabbit_state(ctx) -> dict:
@@ -28,7 +31,7 @@ def _rabbit_state(ctx) -> dict:
                "wait; }; awk '{print \"user\", $1}' $d/u; sed 's/^/perm /' $d/p; "
                "cat $d/a 2>/dev/null; rm -rf \"$d\"; true",
                stdin=ctx.secrets["rabbit_password"] + "\n", check=False, quiet=True,
-               timeout=RMQ_TIMEOUT * 2)
+               timeout=RMQ_TIMEOUT)  # the three run side by side
     lines = r.stdout.splitlines()
     return {
         "users": {ln[5:] for ln in lines if ln.startswith("user ")},
@@ -47,7 +50,7 @@ def _rabbit_check(ctx) -> bool:
 
 def _rabbit_run(ctx) -> None:
     if not service_ok(ctx, "rabbitmq-server"):
-        ensure_service(ctx, "rabbitmq-server")
+        ensure_service(ctx, "rabbitmq-server", port=AMQP)
     st = _rabbit_state(ctx)
     pw = ctx.secrets["rabbit_password"] + "\n"
     if "openstack" not in st["users"]:
@@ -78,7 +81,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
 SERVICE = Service(
     "rabbitmq", "RabbitMQ", "message queue", phases,
     secrets=(Secret("rabbit_password", "RabbitMQ user 'openstack'"),),
-    ports=(Port(5672, frozenset({"beam.smp"}), "RabbitMQ (AMQP)"),
+    ports=(Port(AMQP, frozenset({"beam.smp"}), "RabbitMQ (AMQP)"),
            Port(4369, frozenset({"epmd", "beam.smp", "systemd"}), "Erlang port mapper (epmd)"),
            Port(25672, frozenset({"beam.smp"}), "RabbitMQ (node distribution)")),
     units=lambda plat: ("rabbitmq-server",),

@@ -1,0 +1,231 @@
+"""Hung remote commands and services that die after starting, without a host.
+
+The transport is a scripted stand-in: each command is answered by the first rule
+whose pattern it matches.  A rule answering HANG is a command that never returns:
+the stand-in does what the real transport does when the caller's time limit runs
+out (it raises ``transport.timed_out``; the real one also kills the command on the
+host, which tests/test_transport.py's timeout tests prove on a sandbox host).
+So what is tested here is which limit each step gives its commands, and what the
+step, the engine and the user see when one runs out or a service dies.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tui.tasks import engine as e
+from tui.tasks.profile import Profile
+from tui.tasks.redact import Redactor
+from tui.tasks.services import common, mariadb, memcached, rabbitmq
+from tui.tasks.transport import CommandFailed, CommandTimeout, Result, timed_out
+
+HANG = object()
+MGMT = "10.0.0.5"
+MEMCACHED_CONF = "# memcached\n-m 64\n-p 11211\n-l 127.0.0.1\n"
+
+
+class ScriptedHost:
+    """Answers commands by rule; keeps files in memory; records (command, limit)."""
+
+    def __init__(self, rules, files=None):
+        self.rules = list(rules)   # [(regex, answer)], answer: (status, out) | HANG | callable
+        self.files = dict(files or {})
+        self.ran: list[tuple[str, float | None]] = []
+
+    def run(self, command, *, stdin=None, secrets=None, sudo=True, timeout=600, on_line=None,
+            check=True, cancel=None):
+        self.ran.append((command, timeout))
+        answer = next((a for pat, a in self.rules if re.search(pat, command)), (0, ""))
+        if callable(answer):
+            answer = answer(command)
+        if answer is HANG:
+            assert timeout is not None, f"no time limit: would hang forever: {command}"
+            raise timed_out(command, timeout, ["(no output)"])
+        status, out = answer
+        lines = out.splitlines()
+        if check and status:
+            raise CommandFailed(command, status, lines)
+        return Result(status, out, "", lines, out.encode())
+
+    def read_file(self, path):
+        return self.files.get(path)
+
+    def write_file(self, path, content, **kw):
+        self.files[path] = content
+
+    def reconnect(self, deadline=60.0):
+        pass
+
+    def limits(self, pattern: str) -> list[float | None]:
+        return [t for c, t in self.ran if re.search(pattern, c)]
+
+
+def make(tmp_path, host, phases, decisions=()):
+    profile = Profile(name="t")
+    profile.host.address = MGMT
+    ctx = e.Context(host, profile, {"rabbit_password": "rabbit-pw-1"}, Redactor(),
+                    e.RunState(tmp_path / "s.json"))
+    ctx.facts["platform"] = "debian-13"
+    ctx.facts["mgmt_address"] = MGMT
+    asked = list(decisions)
+    seen: list[e.ErrorInfo] = []
+
+    def decide(step, info):
+        seen.append(info)
+        return asked.pop(0) if asked else e.Decision.ABORT
+
+    events: list = []
+    eng = e.Engine(e.Plan(phases), ctx, listeners=[events.append], decide=decide)
+    return eng, events, seen
+
+
+def finished(events):
+    return [(ev.step_id, ev.status) for ev in events if isinstance(ev, e.StepFinished)]
+
+
+def once(answer, then=(0, "")):
+    """``answer`` the first time, ``then`` afterwards."""
+    calls = []
+
+    def respond(command):
+        calls.append(command)
+        return answer if len(calls) == 1 else then
+    return respond
+
+
+def memcached_phases():
+    plat = common.PLATFORMS["debian-13"]
+    return memcached.phases(None, plat)
+
+
+# --------------------------------------------------------------------------- limits
+
+def test_a_hung_user_check_fails_in_seconds_with_its_name_and_what_to_try(tmp_path):
+    """`systemctl is-active` that never returns: the check fails after its own short
+    limit (not the 900 s default), naming the command, the wait and Retry; Retry runs
+    the step again and it goes through."""
+    good = {"/etc/memcached.conf": MEMCACHED_CONF.replace("127.0.0.1", MGMT)}
+    host = ScriptedHost([(r"is-active -q memcached && systemctl is-enabled", once(HANG))], good)
+    eng, events, seen = make(tmp_path, host, memcached_phases(), [e.Decision.RETRY])
+    result = eng.run()
+
+    assert finished(events) == [("memcached.config", e.Status.FAILED),
+                                ("memcached.config", e.Status.ALREADY_DONE)]
+    assert result.ok
+    info = seen[0]
+    limit = host.limits(r"is-active -q memcached && systemctl is-enabled")[0]
+    assert limit <= 30
+    assert info.kind == "CommandTimeout"
+    assert info.what == f"Timed out after {limit:.0f} s: systemctl is-active did not finish."
+    assert f"within its {limit:.0f} s limit" in info.why and "stopped on the host" in info.why
+    assert "Retry" in info.hint and "Skip" in info.hint and "systemctl status" in info.hint
+
+
+def test_skip_after_a_hang_goes_on_with_the_next_step(tmp_path):
+    host = ScriptedHost([(r"rabbitmqctl.*list_users", HANG),
+                         (r"is-active -q rabbitmq-server", (0, ""))])
+    plat = common.PLATFORMS["debian-13"]
+    phases = rabbitmq.phases(None, plat) + memcached_phases()
+    host.files["/etc/memcached.conf"] = MEMCACHED_CONF.replace("127.0.0.1", MGMT)
+    eng, events, seen = make(tmp_path, host, phases, [e.Decision.SKIP])
+    eng.run()
+    assert finished(events)[:2] == [("rabbitmq.user", e.Status.FAILED),
+                                    ("rabbitmq.user", e.Status.SKIPPED)]
+    assert finished(events)[2][0] == "memcached.config"
+    assert seen[0].what.startswith("Timed out after ")
+    assert "rabbitmqctl" in seen[0].what and "900" not in seen[0].what
+
+
+def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_path):
+    """No command of these steps waits for the 900 s default; looks at the host get
+    seconds."""
+    started = set()
+
+    def state(command):
+        unit = command.split()[2]
+        return (0, "active\nport-answers\n") if unit in started else (0, "inactive\n")
+
+    def start(command):
+        started.add(command.split()[-2])
+        return (0, "")
+
+    host = ScriptedHost([
+        (r"^systemctl enable -q (\S+) 2>&1; systemctl (re)?start", start),
+        (r"^systemctl is-active \S+ 2>&1;", state),
+        (r"is-active -q", (3, "")),
+        (r"list_users", (0, "guest\n")),
+    ])
+    plat = common.PLATFORMS["debian-13"]
+    db = mariadb.phases(None, plat)[0]
+    phases = memcached_phases() + [e.Phase(db.id, db.title, db.steps[:2])] \
+        + rabbitmq.phases(None, plat)  # mariadb.databases needs a real port forward
+    eng, events, seen = make(tmp_path, host, phases)
+    assert eng.run().ok, seen
+    assert all(t is not None and t < 900 for _, t in host.ran), host.ran
+    assert all(t <= 30 for c, t in host.ran if "is-active" in c or "dpkg-query" in c)
+    assert {"memcached", "mariadb", "rabbitmq-server"} <= started
+
+
+# --------------------------------------------------------------------------- services that die
+
+def test_memcached_that_starts_then_dies_fails_the_step_that_started_it(tmp_path):
+    probes = iter(["active\n", "failed\n"])
+    host = ScriptedHost([
+        (r"^systemctl is-active memcached 2>&1;", lambda c: (0, next(probes, "failed\n"))),
+        (r"journalctl -u memcached", (0, "memcached: failed to listen on TCP port 11211: "
+                                         "Cannot assign requested address\n")),
+    ], {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, seen = make(tmp_path, host, memcached_phases())
+    assert not eng.run().ok
+    assert finished(events) == [("memcached.config", e.Status.FAILED)]
+    assert seen[0].what == "memcached started, then stopped (failed)."
+    assert any("Cannot assign requested address" in t for t in seen[0].tail)
+    assert "journal" in seen[0].why
+
+
+def test_a_service_is_watched_until_its_port_answers_then_the_step_is_done(tmp_path):
+    answers = iter(["active\n", "active\n", "active\nport-answers\n"])
+    host = ScriptedHost([
+        (r"^systemctl is-active memcached 2>&1;", lambda c: (0, next(answers, "active\nport-answers\n"))),
+    ], {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, _ = make(tmp_path, host, memcached_phases())
+    assert eng.run().ok
+    probes = [c for c, _ in host.ran if c.startswith("systemctl is-active memcached 2>&1;")]
+    assert len(probes) >= 3
+    assert f"/dev/tcp/{MGMT}/11211" in probes[0]
+    assert host.files["/etc/memcached.conf"].count(f"-l {MGMT}") == 1
+
+
+def test_a_running_service_whose_port_never_answers_fails_after_a_bound(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(common, "SETTLE", 1.0)
+    host = ScriptedHost([(r"^systemctl is-active memcached 2>&1;", (0, "active\n"))],
+                        {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, seen = make(tmp_path, host, memcached_phases())
+    t0 = time.monotonic()
+    assert not eng.run().ok
+    assert time.monotonic() - t0 < 5
+    assert seen[0].what == f"memcached runs, but nothing answers on {MGMT}:11211 after 1 s."
+    assert "ss -ltnp" in seen[0].hint
+
+
+def test_timed_out_names_the_program_behind_wrappers():
+    from tui.tasks.transport import command_name
+
+    assert command_name("LC_ALL=C.UTF-8 timeout -k 5 60 rabbitmqctl add_user openstack") \
+        == "rabbitmqctl add_user"
+    assert command_name("d=$(mktemp -d) && { LC_ALL=C.UTF-8 timeout -k 5 60 rabbitmqctl -s "
+                        "list_users </dev/null >$d/u") == "rabbitmqctl"
+    assert command_name("runuser -u keystone -- keystone-manage db_sync 2>&1") \
+        == "keystone-manage db_sync"
+    assert command_name("mysql --batch --skip-column-names") == "mysql"
+    err = timed_out("sleep 1000", 12, ["a"])
+    assert isinstance(err, CommandTimeout) and err.tail == ["a"]
+    assert str(err).startswith("Timed out after 12 s: sleep did not finish.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__])
