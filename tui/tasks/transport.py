@@ -757,26 +757,48 @@ class Transport:
         data = self.read_bytes(path)
         return None if data is None else data.decode("utf-8", "replace")
 
+    def sftp(self):
+        """An SFTP session over the connection (the caller closes it)."""
+        self.connect()
+        return self._client.open_sftp()
+
     def upload(self, local: str, remote: str, *, mode: int = 0o644, owner: str = "root",
                group: str | None = None, progress: Callable[[int, int], None] | None = None) -> None:
-        """SFTP to a temp name, then (with sudo when needed) chown/chmod/rename."""
-        self.connect()
-        sftp = self._client.open_sftp()
-        try:
-            tmp = f"/tmp/.stack-tui-upload-{posixpath.basename(remote)}.{int(time.time()*1000)}"
-            sftp.put(str(local), tmp, callback=progress)
-            sftp.chmod(tmp, 0o600)
-        finally:
-            sftp.close()
+        """SFTP into a private temp directory, then (with sudo when needed) chown/chmod/rename.
+
+        The directory comes from ``mktemp -d`` as the connecting user (0700, a name
+        nobody can guess) and the file is created 0600 before a byte is written: a
+        predictable name in /tmp, chmodded afterwards, could be pre-created or read
+        by another local user meanwhile."""
         q = shlex.quote
-        d = posixpath.dirname(remote) or "."
-        final_tmp = posixpath.join(d, f".{posixpath.basename(remote)}.stack-tui.tmp")
-        self.run(
-            f"mkdir -p {q(d)} && mv -f {q(tmp)} {q(final_tmp)} && "
-            f"chown {q(owner + ':' + (group or ''))} {q(final_tmp)} && chmod {mode:o} {q(final_tmp)} "
-            f"&& mv -f {q(final_tmp)} {q(remote)}",
-            timeout=120,
-        )
+        made = self.run('d=$(mktemp -d "${TMPDIR:-/tmp}/stack-tui-upload.XXXXXXXXXX") && '
+                        '(umask 077 && : > "$d/upload") && printf %s "$d"',
+                        sudo=False, timeout=30)
+        tmpdir = made.stdout.strip()
+        if not re.fullmatch(r"/[^\n]*/stack-tui-upload\.[A-Za-z0-9]{10}", tmpdir):
+            raise CommandFailed("mktemp -d", made.status, made.lines[-5:],
+                                what=f"Could not make a private upload directory on "
+                                     f"{self.address} (mktemp -d printed {tmpdir[:80]!r}).")
+        tmp = posixpath.join(tmpdir, "upload")
+        try:
+            sftp = self.sftp()
+            try:
+                sftp.put(str(local), tmp, callback=progress)  # truncates: keeps 0600
+            finally:
+                sftp.close()
+            d = posixpath.dirname(remote) or "."
+            final_tmp = posixpath.join(d, f".{posixpath.basename(remote)}.stack-tui.tmp")
+            self.run(
+                f"mkdir -p {q(d)} && mv -f {q(tmp)} {q(final_tmp)} && "
+                f"chown {q(owner + ':' + (group or ''))} {q(final_tmp)} && "
+                f"chmod {mode:o} {q(final_tmp)} && mv -f {q(final_tmp)} {q(remote)}",
+                timeout=120,
+            )
+        finally:
+            try:
+                self.run(f"rm -rf {q(tmpdir)}", sudo=False, check=False, timeout=30)
+            except TransportError:
+                pass  # the upload's own error (a dropped connection) is the one to show
 
     def download(self, remote: str, local: str) -> None:
         from .fsutil import atomic_write
