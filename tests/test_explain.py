@@ -169,7 +169,7 @@ def fake_ctx(**openstack):
         setattr(os_, k, v)
     prof = SimpleNamespace(openstack=os_, host=SimpleNamespace(address="10.0.0.5", user="root"),
                            endpoint_host="10.0.0.5")
-    return SimpleNamespace(profile=prof, transport=SimpleNamespace(_sudo_mode="root"),
+    return SimpleNamespace(profile=prof, transport=SimpleNamespace(sudo_mode="root"),
                            options={}, facts={})
 
 

@@ -38,7 +38,7 @@ class FakeTransport:
         self.confirm_host_key = confirm_host_key
         self.known, self.stdout, self.changed, self.fail = known, stdout, changed, fail
         self.connected = False
-        self._sudo_mode = None
+        self.sudo_mode = None
         self.ran: list[str] = []
         FakeTransport.instances.append(self)
 
@@ -56,7 +56,7 @@ class FakeTransport:
             if not ok:
                 raise UnknownHostKey(self.address, "ssh-ed25519", FINGERPRINT)
         self.connected = True
-        self._sudo_mode = "root"
+        self.sudo_mode = "root"
         return self
 
     def run(self, command, **kw):

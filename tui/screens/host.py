@@ -306,7 +306,7 @@ class HostScreen(Responsive, Screen):
             t.connect()
             r = t.run(PROBE, check=False, timeout=30)
             facts = parse(r.stdout)
-            mode = getattr(t, "_sudo_mode", "") or ""
+            mode = t.sudo_mode or ""
             facts.sudo = {"root": f"logged in as root" if user == "root" else f"{user} is uid 0",
                           "nopasswd": f"sudo without a password for {user}",
                           "password": f"sudo with the given password for {user}"}.get(mode, "")

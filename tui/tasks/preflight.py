@@ -257,7 +257,7 @@ def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:
 
 def _sudo(ctx: Context, uid: str) -> Result:
     title = "Root access without a TTY"
-    mode = getattr(ctx.transport, "_sudo_mode", None)
+    mode = getattr(ctx.transport, "sudo_mode", None)
     user = ctx.profile.host.user
     if uid.strip() != "0":
         return Result("sudo", BLOCKING, title,
