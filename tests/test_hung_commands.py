@@ -153,7 +153,7 @@ def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_pat
 
     host = ScriptedHost([
         (r"^systemctl enable -q (\S+) 2>&1; systemctl (re)?start", start),
-        (r"^systemctl is-active \S+ 2>&1;", state),
+        (r"^systemctl is-active \S+ 2>/dev/null;", state),
         (r"is-active -q", (3, "")),
         (r"list_users", (0, "guest\n")),
     ])
@@ -173,7 +173,7 @@ def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_pat
 def test_memcached_that_starts_then_dies_fails_the_step_that_started_it(tmp_path):
     probes = iter(["active\n", "failed\n"])
     host = ScriptedHost([
-        (r"^systemctl is-active memcached 2>&1;", lambda c: (0, next(probes, "failed\n"))),
+        (r"^systemctl is-active memcached 2>/dev/null;", lambda c: (0, next(probes, "failed\n"))),
         (r"journalctl -u memcached", (0, "memcached: failed to listen on TCP port 11211: "
                                          "Cannot assign requested address\n")),
     ], {"/etc/memcached.conf": MEMCACHED_CONF})
@@ -188,11 +188,12 @@ def test_memcached_that_starts_then_dies_fails_the_step_that_started_it(tmp_path
 def test_a_service_is_watched_until_its_port_answers_then_the_step_is_done(tmp_path):
     answers = iter(["active\n", "active\n", "active\nport-answers\n"])
     host = ScriptedHost([
-        (r"^systemctl is-active memcached 2>&1;", lambda c: (0, next(answers, "active\nport-answers\n"))),
+        (r"^systemctl is-active memcached 2>/dev/null;",
+         lambda c: (0, next(answers, "active\nport-answers\n"))),
     ], {"/etc/memcached.conf": MEMCACHED_CONF})
     eng, events, _ = make(tmp_path, host, memcached_phases())
     assert eng.run().ok
-    probes = [c for c, _ in host.ran if c.startswith("systemctl is-active memcached 2>&1;")]
+    probes = [c for c, _ in host.ran if c.startswith("systemctl is-active memcached 2>/dev/null;")]
     assert len(probes) >= 3
     assert f"/dev/tcp/{MGMT}/11211" in probes[0]
     assert host.files["/etc/memcached.conf"].count(f"-l {MGMT}") == 1
@@ -202,7 +203,7 @@ def test_a_running_service_whose_port_never_answers_fails_after_a_bound(tmp_path
     import time
 
     monkeypatch.setattr(common, "SETTLE", 1.0)
-    host = ScriptedHost([(r"^systemctl is-active memcached 2>&1;", (0, "active\n"))],
+    host = ScriptedHost([(r"^systemctl is-active memcached 2>/dev/null;", (0, "active\n"))],
                         {"/etc/memcached.conf": MEMCACHED_CONF})
     eng, events, seen = make(tmp_path, host, memcached_phases())
     t0 = time.monotonic()
@@ -227,5 +228,25 @@ def test_timed_out_names_the_program_behind_wrappers():
     assert str(err).startswith("Timed out after 12 s: sleep did not finish.")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__])
+def test_the_port_probe_tells_an_answering_port_from_a_closed_one():
+    """The probe's shell, run here against loopback: a listening port answers, a
+    closed one does not (bash's /dev/tcp, no client tool needed on the host)."""
+    import socket
+    import subprocess
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    open_port = srv.getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]  # bound, never listening: refused
+    try:
+        outs = [subprocess.run(["/bin/sh", "-c", common._probe_sh("no-such-unit", p, "127.0.0.1")],
+                               capture_output=True, text=True, timeout=20).stdout.split()
+                for p in (open_port, closed_port)]
+    finally:
+        srv.close()
+        closed.close()
+    assert "port-answers" in outs[0]
+    assert "port-answers" not in outs[1]

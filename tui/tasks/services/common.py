@@ -107,7 +107,7 @@ def ensure_service(ctx: Context, unit: str, *, restart: bool = False, port: int 
 
 
 def _probe_sh(unit: str, port: int | None, host: str) -> str:
-    sh = f"systemctl is-active {q(unit)} 2>&1; "
+    sh = f"systemctl is-active {q(unit)} 2>/dev/null; "
     if port is not None:
         # bash's /dev/tcp: a plain TCP connect, no client tool needed on the host
         sh += (f"timeout 3 bash -c {q(f'exec 3<>/dev/tcp/{host}/{int(port)}')} 2>/dev/null "
@@ -127,8 +127,8 @@ def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "1
     probe = _probe_sh(unit, port, host)
     while True:
         out = ctx.sh(probe, check=False, quiet=True, timeout=LOOK).stdout.split()
-        state = out[0] if out else "unknown"
         answers = port is None or "port-answers" in out
+        state = out[0] if out and out[0] != "port-answers" else "unknown"
         if state not in ("active", "activating", "reloading"):
             raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).")
         waited = time.monotonic() - start
