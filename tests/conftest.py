@@ -2,7 +2,7 @@
 
 ``e2e`` tests boot a real Debian host (13 by default; the ``release`` fixture runs a
 test module on each of Debian 13 and 12) with systemd-nspawn (see
-tui/tasks/sandbox.py).  They need root and the tools from
+tui/tasks/sandbox/).  They need root and the tools from
 ``sandbox.APT_COMMAND``; without them they are skipped with the reason.
 The cache (base rootfs tarball, apt archives) is shared between runs in
 ``/var/cache/stack-tui-test`` unless STACK_TUI_CACHE_DIR says otherwise.

@@ -83,9 +83,10 @@ def test_require_root_tools_names_the_apt_command(monkeypatch):
 
 
 def test_claims_are_exclusive_and_stale_ones_are_reclaimed(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "CLAIM_ROOT", tmp_path / "claims")
+    # The claims module owns CLAIM_ROOT and calls _clean_index for a stale slot.
+    monkeypatch.setattr(sandbox.claims, "CLAIM_ROOT", tmp_path / "claims")
     cleaned = []
-    monkeypatch.setattr(sandbox, "_clean_index", lambda i, log: cleaned.append(i))
+    monkeypatch.setattr(sandbox.claims, "_clean_index", lambda i, log: cleaned.append(i))
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()

@@ -15,7 +15,8 @@ def _profile():
     return p
 
 
-@pytest.mark.parametrize("platform,enforce", [("debian-13", "True"), ("debian-12", "False")])
+@pytest.mark.parametrize("platform,enforce", [("debian-13", "True"), ("debian-12", "False"),
+                                              ("ubuntu-22.04", "False"), ("ubuntu-24.04", "True")])
 def test_config_reads_back_with_oslo_config(tmp_path, platform, enforce):
     from oslo_config import cfg
 
@@ -52,3 +53,10 @@ def test_every_exclusion_has_a_reason():
 ])
 def test_progress_lines(line, want):
     assert tempest.parse_line(line) == want
+
+
+def test_config_refuses_an_unknown_platform(tmp_path):
+    from tui.tasks.platforms import UnknownPlatform
+
+    with pytest.raises(UnknownPlatform, match="debian-11"):
+        tempest.config_text(_profile(), "pw", "debian-11", tmp_path)

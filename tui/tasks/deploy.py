@@ -6,18 +6,21 @@ The steps live in ``tui/tasks/services/`` (one module per service).
 from __future__ import annotations
 
 from .engine import Phase, Plan
-from .platforms import PLATFORMS
+from . import platforms
+from .platforms import PLAN_ASSUMED, PLATFORMS
 from .services import REGISTRY, finish, prepare
 
 
 def build_plan(profile, platform_id: str | None = None) -> Plan:
-    """All phases for the profile.  ``platform_id`` only shapes plan text."""
+    """All phases for the profile on ``platform_id`` (the host's, resolved by the runner).
+
+    Without one (``stack-tui plan``, no host asked yet) the profile's forced platform, else
+    PLAN_ASSUMED, which the plan text says is assumed.  An unknown id is an UnknownPlatform."""
     from .preflight import phase as preflight_phase
 
     svc = set(profile.openstack.services)
-    pid = platform_id or (profile.openstack.platform if profile.openstack.platform != "auto"
-                          else "debian-13")
-    plat = PLATFORMS[pid]
+    forced = profile.openstack.platform
+    plat = platforms.by_id(platform_id or (forced if forced != "auto" else PLAN_ASSUMED))
     chosen = [s for s in REGISTRY if s.id in svc]
     pkgs = plat.packages_for(svc)
     phases: list[Phase] = [preflight_phase()]  # first: blocks before anything is installed
@@ -27,6 +30,14 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     if "keystone" in svc:
         phases += finish.phases(profile, plat)
     return Plan(phases, platform=plat.id)
+
+
+def unsupported_plan() -> Plan:
+    """The plan for a host whose system stack-tui does not support: the preflight alone,
+    whose platform check blocks and names the system.  No platform is assumed."""
+    from .preflight import phase as preflight_phase
+
+    return Plan([preflight_phase()], platform="")
 
 
 def describe_plan(profile) -> str:

@@ -248,13 +248,15 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
     """(title, shell command) for a log key."""
     from .platforms import PLATFORMS
 
-    plat = PLATFORMS.get(ctx.facts.get("platform", ""), PLATFORMS["debian-13"])
-    ks = f"{plat.apache_log_dir}/keystone.log"
+    plat = PLATFORMS.get(ctx.facts.get("platform", ""))
+    # Keystone logs where the platform's web server does; not knowing the platform (the
+    # failure came before prepare.detect), no guess: the rule's own text must do.
+    ks = f"{plat.apache_log_dir}/keystone.log" if plat is not None else None
     gl = "/var/log/glance/glance-api.log"
     errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING' | "
             "awk '!seen[$0]++' | tail -n 12")
     if key == "keystone":
-        return [(ks, f"tail -n 400 {ks} 2>/dev/null | {errs}")]
+        return [(ks, f"tail -n 400 {ks} 2>/dev/null | {errs}")] if ks else []
     if key == "glance":
         return [(gl, f"tail -n 400 {gl} 2>/dev/null | {errs}")]
     if key == "api":

@@ -1,8 +1,60 @@
-"""What differs between distributions: repos, packages, services, paths."""
+"""What differs between distributions: repos, packages, services, paths.
+
+Behaviour that differs by family is a strategy held by the platform: ``pm`` (the package
+manager, tui/tasks/pkgmgr.py) and ``web`` (the web server serving Keystone), so callers
+ask the platform instead of branching on ``family``.  ``resolve`` is the one way from a
+profile and /etc/os-release text to a Platform; an unknown system is an error naming it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .pkgmgr import APT, DNF, PackageManager
+
+# What `stack-tui plan` shows when no host has been asked yet ([openstack] platform = auto):
+# said so in the plan text ("assumed; detected from /etc/os-release at run time").
+PLAN_ASSUMED = "debian-13"
+
+
+class UnknownPlatform(ValueError):
+    """The host's system (or a platform id) is not one stack-tui knows."""
+
+    def __init__(self, what: str, why: str, hint: str):
+        self.what, self.why, self.hint = what, why, hint
+        super().__init__(f"{what} {why}; {hint}")
+
+
+SUPPORTED = "Debian 13 and 12, Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9"
+
+
+@dataclass(frozen=True)
+class WebServer:
+    """The Apache that serves Keystone, as the distribution packages it."""
+    unit: str                    # systemd unit
+    ctl: str                     # apache2ctl | apachectl
+    log_dir: str
+    a2en: bool                   # sites/confs/modules are enabled with a2en* (symlinks)
+
+    @property
+    def configtest(self) -> str:
+        return f"{self.ctl} configtest"
+
+    def enable_module(self, name: str) -> str:
+        return f"a2enmod -q {name} >/dev/null" if self.a2en else "true"
+
+    def enabled_test(self, available: str) -> str:
+        """Shell test that the site/conf at ``available`` is enabled (always true without a2en)."""
+        if not self.a2en:
+            return "true"
+        return "test -e " + available.replace("-available/", "-enabled/")
+
+    def module_enabled_test(self, name: str) -> str:
+        return f"test -e /etc/apache2/mods-enabled/{name}.load" if self.a2en else "true"
+
+
+APACHE_DEBIAN = WebServer(unit="apache2", ctl="apache2ctl", log_dir="/var/log/apache2", a2en=True)
+HTTPD_EL = WebServer(unit="httpd", ctl="apachectl", log_dir="/var/log/httpd", a2en=False)
 
 
 @dataclass(frozen=True)
@@ -10,7 +62,6 @@ class Platform:
     id: str
     name: str
     openstack: str               # OpenStack release the platform gets
-    family: str                  # "deb" | "rpm"
     verified: bool               # proven end to end on a real host
     repo_setup: tuple[str, ...]  # commands enabling the OpenStack repository
     repo_check: str              # command that succeeds when the repo is enabled
@@ -18,12 +69,12 @@ class Platform:
     mariadb_conf: str = "/etc/mysql/mariadb.conf.d/99-openstack.cnf"
     memcached_conf: str = "/etc/memcached.conf"
     memcached_style: str = "debian"   # "debian" (-l line) | "sysconfig" (OPTIONS=)
-    web_service: str = "apache2"
+    pm: PackageManager = APT
+    web: WebServer = APACHE_DEBIAN
     keystone_vhost: str = "/etc/apache2/sites-available/keystone.conf"
     keystone_vhost_enable: str = "a2ensite -q keystone"
     servername_conf: str = "/etc/apache2/conf-available/servername.conf"
     servername_enable: str = "a2enconf -q servername"
-    apache_log_dir: str = "/var/log/apache2"
     glance_service: str = "glance-api"
     distro_keystone_service: str | None = "keystone"   # packaged uWSGI keystone to keep off
     # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
@@ -33,6 +84,21 @@ class Platform:
     # OpenStack release gets a warning (never a block).
     support: str = ""
     maintained: bool = True
+    # Glance checks an upload against its disk_format (Glance 30, Epoxy); Zed's accepts anything.
+    glance_checks_disk_format: bool = True
+
+    @property
+    def family(self) -> str:
+        """"deb" | "rpm" (the package format); behaviour belongs on ``pm``, not on this."""
+        return self.pm.family
+
+    @property
+    def web_service(self) -> str:
+        return self.web.unit
+
+    @property
+    def apache_log_dir(self) -> str:
+        return self.web.log_dir
 
     def packages_for(self, services) -> list[str]:
         """The base packages, then each selected service's, in the table's (registry) order."""
@@ -45,22 +111,10 @@ class Platform:
         return [p for pkgs in self.packages.values() for p in pkgs]
 
     def install_cmd(self, pkgs: list[str]) -> str:
-        import shlex
-
-        names = " ".join(shlex.quote(p) for p in pkgs)
-        if self.family == "deb":
-            return ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                    "--no-install-recommends -o Dpkg::Options::=--force-confold "
-                    "-o Dpkg::Options::=--force-unsafe-io " + names)
-        return "dnf install -y -q " + names
+        return self.pm.install_cmd(pkgs)
 
     def installed_check_cmd(self, pkgs: list[str]) -> str:
-        import shlex
-
-        names = " ".join(shlex.quote(p) for p in pkgs)
-        if self.family == "deb":
-            return f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>&1"
-        return f"rpm -q {names} 2>&1"
+        return self.pm.installed_check_cmd(pkgs)
 
 
 _DEB_PKGS = {
@@ -73,15 +127,15 @@ _DEB_PKGS = {
 }
 
 DEBIAN_13 = Platform(
-    id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)", family="deb",
+    id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)",
     verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
     keystone_wsgi_module="keystone.wsgi.api:application",
     support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
 )
 
 DEBIAN_12 = Platform(
-    id="debian-12", name="Debian 12 (bookworm)", openstack="zed", family="deb", verified=True,
-    repo_setup=(), repo_check="true", packages=_DEB_PKGS,
+    id="debian-12", name="Debian 12 (bookworm)", openstack="zed", verified=True,
+    repo_setup=(), repo_check="true", packages=_DEB_PKGS, glance_checks_disk_format=False,
     support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
             "(unmaintained since 2024): prefer Debian 13",
     maintained=False,
@@ -91,7 +145,7 @@ DEBIAN_12 = Platform(
 def _ubuntu(version: str, codename: str, release: str) -> Platform:
     return Platform(
         id=f"ubuntu-{version}", name=f"Ubuntu {version} ({codename}) + Cloud Archive {release}",
-        openstack=release, family="deb", verified=False,
+        openstack=release, verified=False,
         repo_setup=(
             "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
             "software-properties-common",
@@ -102,12 +156,13 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
         packages={**_DEB_PKGS, "glance": ["glance-api"]},
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
         maintained=release != "zed",  # the Zed cloud archive is past upstream maintenance
+        glance_checks_disk_format=release != "zed",
     )
 
 
 EL9 = Platform(
     id="el9", name="Rocky/Alma/CentOS Stream 9 + RDO 2024.1 (Caracal)", openstack="2024.1",
-    family="rpm", verified=False,
+    pm=DNF, verified=False,
     repo_setup=(
         "dnf install -y -q centos-release-openstack-caracal",
         "dnf config-manager --set-enabled crb",
@@ -124,12 +179,11 @@ EL9 = Platform(
     mariadb_conf="/etc/my.cnf.d/openstack.cnf",
     memcached_conf="/etc/sysconfig/memcached",
     memcached_style="sysconfig",
-    web_service="httpd",
+    web=HTTPD_EL,
     keystone_vhost="/etc/httpd/conf.d/wsgi-keystone.conf",
     keystone_vhost_enable="true",
     servername_conf="/etc/httpd/conf.d/servername.conf",
     servername_enable="true",
-    apache_log_dir="/var/log/httpd",
     glance_service="openstack-glance-api",
     distro_keystone_service=None,
 )
@@ -170,3 +224,28 @@ def describe(os_release: str) -> str:
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip().strip('"')
     return "unknown system"
+
+
+def by_id(platform_id: str) -> Platform:
+    """The platform with this id; an unknown id is an error naming it and the known ones."""
+    try:
+        return PLATFORMS[platform_id]
+    except KeyError:
+        raise UnknownPlatform(f"Unknown platform {platform_id!r}.",
+                              f"stack-tui knows {', '.join(PLATFORMS)}",
+                              "fix [openstack] platform in the profile (or use auto)") from None
+
+
+def resolve(forced: str, os_release: str | None) -> Platform:
+    """THE platform of a host: the profile's forced one, else detected from /etc/os-release.
+
+    Raises UnknownPlatform naming the system when it is not supported (no silent default)."""
+    if forced and forced != "auto":
+        return by_id(forced)
+    plat = detect(os_release or "")
+    if plat is None:
+        raise UnknownPlatform(f"Unsupported system: {describe(os_release or '')}.",
+                              f"stack-tui supports {SUPPORTED}",
+                              "use a supported release, or force one with [openstack] platform "
+                              "in the profile (at your own risk)")
+    return plat

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import deploy
+from . import deploy, platforms
 from .engine import Context, Decision, Engine, Plan, RunState, Transcript, new_log_path, state_path
-from .platforms import PLATFORMS, detect
+from .platforms import PLATFORMS
 from .profile import Profile, load_secrets
 from .redact import Redactor
 from .secrets import Secrets
@@ -70,13 +70,15 @@ def connect_and_plan(session: Session) -> Plan:
     """Connect (host key checks happen here), detect the platform, build the plan."""
     session.transport.connect()
     forced = session.profile.openstack.platform
-    if forced != "auto":
-        pid = forced
-    else:
-        text = session.transport.read_file("/etc/os-release") or ""
-        plat = detect(text)
-        pid = plat.id if plat else "debian-13"  # prepare.detect explains the refusal
-    session.plan = deploy.build_plan(session.profile, pid)
+    text = None if forced != "auto" else session.transport.read_file("/etc/os-release") or ""
+    try:
+        plat = platforms.resolve(forced, text)
+    except platforms.UnknownPlatform:
+        # No silent default: the plan is the preflight alone, whose platform check blocks
+        # and names the system (and what is supported) through the normal failure path.
+        session.plan = deploy.unsupported_plan()
+        return session.plan
+    session.plan = deploy.build_plan(session.profile, plat.id)
     return session.plan
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import inifile, paths
+from . import inifile, paths, platforms
 from .services.common import url_host
 
 TEMPEST_VERSION = "47.0.0"
@@ -104,7 +104,7 @@ def config_text(profile, admin_password: str, platform_id: str, workdir: Path) -
     """tempest.conf for the profile's cloud: identity and image, dynamic credentials."""
     host = url_host(profile.endpoint_host)
     # Glance 30 (Epoxy) checks uploaded content against disk_format; Zed's accepts anything.
-    enforce = "false" if platform_id == "debian-12" else "true"
+    enforce = "true" if platforms.by_id(platform_id).glance_checks_disk_format else "false"
     services = set(profile.openstack.services)
     pw = inifile.oslo_value(admin_password)
     return f"""# Written by stack-tui from profile {profile.name}: regenerated on every run
@@ -179,6 +179,32 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
     venv = ensure_venv(log)
     tempest = venv / "bin" / "tempest"
     work = out_dir
+    conf, excl = _workspace(tempest, work, config_text(profile, admin_password, platform_id, work),
+                            redact)
+    argv = [str(tempest), "run", "--regex", regex, "--exclude-list", str(excl),
+            "--concurrency", str(CONCURRENCY)]
+    log(f"running Tempest {TEMPEST_VERSION}: {regex} (concurrency {CONCURRENCY}; "
+        f"{len(EXCLUDES)} internet/multi-store exclusions)")
+    res = TempestResult(workdir=work, output=work / "tempest-run.txt")
+    t0 = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env["TEMPEST_CONFIG_DIR"] = str(conf.parent)
+    returncode, done = _stream(argv, work, env, res, on_result, redact, t0 + timeout, timeout)
+    res.duration = time.monotonic() - t0
+    _apply_totals(res)
+    if returncode not in (0, None) and res.failed == 0:
+        res.failed = 1  # tempest said failure (an import error, a setUpClass error...)
+        res.failures.append(f"tempest run exited {returncode}: see {res.output}")
+    if done == 0:
+        tail = "\n".join(res.output.read_text(encoding="utf-8").splitlines()[-15:])
+        raise TempestError(f"Tempest ran no test (exit {returncode}). Last lines:\n{tail}")
+    _reports(venv, work, res)
+    return res
+
+
+def _workspace(tempest: Path, work: Path, conf_text: str,
+               redact: Callable[[str], str]) -> tuple[Path, Path]:
+    """`tempest init` once, then (every run) tempest.conf (0600) and the exclude list."""
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(work, 0o700)
     if not (work / ".stestr.conf").exists():
@@ -191,18 +217,26 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
     conf.parent.mkdir(exist_ok=True)
     from .fsutil import atomic_write
 
-    atomic_write(conf, config_text(profile, admin_password, platform_id, work).encode(),
-                 mode=0o600)
+    atomic_write(conf, conf_text.encode(), mode=0o600)
     excl = work / "exclude-list.txt"
     excl.write_text("".join(f"# {why}\n{rx}\n" for rx, why in EXCLUDES))
-    argv = [str(tempest), "run", "--regex", regex, "--exclude-list", str(excl),
-            "--concurrency", str(CONCURRENCY)]
-    log(f"running Tempest {TEMPEST_VERSION}: {regex} (concurrency {CONCURRENCY}; "
-        f"{len(EXCLUDES)} internet/multi-store exclusions)")
-    res = TempestResult(workdir=work, output=work / "tempest-run.txt")
-    t0 = time.monotonic()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["TEMPEST_CONFIG_DIR"] = str(conf.parent)
+    return conf, excl
+
+
+def _count(res: TempestResult, tid: str, status: str) -> None:
+    if status == "ok":
+        res.passed += 1
+    elif status == "failed":
+        res.failed += 1
+        res.failures.append(tid)
+    else:
+        res.skipped += 1
+
+
+def _stream(argv: list[str], work: Path, env: dict, res: TempestResult,
+            on_result: Callable[[str, str, int], None] | None, redact: Callable[[str], str],
+            deadline: float, timeout: float) -> tuple[int | None, int]:
+    """Run tempest, copy its (redacted) output to res.output, count results as they come."""
     done = 0
     with open(res.output, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -216,17 +250,10 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
                 hit = parse_line(line)
                 if hit:
                     done += 1
-                    tid, status = hit
-                    if status == "ok":
-                        res.passed += 1
-                    elif status == "failed":
-                        res.failed += 1
-                        res.failures.append(tid)
-                    else:
-                        res.skipped += 1
+                    _count(res, *hit)
                     if on_result:
-                        on_result(tid, status, done)
-                if time.monotonic() - t0 > timeout:
+                        on_result(hit[0], hit[1], done)
+                if time.monotonic() > deadline:
                     raise TempestError(f"Tempest ran longer than {timeout:.0f} s; stopped.")
             proc.wait(timeout=60)
         finally:
@@ -237,8 +264,11 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
-    res.duration = time.monotonic() - t0
-    # stestr's own totals are the authority (a skipped class counts each of its tests).
+    return proc.returncode, done
+
+
+def _apply_totals(res: TempestResult) -> None:
+    """stestr's own totals are the authority (a skipped class counts each of its tests)."""
     totals = {}
     for ln in res.output.read_text(encoding="utf-8").splitlines():
         m = _TOTALS.match(ln)
@@ -248,13 +278,10 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
         res.passed = totals.get("Passed", res.passed)
         res.failed = totals.get("Failed", res.failed)
         res.skipped = totals.get("Skipped", res.skipped)
-    if proc.returncode not in (0, None) and res.failed == 0:
-        res.failed = 1  # tempest said failure (an import error, a setUpClass error...)
-        res.failures.append(f"tempest run exited {proc.returncode}: see {res.output}")
-    if done == 0:
-        tail = "\n".join(res.output.read_text(encoding="utf-8").splitlines()[-15:])
-        raise TempestError(f"Tempest ran no test (exit {proc.returncode}). Last lines:\n{tail}")
-    # The full report: stestr's subunit stream of this run, and HTML when subunit2html is there.
+
+
+def _reports(venv: Path, work: Path, res: TempestResult) -> None:
+    """The full report: stestr's subunit stream of this run, and HTML when subunit2html is there."""
     stestr = venv / "bin" / "stestr"
     sub = subprocess.run([str(stestr), "last", "--subunit"], cwd=work, capture_output=True,
                          timeout=300)
@@ -268,7 +295,6 @@ def run(profile, admin_password: str, platform_id: str, out_dir: Path, *,
                                timeout=300)
             if h.returncode == 0 and html.exists():
                 res.html = html
-    return res
 
 
 def run_for_profile(profile, *, regex: str = DEFAULT_REGEX,
@@ -287,6 +313,10 @@ def run_for_profile(profile, *, regex: str = DEFAULT_REGEX,
     redact = secrets.redactor()
     state = RunState.load(state_path(profile.name, profile.host.address), redact)
     platform_id = state.facts.get("platform")
+    if platform_id and platform_id not in platforms.PLATFORMS:
+        raise TempestError(f"The recorded install of profile {profile.name} names platform "
+                           f"{platform_id!r}, which this stack-tui does not know: run "
+                           f"stack-tui apply {profile.name} again.")
     if not platform_id:
         raise TempestError(f"No finished install of profile {profile.name} is recorded on this "
                            f"machine: run stack-tui apply {profile.name} first.")

@@ -1,0 +1,92 @@
+"""The preflight step on a scripted fake host: its check reads and decides, never writes or
+records; the package checks follow the platform's package manager."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakehost import FakeHost
+from tui.tasks import preflight
+from tui.tasks.platforms import PLATFORMS
+from tui.tasks.profile import Profile
+
+GiB = 1024 ** 3
+TRIXIE = 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_ID="13"\n'
+ROCKY = 'PRETTY_NAME="Rocky Linux 9.4"\nID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
+
+
+def _facts(os_release: str, *, mem: int = 8 * GiB, sources: str = "", yum: str = "",
+           pm: str = "", lock: str = "") -> str:
+    return "\n".join([
+        "@@os", os_release.rstrip(), "@@uid", "0", "@@mem", str(mem), "max",
+        "@@disk", str(50 * GiB), "@@hostname", "stackhost", "@@resolved", "10.0.0.5",
+        "@@addrs", "127.0.0.1", "10.0.0.5", "@@ss", "@@time", "NTPSynchronized=yes", "virt=none",
+        "@@sources", sources, "@@sources822", "", "@@yum", yum, "@@lock", lock, "@@pm", pm,
+        "@@end", ""])
+
+
+def _host(facts: str, pkgs: str) -> FakeHost:
+    host = FakeHost()
+    host.on(r"echo @@os", (0, facts))
+    host.on(r"^echo @@pkgs\n", (0, "@@pkgs\n" + pkgs + "@@probes\nprobe 0 0 \n"))
+    return host
+
+
+def _profile() -> Profile:
+    p = Profile(name="t")
+    p.host.address = "10.0.0.5"
+    return p
+
+
+def _ctx(host: FakeHost, tmp_path, platform: str = "debian-13"):
+    ctx = host.ctx(_profile(), platform=platform, state_path=tmp_path / "state.json")
+    ctx.facts.clear()   # preflight runs before prepare.detect: nothing is known yet
+    return ctx
+
+
+DEB_ALL = "".join(f"{p} installed\n" for p in PLATFORMS["debian-13"].all_packages)
+
+
+def test_check_reads_and_decides_without_writing_or_recording(tmp_path):
+    host = _host(_facts(TRIXIE, sources="deb http://deb.debian.org/debian trixie main"), DEB_ALL)
+    ctx = _ctx(host, tmp_path)
+    step = preflight.phase().steps[0]
+    assert step.check(ctx) is True
+    assert host.writes == []
+    assert ctx.cache == {} and ctx.facts == {}
+    assert len(host.commands) == 2           # the batched facts, then packages + repositories
+    assert "dpkg-query -W" in host.commands[1] and "apt-helper" in host.commands[1]
+
+
+def test_a_blocker_makes_the_check_say_not_done_and_the_run_explain_it(tmp_path):
+    host = _host(_facts(TRIXIE, mem=1 * GiB, sources="deb http://deb.debian.org/debian trixie main"),
+                 DEB_ALL)
+    ctx = _ctx(host, tmp_path)
+    step = preflight.phase().steps[0]
+    assert step.check(ctx) is False
+    assert ctx.cache == {} and "preflight" not in ctx.facts and host.writes == []
+    with pytest.raises(preflight.StepError) as err:
+        step.run(ctx)
+    assert "Memory" in err.value.what
+    assert [r["id"] for r in ctx.facts["preflight"] if r["level"] == "blocking"] == ["memory"]
+
+
+def test_el9_checks_packages_with_rpm_and_repositories_with_curl(tmp_path):
+    facts = _facts(ROCKY, yum="baseurl=http://dl.rockylinux.org/pub/rocky/9/BaseOS/\n",
+                   pm="4242 dnf\n")
+    host = _host(facts, "package openstack-keystone is not installed\n")
+    results = {r.id: r for r in preflight.run_checks(_ctx(host, tmp_path, "el9"))}
+    script = host.commands[1]
+    assert "rpm -q" in script and "curl" in script and "dpkg" not in script
+    assert "http://dl.rockylinux.org/" in script
+    assert results["platform"].level == "warning"            # supported, not yet verified
+    assert results["pkg-lock"].level == "warning" and "dnf (pid 4242)" in results["pkg-lock"].why
+    assert results["repos"].level == "ok"
+
+
+def test_an_unsupported_system_blocks_naming_it(tmp_path):
+    host = _host(_facts('PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nID=debian\nVERSION_ID="11"\n'), "")
+    results = preflight.run_checks(_ctx(host, tmp_path))
+    plat = results[0]
+    assert plat.blocking and "Debian GNU/Linux 11 (bullseye) is not supported" in plat.why
+    assert len(host.commands) == 1           # no package probe for a platform it does not know
