@@ -382,6 +382,7 @@ def test_apply_broken_secrets_file_exit_2(home, tmp_path):
     path.write_text(profile_text(address="127.0.0.1", port=_free_port(), secrets=False))
     sf = tmp_path / "site.secrets.toml"
     sf.write_text('admin_password = "unterminated\n')
+    sf.chmod(0o600)
     before = sf.read_bytes()
     r = run(home, "apply", str(path), "--yes")
     assert r.returncode == 2 and str(sf) in r.stderr and "not a valid secrets file" in r.stderr

@@ -138,13 +138,47 @@ class Secrets:
         write_secrets_file(self.file, keep)
 
 
+MAX_SECRETS_BYTES = 64 * 1024
+
+
+def _check_private(path: Path, st) -> None:
+    """Refuse a secrets file others may read or own, as OpenSSH refuses a loose private key."""
+    import os
+    import stat as stat_
+
+    if st.st_uid != os.getuid():
+        raise SecretError(
+            f"{path}: owned by another user (uid {st.st_uid}, you are {os.getuid()}); a secrets "
+            f"file must be your own. Refused. Copy it to a file of yours, or remove it to have "
+            f"stack-tui write a new one.")
+    if st.st_mode & 0o077:
+        raise SecretError(
+            f"{path}: permissions {stat_.S_IMODE(st.st_mode):04o} are too open: other users may "
+            f"read the passwords in it. Refused (as OpenSSH refuses such a private key). "
+            f"Fix it with: chmod 600 {path}")
+
+
 def read_secrets_file(path: Path) -> dict[str, str]:
+    """The secrets in ``path`` ({} when absent).  Refused with a sentence naming the file:
+    not a regular file, too big, not private (mode 0600, owned by you), broken TOML."""
+    import os
     import tomllib
 
-    if not path.exists():
-        return {}
+    from .fsutil import FileRefused, open_regular
+
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        fd, st = open_regular(path, MAX_SECRETS_BYTES)
+    except FileNotFoundError:
+        return {}
+    except FileRefused as exc:
+        raise SecretError(f"{path}: {exc}; a secrets file is a small TOML file") from None
+    except OSError as exc:
+        raise SecretError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_private(path, st)
+        raw = fh.read(MAX_SECRETS_BYTES + 1)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SecretError(f"{path}: not a valid secrets file ({exc})") from None
     out = {}
@@ -152,7 +186,7 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         if key == "version":
             continue
         if key not in SECRET_NAMES:
-            raise SecretError(f"{path}: unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})")
+            raise SecretError(f"{path}: unknown secret {key[:64]!r} (known: {', '.join(SECRET_NAMES)})")
         if not isinstance(value, str):
             raise SecretError(f"{path}: secret '{key}' must be a string")
         out[key] = value
@@ -162,10 +196,11 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 def write_secrets_file(path: Path, values: dict[str, str]) -> None:
     from .tomldoc import merge
 
+    from .fsutil import read_regular
+
     try:
-        old = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() \
-            else None
-    except (OSError, UnicodeDecodeError):
+        old = read_regular(path, MAX_SECRETS_BYTES, follow=False).decode("utf-8")
+    except (OSError, ValueError):  # absent, a symlink, not a file, too big, not UTF-8
         old = None
     text = merge(old, {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}},
                  header="# stack-tui secrets: keep this file private (mode 0600)")
