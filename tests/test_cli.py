@@ -271,10 +271,12 @@ def test_profiles_list_show_delete(home):
     secrets_file = home / "config/profiles/alpha.secrets.toml"
     secrets_file.write_text('admin_password = "x-file-secret"\n')
     r = run(home, "profiles", "delete", "alpha")
+    assert r.returncode == 2 and "--yes" in r.stderr and secrets_file.exists()
+    r = run(home, "profiles", "delete", "alpha", "--yes")
     assert r.returncode == 0 and "Deleted profile alpha" in r.stdout
     assert not (home / "config/profiles/alpha.toml").exists() and not secrets_file.exists()
     assert [line.split()[0] for line in run(home, "profiles", "list").stdout.splitlines()] == ["beta", "gamma"]
-    r = run(home, "profiles", "delete", "alpha")
+    r = run(home, "profiles", "delete", "alpha", "--yes")
     assert r.returncode == 2 and "no profile named alpha" in r.stderr
     r = run(home, "profiles", "show", "alpha")
     assert r.returncode == 2 and "no such profile" in r.stderr

@@ -74,8 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="overwrite an existing profile")
     x = psub.add_parser("show", help="print a profile (secrets masked)")
     x.add_argument("name")
-    x = psub.add_parser("delete", help="delete a profile (its secrets file too)")
-    x.add_argument("name")
+    x = psub.add_parser("delete", help="delete a profile (its secrets file too); asks first")
+    x.add_argument("name", help="a profile name, as `profiles list` shows it (not a path)")
+    x.add_argument("--yes", action="store_true",
+                   help="do not ask (needed when stdin is not a terminal)")
 
     sp = sub.add_parser("sandbox", help="a throwaway local Debian test host (needs root)")
     ssub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -367,20 +369,7 @@ def cmd_profiles(args) -> int:
                 print(f"{n:20s} BROKEN: {exc}")
         return EXIT_OK
     if args.action == "new":
-        if args.name in pr.list_profiles() and not args.force:
-            _err(f"stack-tui: profile {args.name} exists (use --force to overwrite)")
-            return EXIT_USAGE
-        prof = pr.Profile(name=args.name)
-        prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
-        prof.host.key_file = args.key_file
-        prof.image.file = args.image_file
-        try:
-            prof.validate()
-        except pr.ProfileError as exc:
-            _err(f"stack-tui: {exc}")
-            return EXIT_USAGE
-        print(f"Profile written: {pr.save(prof)}")
-        return EXIT_OK
+        return _profiles_new(args)
     if args.action == "show":
         p = _load(args.name)
         if p is None:
@@ -392,12 +381,65 @@ def cmd_profiles(args) -> int:
         print(text, end="")
         return EXIT_OK
     if args.action == "delete":
-        if pr.delete(args.name):
-            print(f"Deleted profile {args.name}")
-            return EXIT_OK
-        _err(f"stack-tui: no profile named {args.name}")
-        return EXIT_USAGE
+        return _profiles_delete(args)
     return EXIT_USAGE
+
+
+def _profiles_new(args) -> int:
+    from .tasks import profile as pr
+
+    if not pr.NAME_RE.fullmatch(args.name):
+        _err(f"stack-tui: {args.name!r} is not a valid profile name: a letter or digit, then "
+             "letters, digits, '.', '_' or '-' (at most 64)")
+        return EXIT_USAGE
+    path = pr.paths.profiles_dir() / f"{args.name}.toml"
+    if (path.exists() or path.is_symlink()) and not args.force:
+        _err(f"stack-tui: profile {args.name} exists ({path}); use --force to overwrite it")
+        return EXIT_USAGE
+    prof = pr.Profile(name=args.name)
+    prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
+    prof.host.key_file = args.key_file
+    prof.image.file = args.image_file
+    try:
+        prof.validate()
+        print(f"Profile written: {pr.save(prof)}")
+    except pr.ProfileError as exc:
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _profiles_delete(args) -> int:
+    from .tasks import profile as pr
+
+    try:
+        files = pr.deletable_files(args.name)
+    except pr.ProfileError as exc:
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    if not files:
+        _err(f"stack-tui: no profile named {args.name} (see `stack-tui profiles list`)")
+        return EXIT_USAGE
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            _err(f"stack-tui: not deleting profile {args.name} without a confirmation; "
+                 "stdin is not a terminal, so add --yes to delete it from a script")
+            return EXIT_USAGE
+        print("This deletes:\n" + "".join(f"  {f}\n" for f in files), end="")
+        try:
+            answer = input(f"Delete profile {args.name}? [y/N] ").strip().lower()
+        except EOFError:
+            answer = ""
+        if answer not in ("y", "yes"):
+            print("Nothing deleted.")
+            return EXIT_FAILED
+    try:
+        pr.delete(args.name)
+    except (pr.ProfileError, OSError) as exc:
+        _err(f"stack-tui: could not delete profile {args.name}: {exc}")
+        return EXIT_FAILED
+    print(f"Deleted profile {args.name}")
+    return EXIT_OK
 
 
 # -- sandbox -------------------------------------------------------------------------
