@@ -137,3 +137,169 @@ def test_new_refuses_over_a_dangling_symlink(capsys, tmp_path):
     (paths.profiles_dir() / "site.toml").symlink_to(tmp_path / "target.toml")
     rc, out, err = main(capsys, "profiles", "new", "site", "--host", "10.0.0.2")
     assert rc == 2 and "--force" in err and not (tmp_path / "target.toml").exists()
+
+
+# --------------------------------------------------------------------------- secrets file
+
+
+def _profile_with_secrets(tmp_path, mode=0o600) -> Profile:
+    path = tmp_path / "site.toml"
+    path.write_text(GOOD)
+    prof = pr.load(path)
+    write_secrets_file(prof.secrets_file, {"admin_password": "Abcdef123456"})
+    os.chmod(prof.secrets_file, mode)
+    return prof
+
+
+def test_secrets_file_of_another_user_refused(tmp_path, monkeypatch):
+    prof = _profile_with_secrets(tmp_path)
+    owner = prof.secrets_file.stat().st_uid
+    monkeypatch.setattr(os, "getuid", lambda: owner + 4242)
+    with pytest.raises(ProfileError) as ei:
+        pr.load_secrets(prof, env={})
+    assert "another user" in str(ei.value) and str(prof.secrets_file) in str(ei.value)
+    assert "Abcdef123456" not in str(ei.value)
+
+
+def test_loose_secrets_behind_a_symlink_refused_and_never_chmodded(tmp_path):
+    target = tmp_path / "elsewhere" / "real.toml"
+    target.parent.mkdir()
+    target.write_text('admin_password = "Abcdef123456"\n')
+    os.chmod(target, 0o644)
+    path = tmp_path / "site.toml"
+    path.write_text(GOOD)
+    prof = pr.load(path)
+    prof.secrets_file.symlink_to(target)
+    with pytest.raises(ProfileError) as ei:
+        pr.load_secrets(prof, env={})
+    assert "chmod 600" in str(ei.value) and str(prof.secrets_file) in str(ei.value)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    os.chmod(target, 0o600)                      # a private target behind a link is fine
+    assert pr.load_secrets(prof, env={}).get("admin_password") == "Abcdef123456"
+
+
+# --------------------------------------------------------------------------- odd files
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _release(fifo: Path) -> None:
+    """Give a reader blocked on the FIFO (old code) its EOF, so no thread is left hanging."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+def within_a_second(fn):
+    """fn() must raise within a second; returns the exception."""
+    box: dict = {}
+
+    def target():
+        try:
+            fn()
+            box["exc"] = None
+        except BaseException as exc:  # noqa: BLE001
+            box["exc"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    t.join(1.0)
+    assert not t.is_alive(), "still reading after a second (blocked on a FIFO or /dev/zero?)"
+    assert time.monotonic() - t0 < 1.0
+    return box["exc"]
+
+
+def _odd(kind: str, path: Path) -> Path:
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        _fifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "huge":
+        with open(path, "wb") as fh:
+            fh.truncate(50 * 1024 * 1024)   # sparse: 50 MB to stat, nothing on disk
+    return path
+
+
+KINDS = ["directory", "fifo", "dev-zero", "huge"]
+WORDS = {"directory": "directory", "fifo": "FIFO", "dev-zero": "device", "huge": "bytes"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_profile_path_of_an_odd_kind_is_a_clear_error_at_once(tmp_path, kind):
+    path = _odd(kind, tmp_path / "site.toml")
+    try:
+        exc = within_a_second(lambda: pr.load(path))
+    finally:
+        if kind == "fifo":
+            _release(path)
+    assert isinstance(exc, ProfileError), repr(exc)
+    assert str(path) in str(exc) and WORDS[kind] in str(exc)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_secrets_path_of_an_odd_kind_is_a_clear_error_at_once(tmp_path, kind):
+    path = tmp_path / "site.toml"
+    path.write_text(GOOD)
+    prof = pr.load(path)
+    _odd(kind, prof.secrets_file)
+    try:
+        exc = within_a_second(lambda: pr.load_secrets(prof, env={}))
+    finally:
+        if kind == "fifo":
+            _release(prof.secrets_file)
+    assert isinstance(exc, ProfileError), repr(exc)
+    assert str(prof.secrets_file) in str(exc) and WORDS[kind] in str(exc)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_path_of_an_odd_kind_is_a_clear_error_at_once(tmp_path, kind):
+    from tui.tasks.engine import RunState, StateError
+
+    path = _odd(kind, tmp_path / "state.json")
+    try:
+        exc = within_a_second(lambda: RunState.load(path))
+    finally:
+        if kind == "fifo":
+            _release(path)
+    assert isinstance(exc, StateError), repr(exc)
+    assert str(path) in str(exc) and WORDS[kind] in str(exc)
+
+
+def test_cli_profile_path_of_dev_zero_and_a_directory(capsys, tmp_path):
+    for arg in ("/dev/zero", str(tmp_path)):
+        t0 = time.monotonic()
+        rc, out, err = main(capsys, "plan", arg)
+        assert rc == 2 and "cannot use profile" in err and time.monotonic() - t0 < 1.0
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def test_loose_directories_of_an_earlier_run_are_tightened(home):
+    for kind in ("config", "data", "state", "log"):
+        d = home / kind
+        d.mkdir(parents=True)
+        os.chmod(d, 0o755)
+    (home / "config" / "profiles").mkdir()
+    os.chmod(home / "config" / "profiles", 0o775)
+    assert paths.profiles_dir().is_dir()
+    paths.data_dir(), paths.state_dir(), paths.log_dir()
+    for d in ("config", "config/profiles", "data", "state", "log"):
+        assert stat.S_IMODE((home / d).stat().st_mode) == 0o700, d
+
+
+def test_a_symlinked_directory_is_not_chmodded_through(home, tmp_path):
+    real = tmp_path / "shared"
+    real.mkdir()
+    os.chmod(real, 0o755)
+    home.mkdir()
+    (home / "log").symlink_to(real)
+    assert paths.log_dir() == home / "log"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o755

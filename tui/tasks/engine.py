@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
-from .fsutil import atomic_write
+from .fsutil import atomic_write, read_regular
 from .redact import Redactor
 
 STATE_VERSION = 1
@@ -199,13 +199,11 @@ class RunState:
         if not path.exists():
             return st
         try:
-            raw = path.read_bytes()
-            if len(raw) > 10_000_000:
-                raise ValueError("file is larger than 10 MB")
-            data = json.loads(raw.decode("utf-8"))
+            # a directory, FIFO, device or huge file is refused at once (FileRefused)
+            data = json.loads(read_regular(path, 10_000_000).decode("utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("top level is not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
             raise StateError(
                 f"The saved run state {path} is corrupted ({exc}). It was left untouched; "
                 f"move it away (or run with --reset-state) to start the run's bookkeeping afresh "
