@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr)
+    from .tasks.redact import strip_controls
+
+    print(strip_controls(text), file=sys.stderr)
 
 
 def _load(name: str):
@@ -297,6 +299,7 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     from .tasks import preflight, runner
     from .tasks.engine import StepOutput
+    from .tasks.redact import strip_controls
     from .tasks.transport import TransportError
 
     try:
@@ -314,12 +317,12 @@ def cmd_check(args) -> int:
         print(f"Preflight for {prof.host.user}@{prof.host.address} ({plan.platform}):", flush=True)
         results = preflight.run_checks(ctx)
         for res in results:
-            print("\n".join("  " + ln for ln in res.lines()))
+            print(strip_controls("\n".join("  " + ln for ln in res.lines())))
         if args.fix and preflight.apply_fixes(ctx, results):
             print("Checking again after the fixes:")
             results = preflight.run_checks(ctx)
             for res in results:
-                print("\n".join("  " + ln for ln in res.lines()))
+                print(strip_controls("\n".join("  " + ln for ln in res.lines())))
         bad = [r for r in results if r.blocking]
         warn = [r for r in results if r.level == preflight.WARNING]
         print(f"{len(bad)} blocking, {len(warn)} warning(s), "

@@ -24,8 +24,10 @@ from . import paths
 from .redact import MASK, Redactor
 
 # settings whose value is a secret, whatever the file format (ini, shell, yaml, json, toml)
-_KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key)"
-        r"[A-Za-z0-9_.-]*")
+# (names holding these words anywhere; names ending in _key or _keys, hmac_keys among them;
+# the X-Auth-Token and X-Subject-Token headers)
+_KEY = (r"(?:[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key"
+        r"|x-auth-token|x-subject-token)[A-Za-z0-9_.-]*|[A-Za-z0-9_.-]*_keys?(?![A-Za-z0-9_.-]))")
 # a whole line `key = value` (ini values may hold spaces): mask the rest of the line
 _LINE = re.compile(r"""^(?P<head>[ \t]*(?:[#;][ \t]*)?(?:export[ \t]+)?["']?""" + _KEY
                    + r"""["']?[ \t]*[=:][ \t]*)(?P<val>\S.*?)[ \t]*$""", re.I | re.M)
@@ -35,7 +37,7 @@ _INLINE = re.compile(r"""(?P<head>(?<![\w.-])""" + _KEY + r"""["']?[ \t]*[=:][ \
 # passwords inside URLs: scheme://user:PASSWORD@host ('@' in passwords is %40-quoted)
 _URL = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<val>[^\s@]+)(?=@)", re.I)
 # `key = scheme://user:PASSWORD@host` as a whole config line: the password may hold spaces
-_LINE_URL = re.compile(r"^(?P<head>[ \t]*[\w.-]+[ \t]*=[ \t]*[a-z][a-z0-9+.-]*://[^\s:/@]*:)"
+_LINE_URL = re.compile(r"^(?P<head>[ \t]*[\w.-]+[ \t]*=[ \t]*[\"']?[a-z][a-z0-9+.-]*://[^\s:/@]*:)"
                        r"(?P<val>.+)(?=@[^@]*$)", re.I | re.M)
 _JSON = re.compile(r'(?P<head>"' + _KEY + r'"\s*:\s*")(?P<val>(?:[^"\\]|\\.)*)(?=")', re.I)
 _SQL = re.compile(r"(?P<head>IDENTIFIED\s+(?:BY|VIA\s+\w+\s+USING)\s+(?:PASSWORD\s+)?)"

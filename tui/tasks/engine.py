@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from . import paths
 from .fsutil import atomic_write, read_regular
-from .redact import Redactor
+from .redact import Redactor, strip_controls
 
 STATE_VERSION = 1
 
@@ -289,11 +289,12 @@ class Context:
 
     def output(self, line: str) -> None:
         if self.engine is not None:
-            self.engine.emit(StepOutput(self.step_id or "", self.redact(line)))
+            self.engine.emit(StepOutput(self.step_id or "", strip_controls(self.redact(line))))
 
     def progress(self, done: int, total: int, text: str = "") -> None:
         if self.engine is not None:
-            self.engine.emit(StepProgress(self.step_id or "", done, total, self.redact(text)))
+            self.engine.emit(StepProgress(self.step_id or "", done, total,
+                                          strip_controls(self.redact(text))))
 
     def sh(self, command: str, *, secrets: dict[str, str] | None = None, stdin=None,
            timeout: float | None = 900, check: bool = True, quiet: bool = False):
@@ -320,10 +321,10 @@ def _explain(exc: BaseException, redact: Redactor) -> ErrorInfo:
             "retry once; if it persists, run `stack-tui bundle` and report it",
         )
     info = explain.improve(info)
-    info.what = redact(info.what)
-    info.why = redact(info.why)
-    info.hint = redact(info.hint)
-    info.tail = [redact(t) for t in info.tail][-30:]
+    info.what = strip_controls(redact(info.what))
+    info.why = strip_controls(redact(info.why))
+    info.hint = strip_controls(redact(info.hint))
+    info.tail = [strip_controls(redact(t)) for t in info.tail][-30:]
     return info
 
 
@@ -430,8 +431,9 @@ class Engine:
                 dur = time.monotonic() - t0
                 if isinstance(exc, ConnectionLost) and reconnects < 3:
                     reconnects += 1
-                    self.emit(Notice(f"SSH connection lost ({exc.why or exc.what}); reconnecting "
-                                     f"and retrying {step.id}", step.id))
+                    self.emit(Notice(strip_controls(ctx.redact(
+                        f"SSH connection lost ({exc.why or exc.what}); reconnecting "
+                        f"and retrying {step.id}")), step.id))
                     try:
                         ctx.transport.reconnect(self.reconnect_deadline)
                         continue
@@ -479,7 +481,7 @@ class Transcript:
 
     def write(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        for line in self.redact(text).splitlines() or [""]:
+        for line in strip_controls(self.redact(text)).splitlines() or [""]:
             self.fh.write(f"{stamp} {line}\n")
 
     def __call__(self, ev) -> None:
