@@ -195,7 +195,7 @@ def _release(fifo: Path) -> None:
 
 
 def within_a_second(fn):
-    """fn() must raise within a second; returns the exception."""
+    """fn() must end within a second; returns what it raised (None when it returned)."""
     box: dict = {}
 
     def target():
@@ -303,3 +303,78 @@ def test_a_symlinked_directory_is_not_chmodded_through(home, tmp_path):
     (home / "log").symlink_to(real)
     assert paths.log_dir() == home / "log"
     assert stat.S_IMODE(real.stat().st_mode) == 0o755
+
+
+# --------------------------------------------------------------------------- bundle output
+
+
+def _bundle_profile() -> Profile:
+    p = Profile(name="bnd", host=pr.HostConfig(address="10.0.0.5"))
+    p.openstack.services = ["mariadb"]
+    pr.save(p)
+    return p
+
+
+def _stray(d: Path) -> list[str]:
+    return [n for n in os.listdir(d) if n.endswith(".tmp")]
+
+
+def test_bundle_output_may_be_a_directory(capsys, tmp_path):
+    from tui.tasks.bundle import make_bundle
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    path = make_bundle(_bundle_profile(), out_dir, connect=False)
+    assert path.parent == out_dir and path.name.startswith("stack-tui-bundle-bnd-")
+    assert path.name.endswith(".tar.gz") and stat.S_IMODE(path.stat().st_mode) == 0o600
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        assert any(m.name.endswith("/MANIFEST.txt") for m in tar.getmembers())
+    assert _stray(out_dir) == []
+    rc, out, err = main(capsys, "bundle", "bnd", "-o", str(out_dir))   # the CLI path too
+    assert rc == 0 and "Traceback" not in err and len(list(out_dir.glob("*.tar.gz"))) >= 1
+
+
+def test_bundle_temp_file_is_private_and_never_follows_a_symlink(tmp_path, monkeypatch):
+    from tui.tasks import bundle
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    # the old predictable temp name, planted as a symlink to a file of the user's
+    (out_dir / ".b.tar.gz.tmp").symlink_to(victim)
+    (out_dir / "b.tar.gz").symlink_to(victim)      # the target itself a link: replaced, not followed
+    path = bundle.make_bundle(_bundle_profile(), out_dir / "b.tar.gz", connect=False)
+    assert victim.read_text() == "keep me"
+    assert not path.is_symlink() and path.stat().st_size > 0
+
+
+def test_a_failed_bundle_leaves_no_temp_file(tmp_path, monkeypatch):
+    from tui.tasks import bundle
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    def boom(text, redact):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle, "clean", boom)
+    with pytest.raises(OSError):
+        bundle.make_bundle(_bundle_profile(), out_dir / "b.tar.gz", connect=False)
+    assert os.listdir(out_dir) == []
+
+
+def test_bundle_skips_a_fifo_planted_as_the_state_file(tmp_path):
+    from tui.tasks import bundle
+    from tui.tasks.engine import state_path
+
+    p = _bundle_profile()
+    sp = state_path(p.name, p.host.address)
+    _fifo(sp)
+    try:
+        exc = within_a_second(lambda: bundle.make_bundle(p, tmp_path / "b.tar.gz", connect=False))
+    finally:
+        _release(sp)
+    assert exc is None and (tmp_path / "b.tar.gz").exists()

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("bundle", help="write a support bundle (logs, state, plan, host "
                                        "configs and logs; secrets redacted)")
     sp.add_argument("profile", metavar="PROFILE")
-    sp.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
+    sp.add_argument("-o", "--output", metavar="FILE_OR_DIR",
+                    help="where to write the .tar.gz (a directory: a new file in it)")
 
     sp = sub.add_parser("profiles", help="list, show or delete saved profiles")
     psub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -340,8 +341,13 @@ def cmd_bundle(args) -> int:
         return EXIT_USAGE
     from .tasks.bundle import make_bundle
 
-    path = make_bundle(prof, args.output or f"stack-tui-bundle-{prof.name}.tar.gz",
-                       log=lambda s: print(s, flush=True))
+    try:
+        path = make_bundle(prof, args.output or f"stack-tui-bundle-{prof.name}.tar.gz",
+                           log=lambda s: print(s, flush=True))
+    except (OSError, ValueError) as exc:  # ValueError: ProfileError, a refused file
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _err(f"stack-tui: could not write the support bundle to {args.output or '.'}: {why}")
+        return EXIT_FAILED
     print(f"Support bundle: {path} (secrets redacted; check it before you share it)")
     return EXIT_OK
 
