@@ -9,6 +9,8 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+# Every command that reads the run state takes it: a corrupted state file's message says so.
+RESET_HELP = "forget the saved run state (steps still check the host first)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
     sp.add_argument("--from", dest="from_step", metavar="STEP_ID", help="start at this step")
     sp.add_argument("--only", metavar="PHASE", help="run only this phase")
-    sp.add_argument("--reset-state", action="store_true",
-                    help="forget the saved run state (steps still check the host first)")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     sp.add_argument("--fix", action="store_true",
                     help="let the preflight fix what it can (e.g. /etc/hosts, time sync)")
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "(changes nothing unless --fix)")
     sp.add_argument("profile", metavar="PROFILE")
     sp.add_argument("--fix", action="store_true", help="apply the fixes the checks offer")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--accept-new-host-key", action="store_true",
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
 
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--tempest", action="store_true",
                     help="also run Tempest's identity and image API tests from this machine")
     sp.add_argument("--regex", help="Tempest tests to run (default: identity and image API)")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--accept-new-host-key", action="store_true",
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
 
@@ -267,7 +270,7 @@ def cmd_verify(args) -> int:
 
     rc = cmd_apply(argparse.Namespace(
         profile=args.profile, yes=True, accept_new_host_key=args.accept_new_host_key,
-        from_step=None, only="finish", reset_state=False, quiet=False, fix=False))
+        from_step=None, only="finish", reset_state=args.reset_state, quiet=False, fix=False))
     if rc != EXIT_OK or not args.tempest:
         return rc
     prof = _load(args.profile)
@@ -304,7 +307,8 @@ def cmd_check(args) -> int:
     from .tasks.transport import TransportError
 
     try:
-        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key)
+        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key,
+                                      reset_state=args.reset_state)
         plan = runner.connect_and_plan(session)
     except TransportError as exc:
         _err(f"stack-tui: {exc.message()}")
