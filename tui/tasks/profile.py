@@ -27,7 +27,7 @@ from .secrets import (
     read_secrets_file,
     validate,
 )
-from .tomldoc import merge
+from .tomldoc import merge, where_in
 
 PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
@@ -209,10 +209,10 @@ def _text_error(value: str | None, max_chars: int) -> str | None:
     """Why a free-text field (a path, a URL, an image name) cannot be used, or None."""
     if value is None:
         return None
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        return "contains a control character (newline, tab, escape or similar)"
     if len(value) > max_chars:
         return f"is {len(value)} characters long; at most {max_chars}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        return "contains a control character (newline, tab, escape or similar)"
     return None
 
 
@@ -396,8 +396,8 @@ def read_profile_text(path: Path) -> str:
         raise ProfileError("this is a binary file, not a TOML profile", file=path)
     try:
         return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProfileError("not UTF-8 text", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError("not UTF-8 text " + where_in(raw, exc.start), file=path) from None
 
 
 def load(name_or_path: str | os.PathLike) -> Profile:

@@ -58,11 +58,10 @@ def validate(name: str, value: str) -> str | None:
     control characters (newline, tab, NUL...) cannot survive config files."""
     if value == "":
         return f"{name} is empty"
-    bad = [c for c in value if ord(c) < 32 or ord(c) == 127]
-    if bad:
-        return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
-    if len(value.encode()) > 256:
+    if len(value) > 256 or len(value.encode()) > 256:
         return f"{name} is longer than 256 bytes"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
     if name in KEYSTONE_PASSWORDS and len(value.encode()) > 72:
         return (f"{name} is longer than 72 bytes; Keystone hashes passwords with bcrypt, "
                 "which reads only 72 bytes (Epoxy refuses longer ones)")
@@ -178,8 +177,15 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         _check_private(path, st)
         raw = fh.read(MAX_SECRETS_BYTES + 1)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        from .tomldoc import where_in
+
+        raise SecretError(f"{path}: not a valid secrets file: not UTF-8 text "
+                          f"{where_in(raw, exc.start)}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise SecretError(f"{path}: not a valid secrets file ({exc})") from None
     out = {}
     for key, value in data.items():
