@@ -358,8 +358,12 @@ def cmd_bundle(args) -> int:
 
 def _ask_host_key(host: str, key_type: str, fp: str) -> bool:
     print(f"The SSH host key of {host} is not known yet.\n  {key_type} {fp}")
+    return _yes("Trust this key? [y/N] ")
+
+
+def _yes(prompt: str) -> bool:
     try:
-        return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
+        return input(prompt).strip().lower() in ("y", "yes")
     except EOFError:
         return False
 
@@ -411,11 +415,9 @@ def _profiles_new(args) -> int:
         return EXIT_USAGE
     prof = pr.Profile(name=args.name)
     prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
-    prof.host.key_file = args.key_file
-    prof.image.file = args.image_file
+    prof.host.key_file, prof.image.file = args.key_file, args.image_file
     try:
-        prof.validate()
-        print(f"Profile written: {pr.save(prof)}")
+        print(f"Profile written: {pr.save(prof)}")  # validated first
     except pr.ProfileError as exc:
         _err(f"stack-tui: {exc}")
         return EXIT_USAGE
@@ -439,11 +441,7 @@ def _profiles_delete(args) -> int:
                  "stdin is not a terminal, so add --yes to delete it from a script")
             return EXIT_USAGE
         print("This deletes:\n" + "".join(f"  {f}\n" for f in files), end="")
-        try:
-            answer = input(f"Delete profile {args.name}? [y/N] ").strip().lower()
-        except EOFError:
-            answer = ""
-        if answer not in ("y", "yes"):
+        if not _yes(f"Delete profile {args.name}? [y/N] "):
             print("Nothing deleted.")
             return EXIT_FAILED
     try:
