@@ -29,7 +29,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("secret", ["x", "ab", "$", "'", "@b"])
 @pytest.mark.parametrize("template", [
-    "admin_password = {s}", "admin_password={s}", "password: {s}", 'password: "{s}"',
+    "admin_password = {s}", "admin_password={s}", "password: '{s}'", 'password: "{s}"',
     "export OS_PASSWORD='{s}'", '{{"password": "{s}"}}', "--os-password {s}",
     "mysql+pymysql://keystone:{u}@10.0.0.1/keystone", "transport_url = rabbit://openstack:{u}@h:5672/",
     "sudo_password = {s}\nnext line",
@@ -45,9 +45,19 @@ def test_secrets_of_every_length_are_masked_where_they_stand_as_values(secret, t
 
 
 def test_short_secrets_do_not_mask_ordinary_words():
-    red = Redactor(["x", "ab"])
-    text = "[ 1/40] about xylophone a x b tab"
+    red = Redactor(["x", "ab", "1"])
+    text = "[ 1/40] about xylophone a x b tab; attempt: 1"
     assert red(text) == text
+
+
+def test_a_one_character_secret_keeps_the_run_state_loadable(tmp_path):
+    from tui.tasks.engine import RunState, Status
+
+    st = RunState(tmp_path / "state.json", Redactor(["1", "x"]))
+    st.facts["answer"] = "1"
+    st.set("s", Status.DONE, 1.0)
+    again = RunState.load(tmp_path / "state.json")
+    assert again.status("s") == Status.DONE and again.facts["answer"] == MASK
 
 
 # --------------------------------------------------------------------------- bundle key names

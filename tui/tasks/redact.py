@@ -63,11 +63,13 @@ class Redactor:
         self._ordered = sorted(self._values, key=len, reverse=True)
         if self._short:
             alts = "|".join(re.escape(f) for f in sorted(self._short, key=len, reverse=True))
-            # as a value: after `=`/`:` (spaces and a quote allowed) or `--...password `,
-            # up to a quote, a separator, `@` (a URL's password) or the end of the line
+            # as a value: after `=` (ini, shell, env), in quotes after `:` (JSON, YAML), as
+            # a URL's password (`://user:VALUE@`) or after `--...password`; up to a quote, a
+            # separator, `@` or the end of the line.  Never a bare number after `:`, which
+            # would break the JSON of the run state.
             self._short_re = re.compile(
-                r"(?P<head>(?:[=:]|--[\w-]*password)[ \t]*[\"']?)(?:" + alts + r")"
-                r"(?=[\"']?(?:[\s,;&@)\]}]|$))", re.M)
+                r"(?P<head>=[ \t]*[\"']?|:[ \t]*[\"']|://[^\s:/@]*:|--[\w-]*password[ =][\"']?)"
+                r"(?:" + alts + r")(?=[\"']?(?:[\s,;&@)\]}]|$))", re.M)
 
     def __call__(self, text):
         return self.redact(text)
