@@ -9,13 +9,17 @@ log, a screen, an exception or the state file goes through ``Redactor``.
 
 from __future__ import annotations
 
+import os
 import secrets as _random
+import stat
 import string
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fsutil import atomic_write
+from .fsutil import FileRefused, atomic_write, open_regular, read_regular
 from .redact import Redactor
+from .tomldoc import merge, where_in
 from .services import REGISTRY
 
 # The services' secrets (from the registry, in install order), then the user's own.
@@ -142,9 +146,6 @@ MAX_SECRETS_BYTES = 64 * 1024
 
 def _check_private(path: Path, st) -> None:
     """Refuse a secrets file others may read or own, as OpenSSH refuses a loose private key."""
-    import os
-    import stat as stat_
-
     if st.st_uid != os.getuid():
         raise SecretError(
             f"{path}: owned by another user (uid {st.st_uid}, you are {os.getuid()}); a secrets "
@@ -152,7 +153,7 @@ def _check_private(path: Path, st) -> None:
             f"stack-tui write a new one.")
     if st.st_mode & 0o077:
         raise SecretError(
-            f"{path}: permissions {stat_.S_IMODE(st.st_mode):04o} are too open: other users may "
+            f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open: other users may "
             f"read the passwords in it. Refused (as OpenSSH refuses such a private key). "
             f"Fix it with: chmod 600 {path}")
 
@@ -160,11 +161,6 @@ def _check_private(path: Path, st) -> None:
 def read_secrets_file(path: Path) -> dict[str, str]:
     """The secrets in ``path`` ({} when absent).  Refused with a sentence naming the file:
     not a regular file, too big, not private (mode 0600, owned by you), broken TOML."""
-    import os
-    import tomllib
-
-    from .fsutil import FileRefused, open_regular
-
     try:
         fd, st = open_regular(path, MAX_SECRETS_BYTES)
     except FileNotFoundError:
@@ -179,8 +175,6 @@ def read_secrets_file(path: Path) -> dict[str, str]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from .tomldoc import where_in
-
         raise SecretError(f"{path}: not a valid secrets file: not UTF-8 text "
                           f"{where_in(raw, exc.start)}") from None
     try:
@@ -200,10 +194,6 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
 
 def write_secrets_file(path: Path, values: dict[str, str]) -> None:
-    from .tomldoc import merge
-
-    from .fsutil import read_regular
-
     try:
         old = read_regular(path, MAX_SECRETS_BYTES, follow=False).decode("utf-8")
     except (OSError, ValueError):  # absent, a symlink, not a file, too big, not UTF-8
