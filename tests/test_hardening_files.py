@@ -378,3 +378,14 @@ def test_bundle_skips_a_fifo_planted_as_the_state_file(tmp_path):
     finally:
         _release(sp)
     assert exc is None and (tmp_path / "b.tar.gz").exists()
+
+
+def test_key_file_that_is_a_fifo_or_directory_is_refused_without_opening_it(tmp_path):
+    for kind, path in (("fifo", _fifo(tmp_path / "key")), ("dir", tmp_path / "keydir")):
+        if kind == "dir":
+            path.mkdir()
+        p = Profile(name="k", host=pr.HostConfig(address="10.0.0.1", key_file=str(path)))
+        p.openstack.services = ["mariadb"]
+        exc = within_a_second(p.validate)
+        assert isinstance(exc, ProfileError) and exc.key == "host.key_file"
+        assert "not a regular file" in str(exc)

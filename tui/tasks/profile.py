@@ -236,7 +236,8 @@ def validation_errors(p: Profile) -> list[tuple[str, str]]:
     elif h.key_file:
         kf = Path(h.key_file).expanduser()
         if not _is_file(kf):
-            errs.append(("host.key_file", f"key file {kf} does not exist"))
+            errs.append(("host.key_file", f"key file {kf} " + ("is not a regular file"
+                         if os.path.lexists(kf) else "does not exist")))
         elif not os.access(kf, os.R_OK):
             errs.append(("host.key_file", f"key file {kf} is not readable"))
     if not REGION_RE.fullmatch(o.region or ""):
