@@ -175,3 +175,20 @@ def test_keystone_and_glance_writers_refuse_a_line_break_before_writing():
 
 
 GLANCE = "/etc/glance/glance-api.conf"
+
+
+@pytest.mark.parametrize("where", ["", "[host]\n", "[secrets]\n"])
+def test_an_unknown_key_with_control_characters_is_shown_escaped(tmp_path, where):
+    path = tmp_path / "x.toml"
+    body = 'version = 1\n[host]\naddress = "10.0.0.1"\n'
+    if where == "[host]\n":
+        body += '"evil\\u001b[2J\\nkey" = 1\n'
+    else:
+        body = (body + where if where else '"evil\\u001b[2J\\nkey" = 1\n' + body)
+        if where:
+            body += '"evil\\u001b[2J\\nkey" = "x"\n'
+    path.write_text(body)
+    with pytest.raises(ProfileError) as ei:
+        pr.load(path)
+    msg = str(ei.value)
+    assert "unknown" in msg and "evil" in msg and "\x1b" not in msg and "\n" not in msg

@@ -328,7 +328,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
             file=path, key="version")
     for key in data:
         if key not in ("version", "host", "openstack", "image", "secrets"):
-            raise ProfileError(f"unknown key '{key}' (known: version, host, openstack, image, secrets)", file=path, key=key)
+            raise ProfileError(f"unknown key {_show(key)} (known: version, host, openstack, image, secrets)",
+                               file=path, key=_show(key, quote=False))
     if "host" not in data:
         raise ProfileError("missing [host] table with at least address = \"...\"", file=path, key="host")
     built = {}
@@ -339,7 +340,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
         kwargs = {}
         for key, value in raw.items():
             if key not in fields:
-                raise ProfileError(f"unknown key '{key}' (known: {', '.join(fields)})", file=path, key=f"{table}.{key}")
+                raise ProfileError(f"unknown key {_show(key)} (known: {', '.join(fields)})", file=path,
+                                   key=f"{table}.{_show(key, quote=False)}")
             want = fields[key]
             ok = isinstance(value, want) and not (isinstance(value, bool) and want is int)
             if not ok:
@@ -353,7 +355,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
         raise ProfileError("must be a table", file=path, key="secrets")
     for key, value in secrets_raw.items():
         if key not in SECRET_NAMES:
-            raise ProfileError(f"unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})", file=path, key=f"secrets.{key}")
+            raise ProfileError(f"unknown secret {_show(key)} (known: {', '.join(SECRET_NAMES)})",
+                               file=path, key=f"secrets.{_show(key, quote=False)}")
         if not isinstance(value, str):
             raise ProfileError("must be a string", file=path, key=f"secrets.{key}")
     profile = Profile(name=name, path=path, inline_secrets=dict(secrets_raw), version=PROFILE_VERSION, **built)
