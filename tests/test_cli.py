@@ -36,6 +36,9 @@ def home(tmp_path):
 def run(home: Path, *args: str, timeout: float = 60, env: dict | None = None):
     argv = [EXE] if EXE else [sys.executable, "-m", "tui.cli"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_TUI_")}
+    # this checkout's code, whatever checkout the venv's console script was installed from
+    root = str(Path(__file__).resolve().parent.parent)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, full_env.get("PYTHONPATH")]))
     full_env.update(STACK_TUI_HOME=str(home), **(env or {}))
     t0 = time.monotonic()
     r = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout,
@@ -271,10 +274,12 @@ def test_profiles_list_show_delete(home):
     secrets_file = home / "config/profiles/alpha.secrets.toml"
     secrets_file.write_text('admin_password = "x-file-secret"\n')
     r = run(home, "profiles", "delete", "alpha")
+    assert r.returncode == 2 and "--yes" in r.stderr and secrets_file.exists()
+    r = run(home, "profiles", "delete", "alpha", "--yes")
     assert r.returncode == 0 and "Deleted profile alpha" in r.stdout
     assert not (home / "config/profiles/alpha.toml").exists() and not secrets_file.exists()
     assert [line.split()[0] for line in run(home, "profiles", "list").stdout.splitlines()] == ["beta", "gamma"]
-    r = run(home, "profiles", "delete", "alpha")
+    r = run(home, "profiles", "delete", "alpha", "--yes")
     assert r.returncode == 2 and "no profile named alpha" in r.stderr
     r = run(home, "profiles", "show", "alpha")
     assert r.returncode == 2 and "no such profile" in r.stderr
@@ -382,6 +387,7 @@ def test_apply_broken_secrets_file_exit_2(home, tmp_path):
     path.write_text(profile_text(address="127.0.0.1", port=_free_port(), secrets=False))
     sf = tmp_path / "site.secrets.toml"
     sf.write_text('admin_password = "unterminated\n')
+    sf.chmod(0o600)
     before = sf.read_bytes()
     r = run(home, "apply", str(path), "--yes")
     assert r.returncode == 2 and str(sf) in r.stderr and "not a valid secrets file" in r.stderr
@@ -454,3 +460,25 @@ def test_apply_unknown_host_key_refused_without_flag(home, tmp_path, sandbox_fac
     r = run(home, "apply", str(path), "--yes", "--only", "nope")
     assert r.returncode == 2 and "unknown phase 'nope'" in r.stderr
     no_traceback(r)
+
+
+@pytest.mark.parametrize("command", ["apply", "check", "verify"])
+def test_corrupted_state_hint_names_a_flag_the_command_takes(home, tmp_path, command):
+    """Every command that reads the run state refuses a corrupted one with a hint; each flag
+    the hint names is one that command accepts, and it gets the command past the state."""
+    import re
+
+    path = tmp_path / "st.toml"
+    path.write_text(profile_text(address="127.0.0.1", port=_free_port()))
+    state = home / "state" / "runs" / "st_127.0.0.1.json"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"{ half a json")
+    r = run(home, command, str(path))
+    assert r.returncode == 2 and str(state) in r.stderr and state.exists(), r.stderr
+    flags = re.findall(r"--[a-z][a-z-]+", r.stderr)
+    assert flags, r.stderr
+    for flag in flags:
+        r = run(home, command, str(path), flag)
+        assert "unrecognized arguments" not in r.stderr, (flag, r.stderr)
+        assert r.returncode == 3 and "corrupted" not in r.stderr, (flag, r.stderr)  # on to connecting
+        no_traceback(r)

@@ -323,14 +323,19 @@ def test_generated_secrets_never_for_ssh_or_sudo():
     assert "ssh_password" not in s.values and "sudo_password" not in s.values
 
 
-def test_secrets_file_loose_mode_tightened(tmp_path):
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_secrets_file_loose_mode_refused_like_openssh(tmp_path, mode):
     path = tmp_path / "site.toml"
     path.write_text(GOOD)
     prof = pr.load(path)
     write_secrets_file(prof.secrets_file, {"admin_password": "Abcdef123456"})
-    os.chmod(prof.secrets_file, 0o644)
-    pr.load_secrets(prof, env={})
-    assert stat.S_IMODE(prof.secrets_file.stat().st_mode) == 0o600
+    os.chmod(prof.secrets_file, mode)
+    with pytest.raises(ProfileError) as ei:
+        pr.load_secrets(prof, env={})
+    msg = str(ei.value)
+    assert str(prof.secrets_file) in msg and "too open" in msg
+    assert f"chmod 600 {prof.secrets_file}" in msg and "Abcdef123456" not in msg
+    assert stat.S_IMODE(prof.secrets_file.stat().st_mode) == mode   # never chmodded behind the user's back
 
 
 def test_broken_secrets_file_is_a_clear_error(tmp_path):
@@ -341,6 +346,7 @@ def test_broken_secrets_file_is_a_clear_error(tmp_path):
                             ('root_password = "x"\n', "unknown secret 'root_password'"),
                             ('admin_password = 3\n', "must be a string")):
         prof.secrets_file.write_text(content)
+        prof.secrets_file.chmod(0o600)
         with pytest.raises(ProfileError) as ei:
             pr.load_secrets(prof, env={})
         assert reason in str(ei.value) and str(prof.secrets_file) in str(ei.value)

@@ -9,6 +9,8 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+# Every command that reads the run state takes it: a corrupted state file's message says so.
+RESET_HELP = "forget the saved run state (steps still check the host first)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
     sp.add_argument("--from", dest="from_step", metavar="STEP_ID", help="start at this step")
     sp.add_argument("--only", metavar="PHASE", help="run only this phase")
-    sp.add_argument("--reset-state", action="store_true",
-                    help="forget the saved run state (steps still check the host first)")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     sp.add_argument("--fix", action="store_true",
                     help="let the preflight fix what it can (e.g. /etc/hosts, time sync)")
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "(changes nothing unless --fix)")
     sp.add_argument("profile", metavar="PROFILE")
     sp.add_argument("--fix", action="store_true", help="apply the fixes the checks offer")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--accept-new-host-key", action="store_true",
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
 
@@ -53,13 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--tempest", action="store_true",
                     help="also run Tempest's identity and image API tests from this machine")
     sp.add_argument("--regex", help="Tempest tests to run (default: identity and image API)")
+    sp.add_argument("--reset-state", action="store_true", help=RESET_HELP)
     sp.add_argument("--accept-new-host-key", action="store_true",
                     help="trust the host's SSH key if it is not known yet (never a changed one)")
 
     sp = sub.add_parser("bundle", help="write a support bundle (logs, state, plan, host "
                                        "configs and logs; secrets redacted)")
     sp.add_argument("profile", metavar="PROFILE")
-    sp.add_argument("-o", "--output", metavar="FILE", help="where to write the .tar.gz")
+    sp.add_argument("-o", "--output", metavar="FILE_OR_DIR",
+                    help="where to write the .tar.gz (a directory: a new file in it)")
 
     sp = sub.add_parser("profiles", help="list, show or delete saved profiles")
     psub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -74,8 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="overwrite an existing profile")
     x = psub.add_parser("show", help="print a profile (secrets masked)")
     x.add_argument("name")
-    x = psub.add_parser("delete", help="delete a profile (its secrets file too)")
-    x.add_argument("name")
+    x = psub.add_parser("delete", help="delete a profile (its secrets file too); asks first")
+    x.add_argument("name", help="a profile name, as `profiles list` shows it (not a path)")
+    x.add_argument("--yes", action="store_true",
+                   help="do not ask (needed when stdin is not a terminal)")
 
     sp = sub.add_parser("sandbox", help="a throwaway local Debian test host (needs root)")
     ssub = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -115,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr)
+    from .tasks.redact import strip_controls
+
+    print(strip_controls(text), file=sys.stderr)
 
 
 def _load(name: str):
@@ -262,7 +270,7 @@ def cmd_verify(args) -> int:
 
     rc = cmd_apply(argparse.Namespace(
         profile=args.profile, yes=True, accept_new_host_key=args.accept_new_host_key,
-        from_step=None, only="finish", reset_state=False, quiet=False, fix=False))
+        from_step=None, only="finish", reset_state=args.reset_state, quiet=False, fix=False))
     if rc != EXIT_OK or not args.tempest:
         return rc
     prof = _load(args.profile)
@@ -295,10 +303,12 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     from .tasks import preflight, runner
     from .tasks.engine import StepOutput
+    from .tasks.redact import strip_controls
     from .tasks.transport import TransportError
 
     try:
-        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key)
+        session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key,
+                                      reset_state=args.reset_state)
         plan = runner.connect_and_plan(session)
     except TransportError as exc:
         _err(f"stack-tui: {exc.message()}")
@@ -312,12 +322,12 @@ def cmd_check(args) -> int:
         print(f"Preflight for {prof.host.user}@{prof.host.address} ({plan.platform}):", flush=True)
         results = preflight.run_checks(ctx)
         for res in results:
-            print("\n".join("  " + ln for ln in res.lines()))
+            print(strip_controls("\n".join("  " + ln for ln in res.lines())))
         if args.fix and preflight.apply_fixes(ctx, results):
             print("Checking again after the fixes:")
             results = preflight.run_checks(ctx)
             for res in results:
-                print("\n".join("  " + ln for ln in res.lines()))
+                print(strip_controls("\n".join("  " + ln for ln in res.lines())))
         bad = [r for r in results if r.blocking]
         warn = [r for r in results if r.level == preflight.WARNING]
         print(f"{len(bad)} blocking, {len(warn)} warning(s), "
@@ -335,16 +345,25 @@ def cmd_bundle(args) -> int:
         return EXIT_USAGE
     from .tasks.bundle import make_bundle
 
-    path = make_bundle(prof, args.output or f"stack-tui-bundle-{prof.name}.tar.gz",
-                       log=lambda s: print(s, flush=True))
+    try:
+        path = make_bundle(prof, args.output or f"stack-tui-bundle-{prof.name}.tar.gz",
+                           log=lambda s: print(s, flush=True))
+    except (OSError, ValueError) as exc:  # ValueError: ProfileError, a refused file
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _err(f"stack-tui: could not write the support bundle to {args.output or '.'}: {why}")
+        return EXIT_FAILED
     print(f"Support bundle: {path} (secrets redacted; check it before you share it)")
     return EXIT_OK
 
 
 def _ask_host_key(host: str, key_type: str, fp: str) -> bool:
     print(f"The SSH host key of {host} is not known yet.\n  {key_type} {fp}")
+    return _yes("Trust this key? [y/N] ")
+
+
+def _yes(prompt: str) -> bool:
     try:
-        return input("Trust this key? [y/N] ").strip().lower() in ("y", "yes")
+        return input(prompt).strip().lower() in ("y", "yes")
     except EOFError:
         return False
 
@@ -367,20 +386,7 @@ def cmd_profiles(args) -> int:
                 print(f"{n:20s} BROKEN: {exc}")
         return EXIT_OK
     if args.action == "new":
-        if args.name in pr.list_profiles() and not args.force:
-            _err(f"stack-tui: profile {args.name} exists (use --force to overwrite)")
-            return EXIT_USAGE
-        prof = pr.Profile(name=args.name)
-        prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
-        prof.host.key_file = args.key_file
-        prof.image.file = args.image_file
-        try:
-            prof.validate()
-        except pr.ProfileError as exc:
-            _err(f"stack-tui: {exc}")
-            return EXIT_USAGE
-        print(f"Profile written: {pr.save(prof)}")
-        return EXIT_OK
+        return _profiles_new(args)
     if args.action == "show":
         p = _load(args.name)
         if p is None:
@@ -392,12 +398,59 @@ def cmd_profiles(args) -> int:
         print(text, end="")
         return EXIT_OK
     if args.action == "delete":
-        if pr.delete(args.name):
-            print(f"Deleted profile {args.name}")
-            return EXIT_OK
-        _err(f"stack-tui: no profile named {args.name}")
-        return EXIT_USAGE
+        return _profiles_delete(args)
     return EXIT_USAGE
+
+
+def _profiles_new(args) -> int:
+    from .tasks import profile as pr
+
+    if not pr.NAME_RE.fullmatch(args.name):
+        _err(f"stack-tui: {args.name!r} is not a valid profile name: a letter or digit, then "
+             "letters, digits, '.', '_' or '-' (at most 64)")
+        return EXIT_USAGE
+    path = pr.paths.profiles_dir() / f"{args.name}.toml"
+    if (path.exists() or path.is_symlink()) and not args.force:
+        _err(f"stack-tui: profile {args.name} exists ({path}); use --force to overwrite it")
+        return EXIT_USAGE
+    prof = pr.Profile(name=args.name)
+    prof.host.address, prof.host.user, prof.host.port = args.host, args.user, args.port
+    prof.host.key_file, prof.image.file = args.key_file, args.image_file
+    try:
+        print(f"Profile written: {pr.save(prof)}")  # validated first
+    except pr.ProfileError as exc:
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _profiles_delete(args) -> int:
+    from .tasks import profile as pr
+
+    try:
+        files = pr.deletable_files(args.name)
+    except pr.ProfileError as exc:
+        _err(f"stack-tui: {exc}")
+        return EXIT_USAGE
+    if not files:
+        _err(f"stack-tui: no profile named {args.name} (see `stack-tui profiles list`)")
+        return EXIT_USAGE
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            _err(f"stack-tui: not deleting profile {args.name} without a confirmation; "
+                 "stdin is not a terminal, so add --yes to delete it from a script")
+            return EXIT_USAGE
+        print("This deletes:\n" + "".join(f"  {f}\n" for f in files), end="")
+        if not _yes(f"Delete profile {args.name}? [y/N] "):
+            print("Nothing deleted.")
+            return EXIT_FAILED
+    try:
+        pr.delete(args.name)
+    except (pr.ProfileError, OSError) as exc:
+        _err(f"stack-tui: could not delete profile {args.name}: {exc}")
+        return EXIT_FAILED
+    print(f"Deleted profile {args.name}")
+    return EXIT_OK
 
 
 # -- sandbox -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ not know: ``password = ...`` style settings, passwords in URLs, OS_PASSWORD,
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
 import time
@@ -24,8 +25,10 @@ from . import paths
 from .redact import MASK, Redactor
 
 # settings whose value is a secret, whatever the file format (ini, shell, yaml, json, toml)
-_KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key)"
-        r"[A-Za-z0-9_.-]*")
+# (names holding these words anywhere; names ending in _key or _keys, hmac_keys among them;
+# the X-Auth-Token and X-Subject-Token headers)
+_KEY = (r"(?:[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|_token|api_key|private_key"
+        r"|x-auth-token|x-subject-token)[A-Za-z0-9_.-]*|[A-Za-z0-9_.-]*_keys?(?![A-Za-z0-9_.-]))")
 # a whole line `key = value` (ini values may hold spaces): mask the rest of the line
 _LINE = re.compile(r"""^(?P<head>[ \t]*(?:[#;][ \t]*)?(?:export[ \t]+)?["']?""" + _KEY
                    + r"""["']?[ \t]*[=:][ \t]*)(?P<val>\S.*?)[ \t]*$""", re.I | re.M)
@@ -35,7 +38,7 @@ _INLINE = re.compile(r"""(?P<head>(?<![\w.-])""" + _KEY + r"""["']?[ \t]*[=:][ \
 # passwords inside URLs: scheme://user:PASSWORD@host ('@' in passwords is %40-quoted)
 _URL = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?P<val>[^\s@]+)(?=@)", re.I)
 # `key = scheme://user:PASSWORD@host` as a whole config line: the password may hold spaces
-_LINE_URL = re.compile(r"^(?P<head>[ \t]*[\w.-]+[ \t]*=[ \t]*[a-z][a-z0-9+.-]*://[^\s:/@]*:)"
+_LINE_URL = re.compile(r"^(?P<head>[ \t]*[\w.-]+[ \t]*=[ \t]*[\"']?[a-z][a-z0-9+.-]*://[^\s:/@]*:)"
                        r"(?P<val>.+)(?=@[^@]*$)", re.I | re.M)
 _JSON = re.compile(r'(?P<head>"' + _KEY + r'"\s*:\s*")(?P<val>(?:[^"\\]|\\.)*)(?=")', re.I)
 _SQL = re.compile(r"(?P<head>IDENTIFIED\s+(?:BY|VIA\s+\w+\s+USING)\s+(?:PASSWORD\s+)?)"
@@ -134,6 +137,42 @@ def _redactor_for(profile, session) -> Redactor:
     return red
 
 
+def _add_local(items: dict, manifest: list, name: str, path: Path) -> None:
+    """A local file into the bundle, if it is a regular file of a sane size (a FIFO or a
+    device planted there must not hang or flood the bundle)."""
+    from .fsutil import read_regular
+
+    try:
+        items[name] = read_regular(path, 64 * 1024 * 1024).decode("utf-8", "replace")
+    except (OSError, ValueError) as exc:
+        manifest.append(f"{name}: not included, {path} {getattr(exc, 'strerror', None) or exc}")
+
+
+def _write_tar(out_path: Path, root: str, items: dict, redact) -> None:
+    """The tar.gz written whole or not at all: a private temp file (mkstemp: O_EXCL, 0600,
+    never through a symlink) beside the target, renamed over it; removed on any failure."""
+    import tempfile
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            for name in sorted(items):
+                data = clean(items[name], redact).encode("utf-8")
+                info = tarfile.TarInfo(f"{root}/{name}")
+                info.size = len(data)
+                info.mtime = int(time.time())
+                info.mode = 0o600
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
                 connect: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """Write the support bundle; returns its path.
@@ -161,6 +200,8 @@ def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         out_path = out_dir / f"{root}.tar.gz"
     out_path = Path(out_path)
+    if out_path.is_dir():  # `-o /tmp`: the bundle goes inside, under its own name
+        out_path = out_path / f"{root}.tar.gz"
     items: dict[str, str] = {}
     manifest: list[str] = [f"stack-tui support bundle for profile {profile.name}",
                            f"host {profile.host.user}@{profile.host.address}:{profile.host.port}",
@@ -170,12 +211,12 @@ def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
 
     # -- local ---------------------------------------------------------------
     for p in newest_logs(profile.name):
-        items[f"local/logs/{p.name}"] = p.read_text(encoding="utf-8", errors="replace")
+        _add_local(items, manifest, f"local/logs/{p.name}", p)
     if not any(k.startswith("local/logs/") for k in items):
         manifest.append("no run log for this profile yet")
     sp = state_path(profile.name, profile.host.address)
-    if sp.exists():
-        items["local/state.json"] = sp.read_text(encoding="utf-8", errors="replace")
+    if os.path.lexists(sp):
+        _add_local(items, manifest, "local/state.json", sp)
     else:
         manifest.append(f"no run state yet ({sp})")
     items["local/plan.txt"] = plan_text(profile)
@@ -234,19 +275,6 @@ def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
     # -- write -----------------------------------------------------------------
     manifest += ["", "files:"] + [f"  {k}" for k in sorted(items)]
     items["MANIFEST.txt"] = "\n".join(manifest) + "\n"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    import os
-
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-        for name in sorted(items):
-            data = clean(items[name], redact).encode("utf-8")
-            info = tarfile.TarInfo(f"{root}/{name}")
-            info.size = len(data)
-            info.mtime = int(time.time())
-            info.mode = 0o600
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out_path)
+    _write_tar(out_path, root, items, redact)
     say(f"bundle written: {out_path}")
     return out_path

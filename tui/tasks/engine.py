@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
-from .fsutil import atomic_write
-from .redact import Redactor
+from .fsutil import atomic_write, read_regular
+from .redact import Redactor, strip_controls
 
 STATE_VERSION = 1
 
@@ -199,13 +199,11 @@ class RunState:
         if not path.exists():
             return st
         try:
-            raw = path.read_bytes()
-            if len(raw) > 10_000_000:
-                raise ValueError("file is larger than 10 MB")
-            data = json.loads(raw.decode("utf-8"))
+            # a directory, FIFO, device or huge file is refused at once (FileRefused)
+            data = json.loads(read_regular(path, 10_000_000).decode("utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("top level is not an object")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
             raise StateError(
                 f"The saved run state {path} is corrupted ({exc}). It was left untouched; "
                 f"move it away (or run with --reset-state) to start the run's bookkeeping afresh "
@@ -291,11 +289,12 @@ class Context:
 
     def output(self, line: str) -> None:
         if self.engine is not None:
-            self.engine.emit(StepOutput(self.step_id or "", self.redact(line)))
+            self.engine.emit(StepOutput(self.step_id or "", strip_controls(self.redact(line))))
 
     def progress(self, done: int, total: int, text: str = "") -> None:
         if self.engine is not None:
-            self.engine.emit(StepProgress(self.step_id or "", done, total, self.redact(text)))
+            self.engine.emit(StepProgress(self.step_id or "", done, total,
+                                          strip_controls(self.redact(text))))
 
     def sh(self, command: str, *, secrets: dict[str, str] | None = None, stdin=None,
            timeout: float | None = 900, check: bool = True, quiet: bool = False):
@@ -322,10 +321,10 @@ def _explain(exc: BaseException, redact: Redactor) -> ErrorInfo:
             "retry once; if it persists, run `stack-tui bundle` and report it",
         )
     info = explain.improve(info)
-    info.what = redact(info.what)
-    info.why = redact(info.why)
-    info.hint = redact(info.hint)
-    info.tail = [redact(t) for t in info.tail][-30:]
+    info.what = strip_controls(redact(info.what))
+    info.why = strip_controls(redact(info.why))
+    info.hint = strip_controls(redact(info.hint))
+    info.tail = [strip_controls(redact(t)) for t in info.tail][-30:]
     return info
 
 
@@ -432,8 +431,9 @@ class Engine:
                 dur = time.monotonic() - t0
                 if isinstance(exc, ConnectionLost) and reconnects < 3:
                     reconnects += 1
-                    self.emit(Notice(f"SSH connection lost ({exc.why or exc.what}); reconnecting "
-                                     f"and retrying {step.id}", step.id))
+                    self.emit(Notice(strip_controls(ctx.redact(
+                        f"SSH connection lost ({exc.why or exc.what}); reconnecting "
+                        f"and retrying {step.id}")), step.id))
                     try:
                         ctx.transport.reconnect(self.reconnect_deadline)
                         continue
@@ -481,7 +481,7 @@ class Transcript:
 
     def write(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        for line in self.redact(text).splitlines() or [""]:
+        for line in strip_controls(self.redact(text)).splitlines() or [""]:
             self.fh.write(f"{stamp} {line}\n")
 
     def __call__(self, ev) -> None:

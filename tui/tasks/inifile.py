@@ -26,8 +26,27 @@ def oslo_value(value: str) -> str:
     return value
 
 
+class UnsafeValue(ValueError):
+    """A setting that would not stay one line of the file (the value is never quoted in the
+    message: it may be a password)."""
+
+
+def check_line(where: str, *parts: str | None) -> None:
+    """Refuse text with a line break (or any control character but tab) meant for one line
+    of a config file: it would add lines of its own.  The last line of defence; profile and
+    secrets validation refuse such values long before."""
+    for part in parts:
+        if part is not None and any((ord(c) < 32 and c != "\t") or c in "\x7f\x85\u2028\u2029"
+                                    for c in part):
+            raise UnsafeValue(f"refusing to write {where}: the value holds a line break or "
+                              "control character, which would add lines to the file")
+
+
 def set_values(text: str, settings: dict[tuple[str, str], str | None]) -> str:
     """Return ``text`` with each (section, key) set to value (None removes it)."""
+    for (section, key), value in settings.items():
+        check_line(f"[{section[:40]}] {key[:40]}".encode("unicode_escape").decode(),
+                   section, key, value)
     lines = text.splitlines()
     for (section, key), value in settings.items():
         lines = _set_one(lines, section, key, value)
@@ -110,3 +129,11 @@ def diff(old: str, new: str, name: str, redact=lambda s: s) -> list[str]:
             old.splitlines(), new.splitlines(), f"{name} (before)", f"{name} (after)", lineterm="", n=1
         )
     ]
+
+
+def one_line(path: str, settings: dict[tuple[str, str], str | None]) -> dict:
+    """``settings`` unchanged once every value is known to stay one line of ``path``;
+    else UnsafeValue naming the file, section and key."""
+    for (section, key), value in settings.items():
+        check_line(f"[{section}] {key} in {path}".encode("unicode_escape").decode(), value)
+    return settings

@@ -9,9 +9,25 @@ which tests deliberately keep shared so a second run is fast.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 APP = "stack-tui"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter (0700): created so, and tightened
+    when an earlier stack-tui (or a umask) left it open to others.  A symlink or a directory
+    of another user is left alone (never chmod through a link or someone else's files)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        st = os.lstat(path)
+        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+                and stat.S_IMODE(st.st_mode) & 0o077):
+            os.chmod(path, 0o700)
+    except OSError:
+        pass
+    return path
 
 
 def _home() -> Path | None:
@@ -34,8 +50,7 @@ def _dir(kind: str) -> Path:
                 "log": platformdirs.user_log_dir,
             }[kind](APP, appauthor=False)
         )
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(path)
 
 
 def config_dir() -> Path:
@@ -67,9 +82,7 @@ def cache_dir() -> Path:
 
 
 def profiles_dir() -> Path:
-    path = config_dir() / "profiles"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(config_dir() / "profiles")
 
 
 def known_hosts_file() -> Path:
@@ -78,6 +91,4 @@ def known_hosts_file() -> Path:
 
 
 def sandbox_dir() -> Path:
-    path = data_dir() / "sandbox"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
+    return private_dir(data_dir() / "sandbox")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
-from .fsutil import atomic_write
+from .fsutil import FileRefused, atomic_write, read_regular
 from .services import REGISTRY
 from .secrets import (
     SECRET_NAMES,
@@ -26,7 +27,7 @@ from .secrets import (
     read_secrets_file,
     validate,
 )
-from .tomldoc import merge
+from .tomldoc import merge, where_in
 
 PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
@@ -35,11 +36,19 @@ DEPENDS = {s.id: s.requires for s in REGISTRY}
 PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
 MAX_PROFILE_BYTES = 256 * 1024
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+VISIBILITIES = ("public", "private", "shared", "community")
+CONTAINER_FORMATS = ("bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed")
+# Every pattern is used with fullmatch (and ends in \Z): `$` would let a final newline through.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"(?=[A-Za-z0-9.-]{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
-REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+REGION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?\Z")
+ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+URL_RE = re.compile(r"(https?|file)://\S+\Z")
+MAX_PATH_CHARS = 4096
 
 
 class ProfileError(ValueError):
@@ -164,11 +173,47 @@ class Profile:
 # validation
 
 def valid_host(value: str) -> bool:
+    """A host name or an IP address; an IPv6 zone (``fe80::1%eth0``) only of the characters
+    an interface name has: the value lands in Apache and oslo.config files and shell lines."""
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return False
+    if "%" in value:
+        addr, _, zone = value.partition("%")
+        if not ZONE_RE.fullmatch(zone) or ":" not in addr:
+            return False
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "\"'`$;\\" for c in value):
+        return False
     try:
         ipaddress.ip_address(value)
         return True
     except ValueError:
-        return bool(HOSTNAME_RE.match(value)) and not value.replace(".", "").isdigit()
+        return bool(HOSTNAME_RE.fullmatch(value)) and not value.replace(".", "").isdigit()
+
+
+def _show(value: str, quote: bool = True) -> str:
+    """A value for a message: as is when printable and short, else escaped (repr), so a
+    newline or an escape sequence in it cannot break the message or the terminal."""
+    if value.isprintable() and len(value) <= 80:
+        return f"'{value}'" if quote else value
+    return repr(value[:80])
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
+
+
+def _text_error(value: str | None, max_chars: int) -> str | None:
+    """Why a free-text field (a path, a URL, an image name) cannot be used, or None."""
+    if value is None:
+        return None
+    if len(value) > max_chars:
+        return f"is {len(value)} characters long; at most {max_chars}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        return "contains a control character (newline, tab, escape or similar)"
+    return None
 
 
 def validation_errors(p: Profile) -> list[tuple[str, str]]:
@@ -178,22 +223,31 @@ def validation_errors(p: Profile) -> list[tuple[str, str]]:
     if not h.address:
         errs.append(("host.address", "no host address given"))
     elif not valid_host(h.address):
-        errs.append(("host.address", f"'{h.address}' is not a hostname or IP address"))
+        errs.append(("host.address", f"{_show(h.address)} is not a hostname or IP address "
+                                     "(no spaces, quotes, $, `, ; or control characters; an "
+                                     "IPv6 zone is letters, digits, _ . -)"))
     if not 1 <= h.port <= 65535:
         errs.append(("host.port", f"port {h.port} is outside 1-65535"))
-    if not h.user or not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", h.user):
-        errs.append(("host.user", f"'{h.user}' is not a valid user name"))
-    if h.key_file:
+    if not h.user or not USER_RE.fullmatch(h.user):
+        errs.append(("host.user", f"{_show(h.user)} is not a valid user name"))
+    why = _text_error(h.key_file, MAX_PATH_CHARS)
+    if why:
+        errs.append(("host.key_file", f"the key file name {why}"))
+    elif h.key_file:
         kf = Path(h.key_file).expanduser()
-        if not kf.is_file():
-            errs.append(("host.key_file", f"key file {kf} does not exist"))
+        if not _is_file(kf):
+            errs.append(("host.key_file", f"key file {kf} " + ("is not a regular file"
+                         if os.path.lexists(kf) else "does not exist")))
         elif not os.access(kf, os.R_OK):
             errs.append(("host.key_file", f"key file {kf} is not readable"))
-    if not REGION_RE.match(o.region or ""):
-        errs.append(("openstack.region", f"'{o.region}' is not a valid region name"))
+    if not REGION_RE.fullmatch(o.region or ""):
+        errs.append(("openstack.region", f"{_show(o.region)} is not a valid region name "
+                                         "(letters, digits, _ . -)"))
     if o.endpoint_host and not valid_host(o.endpoint_host):
-        errs.append(("openstack.endpoint_host", f"'{o.endpoint_host}' is not a hostname or IP address"))
-    unknown = [s for s in o.services if s not in SERVICES]
+        errs.append(("openstack.endpoint_host", f"{_show(o.endpoint_host)} is not a hostname or "
+                                                "IP address (no spaces, quotes, $, `, ; or "
+                                                "control characters)"))
+    unknown = [_show(s, quote=False) for s in o.services if s not in SERVICES]
     if unknown:
         errs.append(("openstack.services", f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"))
     for svc in o.services:
@@ -201,24 +255,38 @@ def validation_errors(p: Profile) -> list[tuple[str, str]]:
             if dep not in o.services:
                 errs.append(("openstack.services", f"{svc} needs {dep}"))
     if o.platform not in PLATFORMS:
-        errs.append(("openstack.platform", f"'{o.platform}' is not one of {', '.join(PLATFORMS)}"))
-    if "glance" in o.services:
-        if not i.name or len(i.name) > 255:
-            errs.append(("image.name", "image name must be 1-255 characters"))
-        if i.file and i.url:
-            errs.append(("image", "give either image.file or image.url, not both"))
-        if i.file and not Path(i.file).expanduser().is_file():
-            errs.append(("image.file", f"image file {i.file} does not exist"))
-        if i.url and not re.match(r"^(https?|file)://", i.url):
-            errs.append(("image.url", f"'{i.url}' is not an http(s) URL"))
-        if i.disk_format not in DISK_FORMATS:
-            errs.append(("image.disk_format", f"'{i.disk_format}' is not one of {', '.join(DISK_FORMATS)}"))
-        if i.visibility not in ("public", "private", "shared", "community"):
-            errs.append(("image.visibility", f"'{i.visibility}' is not public/private/shared/community"))
+        errs.append(("openstack.platform", f"{_show(o.platform)} is not one of {', '.join(PLATFORMS)}"))
+    errs += _image_errors(i, "glance" in o.services)
     for name, value in p.inline_secrets.items():
         why = validate(name, value)
         if why:
             errs.append((f"secrets.{name}", why))
+    return errs
+
+
+def _image_errors(i: ImageConfig, used: bool) -> list[tuple[str, str]]:
+    errs: list[tuple[str, str]] = []
+    for key, value, limit in (("name", i.name, 255), ("file", i.file, MAX_PATH_CHARS),
+                              ("url", i.url, MAX_PATH_CHARS)):
+        why = _text_error(value, limit)
+        if why:
+            errs.append((f"image.{key}", f"the image {key} {why}"))
+    if errs or not used:
+        return errs
+    if not i.name:
+        errs.append(("image.name", "image name must be 1-255 characters"))
+    if i.file and i.url:
+        errs.append(("image", "give either image.file or image.url, not both"))
+    if i.file and not _is_file(Path(i.file).expanduser()):
+        errs.append(("image.file", f"image file {i.file} does not exist"))
+    if i.url and not URL_RE.fullmatch(i.url):
+        errs.append(("image.url", f"{_show(i.url)} is not an http(s) URL (spaces are "
+                                  "written %20)"))
+    for key, value, allowed in (("disk_format", i.disk_format, DISK_FORMATS),
+                                ("visibility", i.visibility, VISIBILITIES),
+                                ("container_format", i.container_format, CONTAINER_FORMATS)):
+        if value not in allowed:
+            errs.append((f"image.{key}", f"{_show(value)} is not one of {', '.join(allowed)}"))
     return errs
 
 
@@ -260,7 +328,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
             file=path, key="version")
     for key in data:
         if key not in ("version", "host", "openstack", "image", "secrets"):
-            raise ProfileError(f"unknown key '{key}' (known: version, host, openstack, image, secrets)", file=path, key=key)
+            raise ProfileError(f"unknown key {_show(key)} (known: version, host, openstack, image, secrets)",
+                               file=path, key=_show(key, quote=False))
     if "host" not in data:
         raise ProfileError("missing [host] table with at least address = \"...\"", file=path, key="host")
     built = {}
@@ -271,7 +340,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
         kwargs = {}
         for key, value in raw.items():
             if key not in fields:
-                raise ProfileError(f"unknown key '{key}' (known: {', '.join(fields)})", file=path, key=f"{table}.{key}")
+                raise ProfileError(f"unknown key {_show(key)} (known: {', '.join(fields)})", file=path,
+                                   key=f"{table}.{_show(key, quote=False)}")
             want = fields[key]
             ok = isinstance(value, want) and not (isinstance(value, bool) and want is int)
             if not ok:
@@ -285,7 +355,8 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
         raise ProfileError("must be a table", file=path, key="secrets")
     for key, value in secrets_raw.items():
         if key not in SECRET_NAMES:
-            raise ProfileError(f"unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})", file=path, key=f"secrets.{key}")
+            raise ProfileError(f"unknown secret {_show(key)} (known: {', '.join(SECRET_NAMES)})",
+                               file=path, key=f"secrets.{_show(key, quote=False)}")
         if not isinstance(value, str):
             raise ProfileError("must be a string", file=path, key=f"secrets.{key}")
     profile = Profile(name=name, path=path, inline_secrets=dict(secrets_raw), version=PROFILE_VERSION, **built)
@@ -300,52 +371,67 @@ def profile_path(name_or_path: str | os.PathLike) -> Path:
     text = str(name_or_path)
     # A saved profile's name wins over a same-named file or directory in the cwd.
     if os.sep in text or text.endswith(".toml") or (
-        Path(text).is_file() and not (paths.profiles_dir() / f"{text}.toml").exists()
+        _is_file(Path(text))
+        and not (paths.profiles_dir() / f"{text}.toml").exists()
     ):
+        if "\0" in text or len(text) > MAX_PATH_CHARS:
+            raise ProfileError(f"{_show(text)} is not a usable file name")
         return Path(text).expanduser()
-    if not NAME_RE.match(text):
-        raise ProfileError(f"'{text}' is not a valid profile name (letters, digits, . _ -)")
+    if not NAME_RE.fullmatch(text):
+        raise ProfileError(f"{_show(text)} is not a valid profile name (letters, digits, . _ -)")
     return paths.profiles_dir() / f"{text}.toml"
 
 
-def load(name_or_path: str | os.PathLike) -> Profile:
-    path = profile_path(name_or_path)
-    if not path.exists():
-        raise ProfileError("no such profile (see `stack-tui profiles list`)", file=path)
+def read_profile_text(path: Path) -> str:
+    """The profile file's text; a directory, FIFO, device, huge or binary file is refused at
+    once (stat before open, no blocking open) with a ProfileError naming the file."""
     try:
-        size = path.stat().st_size
-        if size > MAX_PROFILE_BYTES:
-            raise ProfileError(f"file is {size} bytes; a profile is at most {MAX_PROFILE_BYTES}", file=path)
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_PROFILE_BYTES)
+    except FileNotFoundError:
+        raise ProfileError("no such profile (see `stack-tui profiles list`)", file=path) from None
+    except FileRefused as exc:
+        if exc.size is not None:
+            raise ProfileError(f"file is {exc.size} bytes; a profile is at most "
+                               f"{MAX_PROFILE_BYTES}", file=path) from None
+        raise ProfileError(f"this {exc}; a profile is a TOML file", file=path) from None
     except OSError as exc:
         raise ProfileError(f"cannot read: {exc.strerror}", file=path) from None
     if b"\0" in raw:
         raise ProfileError("this is a binary file, not a TOML profile", file=path)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProfileError("not UTF-8 text", file=path) from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError("not UTF-8 text " + where_in(raw, exc.start), file=path) from None
+
+
+def load(name_or_path: str | os.PathLike) -> Profile:
+    path = profile_path(name_or_path)
+    text = read_profile_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"not valid TOML: {exc}", file=path) from None
-    name = path.stem
-    return from_dict(data, name=name, path=path)
+    return from_dict(data, name=path.stem, path=path)
 
 
 def _existing_text(path: Path) -> str | None:
     """The profile file as it is now (to edit in place), or None when absent or unusable."""
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_PROFILE_BYTES:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return read_regular(path, MAX_PROFILE_BYTES, follow=False).decode("utf-8")
+    except (OSError, ValueError):
         return None
 
 
 def save(profile: Profile, *, path: Path | None = None) -> Path:
     profile.validate()
-    target = path or profile.path or paths.profiles_dir() / f"{profile.name}.toml"
+    target = path or profile.path
+    if target is None:
+        if not NAME_RE.fullmatch(profile.name):
+            raise ProfileError(f"{_show(profile.name)} is not a valid profile name "
+                               "(a letter or digit, then letters, digits, . _ -)")
+        target = paths.profiles_dir() / f"{profile.name}.toml"
+    if Path(target).is_dir():
+        raise ProfileError("is a directory; cannot save the profile there", file=target)
     atomic_write(target, profile.dumps(_existing_text(target)).encode(), mode=0o600)
     profile.path = target
     return target
@@ -357,14 +443,32 @@ def list_profiles() -> list[str]:
     )
 
 
-def delete(name: str) -> bool:
-    path = profile_path(name)
-    found = False
-    for p in (path, path.with_name(path.stem + ".secrets.toml")):
-        if p.exists():
-            p.unlink()
-            found = True
+def deletable_files(name: str) -> list[Path]:
+    """The files `delete(name)` would remove: the profile and its secrets file, both in the
+    profiles directory, found by name only (a path is refused).  A symlink there is itself
+    removed, never what it points to; a directory is refused."""
+    if not NAME_RE.fullmatch(name or "") or name.endswith(".secrets"):
+        raise ProfileError(f"{_show(name)} is not a profile name (give the name `stack-tui "
+                           "profiles list` shows, not a path)")
+    base = paths.profiles_dir()
+    found = []
+    for p in (base / f"{name}.toml", base / f"{name}.secrets.toml"):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            raise ProfileError("is not a file; not deleting it", file=p)
+        found.append(p)
     return found
+
+
+def delete(name: str) -> bool:
+    """Remove the profile ``name`` (and its secrets file) from the profiles directory."""
+    found = deletable_files(name)
+    for p in found:
+        os.unlink(p)  # unlink never follows a symlink
+    return bool(found)
 
 
 def load_secrets(profile: Profile, env: dict | None = None) -> Secrets:
@@ -372,11 +476,9 @@ def load_secrets(profile: Profile, env: dict | None = None) -> Secrets:
     env = os.environ if env is None else env
     file = profile.secrets_file
     try:
-        stored = read_secrets_file(file)
+        stored = read_secrets_file(file)  # a loose or foreign file is refused, never chmodded
     except SecretError as exc:
         raise ProfileError(str(exc)) from None
-    if stored and file.exists() and (file.stat().st_mode & 0o077):
-        os.chmod(file, 0o600)
     out = Secrets(file=file)
     for name in SECRET_NAMES:
         if env.get(env_name(name)):

@@ -9,13 +9,17 @@ log, a screen, an exception or the state file goes through ``Redactor``.
 
 from __future__ import annotations
 
+import os
 import secrets as _random
+import stat
 import string
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fsutil import atomic_write
+from .fsutil import FileRefused, atomic_write, open_regular, read_regular
 from .redact import Redactor
+from .tomldoc import merge, where_in
 from .services import REGISTRY
 
 # The services' secrets (from the registry, in install order), then the user's own.
@@ -58,11 +62,10 @@ def validate(name: str, value: str) -> str | None:
     control characters (newline, tab, NUL...) cannot survive config files."""
     if value == "":
         return f"{name} is empty"
-    bad = [c for c in value if ord(c) < 32 or ord(c) == 127]
-    if bad:
-        return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
-    if len(value.encode()) > 256:
+    if len(value) > 256 or len(value.encode()) > 256:
         return f"{name} is longer than 256 bytes"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{name} contains a control character (newline, tab or similar), which config files cannot hold"
     if name in KEYSTONE_PASSWORDS and len(value.encode()) > 72:
         return (f"{name} is longer than 72 bytes; Keystone hashes passwords with bcrypt, "
                 "which reads only 72 bytes (Epoxy refuses longer ones)")
@@ -138,21 +141,52 @@ class Secrets:
         write_secrets_file(self.file, keep)
 
 
-def read_secrets_file(path: Path) -> dict[str, str]:
-    import tomllib
+MAX_SECRETS_BYTES = 64 * 1024
 
-    if not path.exists():
-        return {}
+
+def _check_private(path: Path, st) -> None:
+    """Refuse a secrets file others may read or own, as OpenSSH refuses a loose private key."""
+    if st.st_uid != os.getuid():
+        raise SecretError(
+            f"{path}: owned by another user (uid {st.st_uid}, you are {os.getuid()}); a secrets "
+            f"file must be your own. Refused. Copy it to a file of yours, or remove it to have "
+            f"stack-tui write a new one.")
+    if st.st_mode & 0o077:
+        raise SecretError(
+            f"{path}: permissions {stat.S_IMODE(st.st_mode):04o} are too open: other users may "
+            f"read the passwords in it. Refused (as OpenSSH refuses such a private key). "
+            f"Fix it with: chmod 600 {path}")
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """The secrets in ``path`` ({} when absent).  Refused with a sentence naming the file:
+    not a regular file, too big, not private (mode 0600, owned by you), broken TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        fd, st = open_regular(path, MAX_SECRETS_BYTES)
+    except FileNotFoundError:
+        return {}
+    except FileRefused as exc:
+        raise SecretError(f"{path}: {exc}; a secrets file is a small TOML file") from None
+    except OSError as exc:
+        raise SecretError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_private(path, st)
+        raw = fh.read(MAX_SECRETS_BYTES + 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SecretError(f"{path}: not a valid secrets file: not UTF-8 text "
+                          f"{where_in(raw, exc.start)}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise SecretError(f"{path}: not a valid secrets file ({exc})") from None
     out = {}
     for key, value in data.items():
         if key == "version":
             continue
         if key not in SECRET_NAMES:
-            raise SecretError(f"{path}: unknown secret '{key}' (known: {', '.join(SECRET_NAMES)})")
+            raise SecretError(f"{path}: unknown secret {key[:64]!r} (known: {', '.join(SECRET_NAMES)})")
         if not isinstance(value, str):
             raise SecretError(f"{path}: secret '{key}' must be a string")
         out[key] = value
@@ -160,12 +194,9 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
 
 def write_secrets_file(path: Path, values: dict[str, str]) -> None:
-    from .tomldoc import merge
-
     try:
-        old = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() \
-            else None
-    except (OSError, UnicodeDecodeError):
+        old = read_regular(path, MAX_SECRETS_BYTES, follow=False).decode("utf-8")
+    except (OSError, ValueError):  # absent, a symlink, not a file, too big, not UTF-8
         old = None
     text = merge(old, {"version": 1, **{k: values[k] for k in SECRET_NAMES if k in values}},
                  header="# stack-tui secrets: keep this file private (mode 0600)")

@@ -7,6 +7,8 @@ for use still goes through the standard library's tomllib.
 
 from __future__ import annotations
 
+import re
+
 
 def merge(old_text: str | None, data: dict, header: str = "") -> str:
     """``data`` (top-level keys and one level of tables) written into ``old_text``.
@@ -45,3 +47,15 @@ def _plain(value):
     unwrap = getattr(value, "unwrap", None)
     value = unwrap() if unwrap else value
     return list(value) if isinstance(value, tuple) else value
+
+
+def where_in(raw: bytes, pos: int) -> str:
+    """'(line N, in KEY)' for a byte offset of a TOML file, to point at a bad value."""
+    line_no = raw.count(b"\n", 0, pos) + 1
+    start = raw.rfind(b"\n", 0, pos) + 1
+    m = re.match(rb"\s*([A-Za-z0-9_.-]+)\s*=", raw[start:pos])
+    if not m:
+        return f"(line {line_no})"
+    tables = re.findall(rb"^[ \t]*\[([A-Za-z0-9_.-]+)\][ \t]*$", raw[:start], re.M)
+    key = (tables[-1] + b"." if tables else b"") + m.group(1)
+    return f"(line {line_no}, in {key.decode()})"

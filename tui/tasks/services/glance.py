@@ -82,6 +82,14 @@ def _region_exists(ctx, region: str) -> bool:
 
 
 def _glance_settings(ctx) -> dict:
+    try:  # the last line of defence: every value stays one line of the file
+        return inifile.one_line(GLANCE_CONF, _glance_values(ctx))
+    except inifile.UnsafeValue as exc:
+        raise StepError(f"A setting for {GLANCE_CONF} cannot be written.", str(exc),
+                        "fix the profile value it comes from (endpoint host, region)") from None
+
+
+def _glance_values(ctx) -> dict:
     ks = f"http://{url_host(ep(ctx))}:5000"
     s = {
         ("database", "connection"): db_url(ctx, "glance", "glance_db_password"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Service, Port, Secret
@@ -16,6 +17,14 @@ KEYSTONE_CONF = "/etc/keystone/keystone.conf"
 
 
 def _keystone_settings(ctx) -> dict:
+    try:  # the last line of defence: every value stays one line of the file
+        return inifile.one_line(KEYSTONE_CONF, _keystone_values(ctx))
+    except inifile.UnsafeValue as exc:
+        raise StepError(f"A setting for {KEYSTONE_CONF} cannot be written.", str(exc),
+                        "fix the profile value it comes from (endpoint host, region)") from None
+
+
+def _keystone_values(ctx) -> dict:
     return {
         ("database", "connection"): db_url(ctx, "keystone", "keystone_db_password"),
         ("token", "provider"): "fernet",
@@ -117,6 +126,11 @@ def wsgi_body(plat: Platform) -> str:
 
 def _apache_files(ctx) -> list[tuple[str, str]]:
     plat = platform_of(ctx)
+    try:  # the last line of defence: ServerName must stay one line of each file
+        inifile.check_line("ServerName in the Apache config", ep(ctx))
+    except inifile.UnsafeValue as exc:
+        raise StepError("The endpoint host cannot go into Apache's configuration.", str(exc),
+                        "fix openstack.endpoint_host (or host.address) in the profile") from None
     return [
         (WSGI_KEYSTONE, wsgi_body(plat)),
         (plat.keystone_vhost, _vhost(ctx)),
