@@ -18,7 +18,7 @@ import pytest
 from tui.tasks import engine as e
 from tui.tasks.profile import Profile
 from tui.tasks.redact import Redactor
-from tui.tasks.services import common, mariadb, memcached, rabbitmq
+from tui.tasks.services import common, glance, keystone, mariadb, memcached, rabbitmq
 from tui.tasks.transport import CommandFailed, CommandTimeout, Result, timed_out
 
 HANG = object()
@@ -138,9 +138,12 @@ def test_skip_after_a_hang_goes_on_with_the_next_step(tmp_path):
     assert "rabbitmqctl" in seen[0].what and "900" not in seen[0].what
 
 
-def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_path):
-    """No command of these steps waits for the 900 s default; looks at the host get
-    seconds."""
+UNCHOSEN = 4321.0   # ctx.sh's default in these tests: a command that gets it chose no limit
+
+
+def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_path, monkeypatch):
+    """No command of these steps waits for the default; looks at the host get seconds."""
+    monkeypatch.setattr(e, "DEFAULT_LIMIT", UNCHOSEN)
     started = set()
 
     def state(command):
@@ -163,9 +166,54 @@ def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_pat
         + rabbitmq.phases(None, plat)  # mariadb.databases needs a real port forward
     eng, events, seen = make(tmp_path, host, phases)
     assert eng.run().ok, seen
-    assert all(t is not None and t < 900 for _, t in host.ran), host.ran
+    assert all(t is not None and t < 900 and t != UNCHOSEN for _, t in host.ran), host.ran
     assert all(t <= 30 for c, t in host.ran if "is-active" in c or "dpkg-query" in c)
     assert {"memcached", "mariadb", "rabbitmq-server"} <= started
+
+
+def _steps(phases, *ids):
+    steps = {s.id: s for p in phases for s in p.steps}
+    return [steps[i] for i in ids]
+
+
+def test_keystone_and_glance_commands_have_a_limit_for_what_they_do(tmp_path, monkeypatch):
+    """Keystone's and Glance's shell work (their API calls aside) chooses its limits:
+    looks get seconds, Apache's configtest / a2enmod a service's limit, SQL its own,
+    keystone-manage / glance-manage their long one; nothing falls back to the default."""
+    monkeypatch.setattr(e, "DEFAULT_LIMIT", UNCHOSEN)
+    host = ScriptedHost([
+        (r"^systemctl is-active -q \S+$", (3, "")),            # not running yet
+        (r"^systemctl is-active \S+ 2>/dev/null;", (0, "active\n")),
+        (r"^nproc;", (0, "2\n4000000\n")),
+        (r"^bad=0; for i", (0, "200\n")),
+        (r"curl -s -o /dev/null -w", (0, "200")),
+        (r"SELECT COUNT\(\*\) FROM keystone", (0, "0\n")),
+        (r"SELECT COUNT\(\*\) FROM glance", (0, "0\n")),
+    ])
+    eng, _, _ = make(tmp_path, host, [])
+    ctx = eng.ctx
+    ctx.secrets.update({"keystone_db_password": "k-db-pw-1", "glance_db_password": "g-db-pw-1",
+                        "glance_password": "g-pw-1", "admin_password": "a-pw-1"})
+    plat = common.PLATFORMS["debian-13"]
+    ks = _steps(keystone.phases(None, plat), "keystone.config", "keystone.db_sync",
+                "keystone.fernet_setup", "keystone.apache")
+    gl = _steps(glance.phases(ctx.profile, plat), "glance.config", "glance.db_sync",
+                "glance.metadefs", "glance.service")
+    for step in ks + gl:
+        step.check(ctx)
+        step.run(ctx)
+        step.check(ctx)
+    assert not keystone._bootstrap_check(ctx)   # no admin in the database yet
+    limits = {c: t for c, t in host.ran}
+    assert all(t is not None and t < 900 and t != UNCHOSEN for t in limits.values()), host.ran
+    looks = [t for c, t in limits.items() if re.match(r"(systemctl is-active|test |nproc|curl "
+                                                      r"|dpkg-query|install -d)", c)]
+    assert looks and max(looks) <= common.LOOK
+    assert host.limits(r"configtest") == [common.SERVICE]
+    assert host.limits(r"a2enmod") == [common.SERVICE]
+    assert set(host.limits(r"keystone-manage|glance-manage")) == {600}
+    assert set(host.limits(r"^mysql")) == {common.SQL}
+    assert f"{MGMT}" in host.files["/etc/glance/glance-api.conf"]
 
 
 # --------------------------------------------------------------------------- services that die
@@ -250,3 +298,11 @@ def test_the_port_probe_tells_an_answering_port_from_a_closed_one():
         closed.close()
     assert "port-answers" in outs[0]
     assert "port-answers" not in outs[1]
+
+
+def test_a_command_given_no_limit_waits_minutes_not_a_quarter_hour(tmp_path):
+    host = ScriptedHost([(r"^sleep", HANG)])
+    eng, _, _ = make(tmp_path, host, [])
+    with pytest.raises(CommandTimeout):
+        eng.ctx.sh("sleep infinity")
+    assert host.limits(r"^sleep") == [e.DEFAULT_LIMIT] and e.DEFAULT_LIMIT <= 180

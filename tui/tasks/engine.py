@@ -25,6 +25,11 @@ from .fsutil import atomic_write, read_regular
 from .redact import Redactor, strip_controls
 
 STATE_VERSION = 1
+# What ctx.sh waits for a command that was given no limit for what it does: long enough
+# for any short command (a package query, a file test, a systemctl call), far shorter
+# than the 900 s a hung command held a run for.  Long work (apt, db syncs, keystone-manage)
+# says its own limit.
+DEFAULT_LIMIT = 180
 
 
 class Status(str, Enum):
@@ -297,7 +302,12 @@ class Context:
                                           strip_controls(self.redact(text))))
 
     def sh(self, command: str, *, secrets: dict[str, str] | None = None, stdin=None,
-           timeout: float | None = 900, check: bool = True, quiet: bool = False):
+           timeout: float | None = None, check: bool = True, quiet: bool = False):
+        """Run ``command`` on the host.  Give ``timeout`` for what the command does
+        (services/common.py: LOOK, SERVICE, SQL; long work its own); without one it
+        gets ``DEFAULT_LIMIT``, which tests treat as "no limit was chosen"."""
+        if timeout is None:
+            timeout = DEFAULT_LIMIT
         return self.transport.run(
             command, secrets=secrets, stdin=stdin, timeout=timeout, check=check,
             on_line=None if quiet else self.output, cancel=self.cancel,

@@ -189,10 +189,8 @@ def marker_set(ctx: Context, name: str, value: str) -> None:
 
 
 def pkg_version(ctx: Context, pkg: str) -> str:
-    plat = platform_of(ctx)
-    cmd = (f"dpkg-query -W -f='${{Version}}' {q(pkg)}" if plat.family == "deb"
-           else f"rpm -q --qf '%{{VERSION}}-%{{RELEASE}}' {q(pkg)}")
-    return ctx.sh(cmd, check=False, quiet=True, timeout=LOOK).stdout.strip()
+    return ctx.sh(platform_of(ctx).pm.version_cmd(pkg), check=False, quiet=True,
+                  timeout=LOOK).stdout.strip()
 
 
 def sql_literal(value: str) -> str:

@@ -14,7 +14,7 @@ from .base import Service, Port, Secret
 from .common import (
     db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
     ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
-    put_file, service_ok, SERVICE_ROLES,
+    put_file, service_ok, SERVICE_ROLES, LOOK, SQL,
 )
 
 
@@ -127,13 +127,13 @@ def _glance_values(ctx) -> dict:
 def _glance_conf_check(ctx) -> bool:
     old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
     return old == new and ctx.sh(f"test -d {GLANCE_STAGING} && test -d {GLANCE_TASKS}",
-                                 check=False, quiet=True).ok
+                                 check=False, quiet=True, timeout=LOOK).ok
 
 
 def _glance_conf_run(ctx) -> None:
     old, new = ini_target(ctx, GLANCE_CONF, _glance_settings(ctx))
     ctx.sh(f"install -d -o glance -g glance -m 750 {GLANCE_STAGING} {GLANCE_TASKS}",
-           quiet=True)
+           quiet=True, timeout=LOOK)
     if put_file(ctx, GLANCE_CONF, new, mode=0o640, owner="root", group="glance", old=old):
         ctx.cache["glance_conf_changed"] = True
 
@@ -142,7 +142,7 @@ def _metadefs_check(ctx) -> bool:
     # Read-only: how many namespaces the catalogue holds (0 = never loaded).
     r = ctx.sh("mysql --batch --skip-column-names -e "
                "'SELECT COUNT(*) FROM glance.metadef_namespaces' 2>/dev/null",
-               check=False, quiet=True, timeout=60)
+               check=False, quiet=True, timeout=SQL)
     return r.ok and r.stdout.strip().isdigit() and int(r.stdout.strip()) > 0
 
 
@@ -159,13 +159,15 @@ def _glance_service_check(ctx) -> bool:
     # A running glance-api started before its config last changed must be restarted.
     r = ctx.sh(f"test $(stat -c %Y {GLANCE_CONF}) -le "
                f"$(date -d \"$(systemctl show -p ActiveEnterTimestamp --value {plat.glance_service})\" +%s)"
-               " && curl -s -o /dev/null --max-time 5 http://127.0.0.1:9292/", check=False, quiet=True)
+               " && curl -s -o /dev/null --max-time 5 http://127.0.0.1:9292/", check=False, quiet=True,
+               timeout=LOOK)
     return r.ok
 
 
 def _glance_service_run(ctx) -> None:
     plat = platform_of(ctx)
-    active = ctx.sh(f"systemctl is-active -q {plat.glance_service}", check=False, quiet=True).ok
+    active = ctx.sh(f"systemctl is-active -q {plat.glance_service}", check=False, quiet=True,
+                    timeout=LOOK).ok
     ensure_service(ctx, plat.glance_service, restart=active)
     wait_http(ctx, "http://127.0.0.1:9292/", "Glance", plat.glance_service,
                "/var/log/glance/glance-api.log")

@@ -9,7 +9,7 @@ from .base import Service, Port, Secret
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
-    platform_of, put_file, q, read_remote, service_ok,
+    platform_of, put_file, q, read_remote, service_ok, LOOK, SQL, SERVICE as SERVICE_LIMIT,
 )
 
 
@@ -47,14 +47,15 @@ def _keystone_conf_run(ctx):
     old, new = ini_target(ctx, KEYSTONE_CONF, _keystone_settings(ctx))
     if put_file(ctx, KEYSTONE_CONF, new, mode=0o640, owner="root", group="keystone", old=old):
         web = platform_of(ctx).web_service
-        if ctx.sh(f"systemctl is-active -q {web}", check=False, quiet=True).ok:
+        if ctx.sh(f"systemctl is-active -q {web}", check=False, quiet=True, timeout=LOOK).ok:
             ctx.output(f"reloading {web} so Keystone reads the new configuration")
             ensure_service(ctx, web, restart=True)
 
 
 def _keys_check(kind):
     def check(ctx):
-        return ctx.sh(f"test -s /etc/keystone/{kind}-keys/0", check=False, quiet=True).ok
+        return ctx.sh(f"test -s /etc/keystone/{kind}-keys/0", check=False, quiet=True,
+                      timeout=LOOK).ok
     return check
 
 
@@ -81,7 +82,7 @@ def host_size(ctx) -> tuple[int, int]:
     """(CPUs, memory in KiB) of the host, read once per run."""
     if "host_size" not in ctx.cache:
         r = ctx.sh("nproc; awk '/^MemTotal:/ {print $2}' /proc/meminfo", check=False,
-                   quiet=True)
+                   quiet=True, timeout=LOOK)
         nums = [int(x) for x in r.stdout.split() if x.isdigit()]
         ctx.cache["host_size"] = (nums[0], nums[1]) if len(nums) == 2 else (1, 2 * 1024 * 1024)
     return ctx.cache["host_size"]
@@ -143,10 +144,11 @@ def _apache_check(ctx) -> bool:
     for path, body in _apache_files(ctx):
         if read_remote(ctx, path) != body:
             return False
-    if plat.family == "deb":
-        r = ctx.sh("test -e /etc/apache2/sites-enabled/keystone.conf && "
-                   "test -e /etc/apache2/conf-enabled/servername.conf && "
-                   "test -e /etc/apache2/mods-enabled/wsgi.load", check=False, quiet=True)
+    if plat.web.a2en:
+        web = plat.web
+        r = ctx.sh(f"{web.enabled_test(plat.keystone_vhost)} && "
+                   f"{web.enabled_test(plat.servername_conf)} && "
+                   f"{web.module_enabled_test('wsgi')}", check=False, quiet=True, timeout=LOOK)
         if not r.ok:
             return False
     return service_ok(ctx, plat.web_service) and _keystone_http_ok(ctx)
@@ -154,25 +156,25 @@ def _apache_check(ctx) -> bool:
 
 def _keystone_http_ok(ctx) -> bool:
     r = ctx.sh("curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:5000/v3/",
-               check=False, quiet=True)
+               check=False, quiet=True, timeout=LOOK)
     return r.stdout.strip() == "200"
 
 
 def _apache_run(ctx) -> None:
     plat = platform_of(ctx)
     changed = False
-    ctx.sh("install -d -m 755 /usr/share/stack-tui", quiet=True)
+    ctx.sh("install -d -m 755 /usr/share/stack-tui", quiet=True, timeout=LOOK)
     for path, body in _apache_files(ctx):
         changed |= put_file(ctx, path, body)
-    if plat.family == "deb":
-        ctx.sh("a2enmod -q wsgi >/dev/null; " + plat.keystone_vhost_enable + "; "
-               + plat.servername_enable, quiet=True)
-    r = ctx.sh(("apache2ctl" if plat.family == "deb" else "apachectl") + " configtest 2>&1",
-               check=False, quiet=True)
+    if plat.web.a2en:
+        ctx.sh(plat.web.enable_module("wsgi") + "; " + plat.keystone_vhost_enable + "; "
+               + plat.servername_enable, quiet=True, timeout=SERVICE_LIMIT)
+    r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=SERVICE_LIMIT)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", "apachectl configtest failed",
                         f"fix {plat.keystone_vhost}", tail=r.lines[-15:])
-    active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True).ok
+    active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True,
+                    timeout=LOOK).ok
     if active and changed:
         ensure_service(ctx, plat.web_service, restart=True)
     else:
@@ -186,7 +188,7 @@ def _bootstrap_check(ctx) -> bool:
     # ("Could not find domain: Default") into a fresh install's log.  The database says.
     r = ctx.sh("mysql --batch --skip-column-names -e \"SELECT COUNT(*) FROM keystone.user u "
                "JOIN keystone.local_user l ON l.user_id = u.id WHERE l.name = 'admin' "
-               "AND u.domain_id = 'default'\" 2>/dev/null", check=False, quiet=True, timeout=60)
+               "AND u.domain_id = 'default'\" 2>/dev/null", check=False, quiet=True, timeout=SQL)
     if r.stdout.strip() in ("", "0"):
         return False
     if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
