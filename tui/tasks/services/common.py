@@ -227,7 +227,11 @@ def ks_session(ctx: Context, user: str, password: str, project: str):
 
 def user_session(ctx: Context, user: str, password: str, project: str):
     """One keystoneauth session per (user, password, project) and run: each user's
-    password is checked by Keystone once a run (bcrypt makes every check cost)."""
+    password is checked by Keystone once a run (bcrypt makes every check cost).
+
+    Checks may call this: ``ctx.cache`` is a per-run memo of read-only objects (a
+    session only reads until a step's run uses it to write), never state on the host
+    or in the run's facts, so a check that fills it stays pure."""
     key = ("session", user, password, project)
     if key not in ctx.cache:
         ctx.cache[key] = ks_session(ctx, user, password, project)
@@ -423,7 +427,12 @@ DEMO_ROLES = ("member",)
 SERVICE_ROLES = ("admin", "service")
 
 
-def detect_platform(ctx: Context) -> bool:
+def detect_platform(ctx: Context, check_only: bool = False) -> bool:
+    """Which platform the host is; True when the run's facts already say so.
+
+    ``check_only`` (prepare.detect's check) only reads: it compares the host with the
+    recorded facts and writes nothing.  Without it (the step's run, or a caller that
+    needs the platform before prepare.detect ran) the facts are recorded."""
     text = read_remote(ctx, "/etc/os-release") or ""
     forced = ctx.profile.openstack.platform
     plat = PLATFORMS[forced] if forced != "auto" else detect(text)
@@ -433,6 +442,10 @@ def detect_platform(ctx: Context) -> bool:
             "stack-tui supports Debian 13 and 12, Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9",
             "use a supported release, or force one with [openstack] platform in the profile "
             "(at your own risk)")
+    known = (ctx.facts.get("platform"), ctx.facts.get("os"),
+             ctx.facts.get("openstack_release")) == (plat.id, describe(text), plat.openstack)
+    if check_only:
+        return known
     changed = ctx.facts.get("platform") != plat.id
     ctx.facts["platform"] = plat.id
     ctx.facts["os"] = describe(text)

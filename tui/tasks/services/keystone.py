@@ -79,7 +79,10 @@ def wsgi_processes(cpus: int, mem_kib: int) -> int:
 
 
 def host_size(ctx) -> tuple[int, int]:
-    """(CPUs, memory in KiB) of the host, read once per run."""
+    """(CPUs, memory in KiB) of the host, read once per run.
+
+    keystone.apache's check reaches this (it renders the vhost to compare it): the
+    ``ctx.cache`` entry is a per-run memo of a read, not state, so the check stays pure."""
     if "host_size" not in ctx.cache:
         r = ctx.sh("nproc; awk '/^MemTotal:/ {print $2}' /proc/meminfo", check=False,
                    quiet=True, timeout=LOOK)
