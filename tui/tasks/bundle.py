@@ -85,14 +85,13 @@ def plan_text(profile) -> str:
         return f"(could not render the plan: {type(exc).__name__}: {exc})\n"
 
 
-def host_items(platform_id: str | None) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(files to read, commands to run) on the host, each (name in bundle, path/command).
+def host_items(plat) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(files to read, commands to run) on the host of platform ``plat``, each (name in
+    bundle, path/command).
 
     Every service declares its config files, units and logs (services/base.py)."""
-    from .platforms import PLATFORMS
     from .services import REGISTRY
 
-    plat = PLATFORMS.get(platform_id or "", PLATFORMS["debian-13"])
     configs = [c for s in REGISTRY for c in s.configs(plat)] + ["/etc/hosts", "/etc/os-release"]
     files = [("etc/" + c.split("/etc/", 1)[-1], c) for c in configs]
     units = [u for s in REGISTRY for u in s.units(plat)]
@@ -107,8 +106,7 @@ def host_items(platform_id: str | None) -> tuple[list[tuple[str, str]], list[tup
     cmds += [
         ("ss-ltnp.txt", "ss -ltnp 2>&1"),
         ("df.txt", "df -h 2>&1; free -m 2>&1"),
-        ("packages.txt", (f"dpkg -l 2>&1 | grep -E '{names}'" if plat.family == "deb"
-                          else f"rpm -qa 2>&1 | grep -E '{names}'")),
+        ("packages.txt", f"{plat.pm.list_all} | grep -E '{names}'"),
     ]
     return files, cmds
 
@@ -173,43 +171,31 @@ def _write_tar(out_path: Path, root: str, items: dict, redact) -> None:
         raise
 
 
-def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
-                connect: bool = True, log: Callable[[str], None] | None = None) -> Path:
-    """Write the support bundle; returns its path.
-
-    ``session_or_profile``: a runner.Session (its connection is reused), a Profile or a
-    profile name/path (a connection is opened if the host key is already known)."""
-    from .engine import state_path
-
-    say = log or (lambda s: None)
-    session = None
+def _load(session_or_profile):
+    """(session or None, profile) from a runner.Session, a Profile or a profile name/path."""
     if hasattr(session_or_profile, "transport") and hasattr(session_or_profile, "profile"):
-        session = session_or_profile
-        profile = session.profile
-    elif isinstance(session_or_profile, (str, Path)):
+        return session_or_profile, session_or_profile.profile
+    if isinstance(session_or_profile, (str, Path)):
         from .profile import load
 
-        profile = load(session_or_profile)
-    else:
-        profile = session_or_profile
-    redact = _redactor_for(profile, session)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = f"stack-tui-bundle-{_safe(profile.name)}-{stamp}"
+        return None, load(session_or_profile)
+    return None, session_or_profile
+
+
+def _out_path(out_path, root: str) -> Path:
     if out_path is None:
         out_dir = paths.data_dir() / "bundles"
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        out_path = out_dir / f"{root}.tar.gz"
+        return out_dir / f"{root}.tar.gz"
     out_path = Path(out_path)
     if out_path.is_dir():  # `-o /tmp`: the bundle goes inside, under its own name
-        out_path = out_path / f"{root}.tar.gz"
-    items: dict[str, str] = {}
-    manifest: list[str] = [f"stack-tui support bundle for profile {profile.name}",
-                           f"host {profile.host.user}@{profile.host.address}:{profile.host.port}",
-                           f"written {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
-                           "every file is redacted (known secrets and secret-shaped values "
-                           f"are replaced by {MASK})", ""]
+        return out_path / f"{root}.tar.gz"
+    return out_path
 
-    # -- local ---------------------------------------------------------------
+
+def _local_items(profile, items: dict, manifest: list) -> None:
+    from .engine import state_path
+
     for p in newest_logs(profile.name):
         _add_local(items, manifest, f"local/logs/{p.name}", p)
     if not any(k.startswith("local/logs/") for k in items):
@@ -222,57 +208,105 @@ def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
     items["local/plan.txt"] = plan_text(profile)
     items["local/profile.toml"] = profile.dumps()
 
-    # -- host ------------------------------------------------------------------
+
+def _open_transport(profile, redact):
+    from .transport import Transport
+    from .profile import load_secrets
+
+    sec = load_secrets(profile)
+    return Transport(profile.host.address, profile.host.port, profile.host.user,
+                     key_file=profile.host.key_file, password=sec.get("ssh_password"),
+                     sudo_password=sec.get("sudo_password"), redactor=redact)
+
+
+def _known_platform(session):
+    """The platform the run already resolved (its plan, else its facts), or None."""
+    from .platforms import PLATFORMS
+
+    if session is None:
+        return None
+    pid = session.plan.platform if session.plan is not None else session.state.facts.get("platform")
+    return PLATFORMS.get(pid or "")
+
+
+def _host_platform(session, profile, transport):
+    """The host's platform: the run's, else resolved once from the profile and the host.
+    An unknown system raises platforms.UnknownPlatform naming it (no guessed default)."""
+    from .platforms import resolve
+
+    plat = _known_platform(session)
+    if plat is not None:
+        return plat
+    forced = profile.openstack.platform
+    text = None if forced != "auto" else transport.read_file("/etc/os-release") or ""
+    return resolve(forced, text)
+
+
+def _collect(transport, plat, items: dict, manifest: list) -> None:
+    files, cmds = host_items(plat)
+    for name, path in files:
+        try:
+            data = transport.read_bytes(path)
+        except Exception as exc:  # noqa: BLE001
+            manifest.append(f"host/{name}: could not read {path}: {exc}")
+            continue
+        if data is None:
+            manifest.append(f"host/{name}: {path} does not exist")
+            continue
+        items[f"host/{name}"] = data
+    for name, cmd in cmds:
+        try:
+            r = transport.run(cmd, check=False, timeout=60)
+            items[f"host/{name}"] = r.raw or r.stdout
+        except Exception as exc:  # noqa: BLE001
+            manifest.append(f"host/{name}: `{cmd}` failed: {exc}")
+
+
+def _host(session, profile, redact, items: dict, manifest: list, say) -> None:
+    from .platforms import UnknownPlatform
+
     transport = session.transport if session is not None else None
     opened = None
-    platform_id = None
-    if session is not None and session.plan is not None:
-        platform_id = session.plan.platform
-    elif session is not None:
-        platform_id = session.state.facts.get("platform")
-    if connect:
+    try:
+        if transport is None:
+            opened = transport = _open_transport(profile, redact)
+        say(f"collecting from {profile.host.address}")
+        transport.connect()
         try:
-            if transport is None:
-                from .transport import Transport
-                from .profile import load_secrets
+            plat = _host_platform(session, profile, transport)
+        except UnknownPlatform as exc:
+            manifest.append(f"nothing collected from the host: {exc.what} {exc.why}")
+            return
+        _collect(transport, plat, items, manifest)
+    except Exception as exc:  # noqa: BLE001 - local parts are still worth having
+        what = getattr(exc, "what", None) or str(exc)
+        manifest.append(f"the host was not reachable, nothing collected from it: {what}")
+    finally:
+        if opened is not None:
+            opened.close()
 
-                sec = load_secrets(profile)
-                opened = transport = Transport(
-                    profile.host.address, profile.host.port, profile.host.user,
-                    key_file=profile.host.key_file, password=sec.get("ssh_password"),
-                    sudo_password=sec.get("sudo_password"), redactor=redact)
-            say(f"collecting from {profile.host.address}")
-            transport.connect()
-            if platform_id is None:
-                from .platforms import detect
 
-                plat = detect(transport.read_file("/etc/os-release") or "")
-                platform_id = plat.id if plat else None
-            files, cmds = host_items(platform_id)
-            for name, path in files:
-                try:
-                    data = transport.read_bytes(path)
-                except Exception as exc:  # noqa: BLE001
-                    manifest.append(f"host/{name}: could not read {path}: {exc}")
-                    continue
-                if data is None:
-                    manifest.append(f"host/{name}: {path} does not exist")
-                    continue
-                items[f"host/{name}"] = data
-            for name, cmd in cmds:
-                try:
-                    r = transport.run(cmd, check=False, timeout=60)
-                    items[f"host/{name}"] = r.raw or r.stdout
-                except Exception as exc:  # noqa: BLE001
-                    manifest.append(f"host/{name}: `{cmd}` failed: {exc}")
-        except Exception as exc:  # noqa: BLE001 - local parts are still worth having
-            what = getattr(exc, "what", None) or str(exc)
-            manifest.append(f"the host was not reachable, nothing collected from it: {what}")
-        finally:
-            if opened is not None:
-                opened.close()
+def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
+                connect: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Write the support bundle; returns its path.
 
-    # -- write -----------------------------------------------------------------
+    ``session_or_profile``: a runner.Session (its connection is reused), a Profile or a
+    profile name/path (a connection is opened if the host key is already known)."""
+    say = log or (lambda s: None)
+    session, profile = _load(session_or_profile)
+    redact = _redactor_for(profile, session)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = f"stack-tui-bundle-{_safe(profile.name)}-{stamp}"
+    out_path = _out_path(out_path, root)
+    items: dict[str, str] = {}
+    manifest: list[str] = [f"stack-tui support bundle for profile {profile.name}",
+                           f"host {profile.host.user}@{profile.host.address}:{profile.host.port}",
+                           f"written {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
+                           "every file is redacted (known secrets and secret-shaped values "
+                           f"are replaced by {MASK})", ""]
+    _local_items(profile, items, manifest)
+    if connect:
+        _host(session, profile, redact, items, manifest, say)
     manifest += ["", "files:"] + [f"  {k}" for k in sorted(items)]
     items["MANIFEST.txt"] = "\n".join(manifest) + "\n"
     _write_tar(out_path, root, items, redact)
