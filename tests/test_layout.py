@@ -24,8 +24,6 @@ MODULE_EXCEPTIONS = {
 FUNCTION_EXCEPTIONS = {
     "tui/cli.py:_parser": "one argparse table, read top to bottom",
     "tui/screens/summary.py:compose": "the summary screen's layout, one widget tree",
-    "tui/tasks/engine.py:_run_step": "the retry/reconnect/decide loop of one step; kept whole "
-                                     "while the engine is edited in parallel",
 }
 
 

@@ -22,6 +22,10 @@ from typing import Any, Callable
 
 from . import paths
 from .fsutil import atomic_write, read_regular
+from .events import (  # noqa: F401 - the engine's events and transcript, re-exported
+    Notice, RunFinished, RunStarted, StepFinished, StepOutput, StepProgress, StepStarted,
+    Transcript, new_log_path,
+)
 from .redact import Redactor, strip_controls
 
 STATE_VERSION = 1
@@ -121,58 +125,6 @@ class Plan:
 
     def phase_of(self, step_id: str) -> Phase | None:
         return next((p for p in self.phases if any(s.id == step_id for s in p.steps)), None)
-
-
-# -- events ----------------------------------------------------------------
-@dataclass
-class RunStarted:
-    total: int
-    resumed: bool
-
-
-@dataclass
-class StepStarted:
-    step_id: str
-    title: str
-    index: int
-    total: int
-    attempt: int = 1
-
-
-@dataclass
-class StepOutput:
-    step_id: str
-    line: str
-
-
-@dataclass
-class StepProgress:
-    step_id: str
-    done: int
-    total: int
-    text: str = ""
-
-
-@dataclass
-class StepFinished:
-    step_id: str
-    status: Status
-    duration: float
-    error: ErrorInfo | None = None
-
-
-@dataclass
-class Notice:
-    text: str
-    step_id: str | None = None
-
-
-@dataclass
-class RunFinished:
-    ok: bool
-    aborted: bool
-    duration: float
-    counts: dict
 
 
 # -- state -----------------------------------------------------------------
@@ -412,114 +364,94 @@ class Engine:
         return result
 
     def _run_step(self, step: Step, index: int, total: int) -> Status:
-        ctx = self.ctx
-        attempt = 0
-        auto_retries = 0
-        reconnects = 0
+        """Check, run and verify ``step`` until it is done, skipped or failed: a lost
+        connection is reconnected (3 times), a transient failure retried (step.retries),
+        any other failure decided by ``decide`` (Retry / Skip / Abort)."""
+        tries = _Tries()
         while True:
-            attempt += 1
-            ctx.step_id = step.id
-            ctx.cancel.clear()
-            self.emit(StepStarted(step.id, step.title, index, total, attempt))
-            self.state.set(step.id, Status.RUNNING)
+            tries.attempt += 1
             t0 = time.monotonic()
             try:
-                if step.check is not None and step.check(ctx):
-                    status = Status.ALREADY_DONE
-                else:
-                    step.run(ctx)
-                    if step.verify is not None:
-                        step.verify(ctx)
-                    status = Status.DONE
-                dur = time.monotonic() - t0
-                self.state.set(step.id, status, dur)
-                self.emit(StepFinished(step.id, status, dur))
-                return status
+                return self._attempt(step, index, total, tries.attempt)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a decision
-                from .transport import ConnectionLost, CommandCancelled
+                outcome = self._failed(step, exc, tries, time.monotonic() - t0)
+            if outcome is not None:
+                return outcome
 
-                dur = time.monotonic() - t0
-                if isinstance(exc, ConnectionLost) and reconnects < 3:
-                    reconnects += 1
-                    self.emit(Notice(strip_controls(ctx.redact(
-                        f"SSH connection lost ({exc.why or exc.what}); reconnecting "
-                        f"and retrying {step.id}")), step.id))
-                    try:
-                        ctx.transport.reconnect(self.reconnect_deadline)
-                        continue
-                    except Exception as exc2:  # noqa: BLE001 - explained like any failure
-                        exc = exc2
-                info = _explain(exc, ctx.redact)
-                if isinstance(exc, CommandCancelled):
-                    info.kind = "cancelled"
-                from . import explain
+    def _attempt(self, step: Step, index: int, total: int, attempt: int) -> Status:
+        ctx = self.ctx
+        ctx.step_id = step.id
+        ctx.cancel.clear()
+        self.emit(StepStarted(step.id, step.title, index, total, attempt))
+        self.state.set(step.id, Status.RUNNING)
+        t0 = time.monotonic()
+        if step.check is not None and step.check(ctx):
+            status = Status.ALREADY_DONE
+        else:
+            step.run(ctx)
+            if step.verify is not None:
+                step.verify(ctx)
+            status = Status.DONE
+        dur = time.monotonic() - t0
+        self.state.set(step.id, status, dur)
+        self.emit(StepFinished(step.id, status, dur))
+        return status
 
-                explain.add_logs(info, ctx)  # a known failure's log tail (Keystone, Glance...)
-                transient = getattr(exc, "transient", False) or info.kind == "transient"
-                if transient and auto_retries < step.retries:
-                    auto_retries += 1
-                    delay = min(2 ** auto_retries, 20)
-                    self.emit(Notice(f"{info.what} - retrying in {delay} s "
-                                     f"({auto_retries}/{step.retries})", step.id))
-                    if ctx.cancel.wait(delay):
-                        pass
-                    continue
-                self.state.set(step.id, Status.FAILED, dur, info)
-                self.emit(StepFinished(step.id, Status.FAILED, dur, info))
-                decision = self.decide(step, info)
-                if decision == Decision.RETRY:
-                    auto_retries = 0
-                    continue
-                if decision == Decision.SKIP:
-                    self.state.set(step.id, Status.SKIPPED, dur, info)
-                    self.emit(StepFinished(step.id, Status.SKIPPED, dur, info))
-                    return Status.SKIPPED
-                return Status.FAILED
+    def _reconnected(self, step: Step, exc: BaseException, tries: "_Tries"):
+        """True when a lost connection came back; else the exception to explain."""
+        from .transport import ConnectionLost
 
+        if not isinstance(exc, ConnectionLost) or tries.reconnects >= 3:
+            return exc
+        tries.reconnects += 1
+        self.emit(Notice(strip_controls(self.ctx.redact(
+            f"SSH connection lost ({exc.why or exc.what}); reconnecting "
+            f"and retrying {step.id}")), step.id))
+        try:
+            self.ctx.transport.reconnect(self.reconnect_deadline)
+            return True
+        except Exception as exc2:  # noqa: BLE001 - explained like any failure
+            return exc2
 
-class Transcript:
-    """Listener writing the run's full transcript (redacted) to a log file."""
+    def _failed(self, step: Step, exc: BaseException, tries: "_Tries", dur: float):
+        """What one failed attempt leads to: None to try again, else the step's status."""
+        from .transport import CommandCancelled
+        from . import explain
 
-    def __init__(self, path: Path, redact: Redactor):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.redact = redact
-        import os
+        exc = self._reconnected(step, exc, tries)
+        if exc is True:
+            return None
+        info = _explain(exc, self.ctx.redact)
+        if isinstance(exc, CommandCancelled):
+            info.kind = "cancelled"
+        explain.add_logs(info, self.ctx)  # a known failure's log tail (Keystone, Glance...)
+        transient = getattr(exc, "transient", False) or info.kind == "transient"
+        if transient and tries.auto < step.retries:
+            tries.auto += 1
+            delay = min(2 ** tries.auto, 20)
+            self.emit(Notice(f"{info.what} - retrying in {delay} s "
+                             f"({tries.auto}/{step.retries})", step.id))
+            self.ctx.cancel.wait(delay)
+            return None
+        return self._decided(step, info, tries, dur)
 
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
-
-    def write(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        for line in strip_controls(self.redact(text)).splitlines() or [""]:
-            self.fh.write(f"{stamp} {line}\n")
-
-    def __call__(self, ev) -> None:
-        if isinstance(ev, StepStarted):
-            self.write(f"=== [{ev.index}/{ev.total}] {ev.step_id}: {ev.title}"
-                       + (f" (attempt {ev.attempt})" if ev.attempt > 1 else ""))
-        elif isinstance(ev, StepOutput):
-            self.write(f"    {ev.line}")
-        elif isinstance(ev, StepProgress):
-            self.write(f"    progress {ev.done}/{ev.total} {ev.text}")
-        elif isinstance(ev, StepFinished):
-            self.write(f"--- {ev.step_id}: {ev.status.value} in {ev.duration:.1f} s")
-            if ev.error is not None:
-                self.write(ev.error.text())
-                for t in ev.error.tail:
-                    self.write(f"    | {t}")
-        elif isinstance(ev, Notice):
-            self.write(f"!!! {ev.text}")
-        elif isinstance(ev, RunStarted):
-            self.write(f"##### run started: {ev.total} steps" + (" (resuming)" if ev.resumed else ""))
-        elif isinstance(ev, RunFinished):
-            self.write(f"##### run finished: ok={ev.ok} aborted={ev.aborted} "
-                       f"in {ev.duration:.1f} s {ev.counts}")
-
-    def close(self) -> None:
-        self.fh.close()
+    def _decided(self, step: Step, info: ErrorInfo, tries: "_Tries", dur: float):
+        self.state.set(step.id, Status.FAILED, dur, info)
+        self.emit(StepFinished(step.id, Status.FAILED, dur, info))
+        decision = self.decide(step, info)
+        if decision == Decision.RETRY:
+            tries.auto = 0
+            return None
+        if decision == Decision.SKIP:
+            self.state.set(step.id, Status.SKIPPED, dur, info)
+            self.emit(StepFinished(step.id, Status.SKIPPED, dur, info))
+            return Status.SKIPPED
+        return Status.FAILED
 
 
-def new_log_path(profile_name: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile_name)
-    return paths.log_dir() / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+@dataclass
+class _Tries:
+    """One step's attempts so far: in all, automatic retries, reconnects."""
+    attempt: int = 0
+    auto: int = 0
+    reconnects: int = 0
