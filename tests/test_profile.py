@@ -445,3 +445,17 @@ def test_secrets_file_keeps_its_comments(tmp_path):
     assert "# rotated every quarter" in f.read_text()
     assert read_secrets_file(f) == {"admin_password": "second-Pass-2", "demo_password": "d'\"$x"}
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_the_platform_choices_are_the_known_platforms():
+    from tui.tasks import platforms, profile as pr
+
+    assert pr.PLATFORMS == ("auto", *platforms.PLATFORMS)
+    for pid in pr.PLATFORMS:
+        p = pr.Profile(name="t")
+        p.host.address = "10.0.0.9"
+        p.openstack.platform = pid
+        assert not [e for e in pr.validation_errors(p) if e[0] == "openstack.platform"]
+    p.openstack.platform = "gentoo-1"
+    assert [m for k, m in pr.validation_errors(p) if k == "openstack.platform"] == [
+        "'gentoo-1' is not one of " + ", ".join(pr.PLATFORMS)]

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import paths, platforms
 from .fsutil import FileRefused, atomic_write, read_regular
 from .services import REGISTRY
 from .secrets import (
@@ -33,7 +33,8 @@ PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
 # What each service needs to be useful.
 DEPENDS = {s.id: s.requires for s in REGISTRY}
-PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
+# "auto" (detected from the host) or one of the platforms stack-tui knows, forced
+PLATFORMS = ("auto", *platforms.PLATFORMS)
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
 MAX_PROFILE_BYTES = 256 * 1024
 VISIBILITIES = ("public", "private", "shared", "community")
