@@ -14,14 +14,17 @@ import pytest
 from tui.tasks import bundle, explain, pkglock, preflight
 from tui.tasks.engine import ErrorInfo, StepError, _explain
 from tui.tasks.redact import MASK, Redactor
+from tui.tasks.services import REGISTRY
+
+ALL = explain.rules_for(REGISTRY)   # a plan's rules: generic, every service's, catch-alls
 
 
 def info(what, why="", hint="", tail=(), kind="error"):
-    return explain.improve(ErrorInfo(what, why, hint, list(tail), kind))
+    return explain.improve(ErrorInfo(what, why, hint, list(tail), kind), ALL)
 
 
 # -- explain -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("what,tail,rule,transient", [
+KNOWN = [
     ("Package command failed (exit 100): apt-get install",
      ["E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 812 (unattended-upgr)"],
      "dpkg-lock", True),
@@ -31,6 +34,12 @@ def info(what, why="", hint="", tail=(), kind="error"):
      ["E: Failed to fetch http://deb.debian.org/debian/pool/main/k/keystone.deb  Temporary "
       "failure resolving 'deb.debian.org'"], "mirror", True),
     ("Cannot reach the package repository from the host.", [], "mirror", True),
+    ("Package command failed (exit 100): apt-get install",
+     ["E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the "
+      "problem."], "dpkg-interrupted", False),
+    ("Package command failed (exit 100): apt-get update",
+     ["Err:1 http://deb.debian.org/debian trixie InRelease", "  407  Proxy Authentication "
+      "Required [IP: 10.0.0.1 3128]"], "apt-proxy", False),
     ("Package command failed (exit 100): apt-get install",
      ["E: Unable to locate package glance-api"], "no-package", False),
     ("Could not restart memcached.", ["memcached: invalid option -- 'Q'"], "bad-config", False),
@@ -58,15 +67,43 @@ def info(what, why="", hint="", tail=(), kind="error"):
      ["keystonemiddleware.auth_token [-] Identity response: 401"], "glance-auth", False),
     ("Could not start rabbitmq-server.", ["Job for rabbitmq-server.service failed because the "
                                           "control process exited"], "service-failed", False),
-])
+]
+
+
+@pytest.mark.parametrize("what,tail,rule,transient", KNOWN)
 def test_known_failures(what, tail, rule, transient):
     text = "\n".join([what, *tail])
-    assert explain.match(text).name == rule
+    assert explain.match(text, ALL).name == rule
     got = info(what, tail=tail)
     assert got.why and got.hint
     assert (got.kind == "transient") == transient
     if not transient:
         assert got.kind == rule
+
+
+def test_every_rule_has_a_known_failure_above():
+    assert {r.name for r in ALL} - {rule for _, _, rule, _ in KNOWN} == set()
+
+
+def test_each_service_declares_its_own_rules_and_explain_aggregates_them():
+    from tui.tasks import deploy
+    from tui.tasks.profile import Profile
+    from tui.tasks.services import by_id
+
+    own = {s.id: [r.name for r in s.rules] for s in REGISTRY}
+    assert own == {"mariadb": ["db-denied", "db-down"], "rabbitmq": ["rabbitmq-down"],
+                   "memcached": [], "keystone": ["keystone-401", "keystone-403"],
+                   "glance": ["glance-store", "glance-auth"]}
+    service_rules = {n for names in own.values() for n in names}
+    assert not service_rules & {r.name for r in explain.RULES}   # explain keeps only its own
+    assert explain.match("Keystone GET /users answered 401.") is None
+    # a service's rules come before those of the services it requires, catch-alls last
+    names = [r.name for r in ALL]
+    assert names.index("glance-auth") < names.index("keystone-401") < names.index("server-error")
+    assert names[-1] == "service-failed" and names[0] == "dpkg-lock"
+    assert by_id("keystone").rules[0].name == "keystone-401"
+    plan = deploy.build_plan(Profile(name="t"))
+    assert [r.name for r in plan.rules] == names
 
 
 def test_lock_explanation_names_the_holder():
@@ -96,7 +133,7 @@ def test_unexpected_exception_that_is_known_is_not_called_a_bug():
     try:
         raise Unauthorized("The request you have made requires authentication. (HTTP 401)")
     except Unauthorized as exc:
-        got = _explain(exc, Redactor())
+        got = _explain(exc, Redactor(), ALL)
     assert "bug" not in got.why and "bug" not in got.hint
     assert "401" in got.why
 
@@ -141,15 +178,15 @@ def test_add_logs_fetches_the_keystone_log_for_a_401():
     ctx = SimpleNamespace(transport=T(), facts={"platform": "debian-12"}, sh=sh,
                           redact=lambda s: s)
     got = info("Keystone GET /users answered 401.")
-    explain.add_logs(got, ctx)
+    explain.add_logs(got, ctx, ALL)
     assert "/var/log/apache2/keystone.log" in ran[0]
     assert any("Authentication failed" in ln for ln in got.tail)
     # transient failures and failures that already carry output are left alone
     ran.clear()
     got = info("Cannot reach the package repository from the host.")
-    explain.add_logs(got, ctx)
+    explain.add_logs(got, ctx, ALL)
     got = info("Keystone does not answer", tail=["a", "b", "c 401"])
-    explain.add_logs(got, ctx)
+    explain.add_logs(got, ctx, ALL)
     assert ran == []
 
 

@@ -6,7 +6,7 @@ The steps live in ``tui/tasks/services/`` (one module per service).
 from __future__ import annotations
 
 from .engine import Phase, Plan
-from . import platforms
+from . import explain, platforms
 from .platforms import PLAN_ASSUMED, PLATFORMS
 from .services import REGISTRY, finish, prepare
 
@@ -29,7 +29,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
         phases += s.phases(profile, plat)
     if "keystone" in svc:
         phases += finish.phases(profile, plat)
-    return Plan(phases, platform=plat.id)
+    return Plan(phases, platform=plat.id, rules=explain.rules_for(REGISTRY))
 
 
 def unsupported_plan() -> Plan:
@@ -37,7 +37,7 @@ def unsupported_plan() -> Plan:
     whose platform check blocks and names the system.  No platform is assumed."""
     from .preflight import phase as preflight_phase
 
-    return Plan([preflight_phase()], platform="")
+    return Plan([preflight_phase()], platform="", rules=explain.rules_for(REGISTRY))
 
 
 def describe_plan(profile) -> str:

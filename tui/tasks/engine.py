@@ -116,6 +116,7 @@ class Phase:
 class Plan:
     phases: list[Phase]
     platform: str = ""
+    rules: list = field(default_factory=list)   # explain's rules (deploy: every service's)
 
     def steps(self) -> list[Step]:
         return [s for p in self.phases for s in p.steps]
@@ -266,7 +267,8 @@ class Context:
         )
 
 
-def _explain(exc: BaseException, redact: Redactor) -> ErrorInfo:
+def _explain(exc: BaseException, redact: Redactor, rules: list | None = None) -> ErrorInfo:
+    """The failure in plain words; ``rules``: the plan's known failures (None: generic)."""
     from .transport import TransportError
     from . import explain
 
@@ -282,7 +284,7 @@ def _explain(exc: BaseException, redact: Redactor) -> ErrorInfo:
             f"raised at {where}; this is probably a bug in stack-tui",
             "retry once; if it persists, run `stack-tui bundle` and report it",
         )
-    info = explain.improve(info)
+    info = explain.improve(info, rules)
     info.what = strip_controls(redact(info.what))
     info.why = strip_controls(redact(info.why))
     info.hint = strip_controls(redact(info.hint))
@@ -421,10 +423,11 @@ class Engine:
         exc = self._reconnected(step, exc, tries)
         if exc is True:
             return None
-        info = _explain(exc, self.ctx.redact)
+        rules = self.plan.rules or None
+        info = _explain(exc, self.ctx.redact, rules)
         if isinstance(exc, CommandCancelled):
             info.kind = "cancelled"
-        explain.add_logs(info, self.ctx)  # a known failure's log tail (Keystone, Glance...)
+        explain.add_logs(info, self.ctx, rules)  # a known failure's log tail (Keystone, Glance...)
         transient = getattr(exc, "transient", False) or info.kind == "transient"
         if transient and tries.auto < step.retries:
             tries.auto += 1

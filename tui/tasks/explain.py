@@ -8,25 +8,21 @@ the log tail a recognised failure points to (Keystone's Apache log for a
 MariaDB's journal), so the user sees the cause without opening a shell.
 
 Unknown failures keep the command, its exit status and the last output lines.
+
+The rules here are the ones of no single service (package manager, config files,
+ports, catch-alls); each service module declares its own (``RULES`` in its
+``Service``), and ``rules_for(REGISTRY)`` puts them together for the plan
+(deploy.build_plan), which the engine hands to ``improve`` and ``add_logs``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, Iterable, Union
+
+from .services.base import Rule
 
 Text = Union[str, Callable[[str], str]]
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    pattern: re.Pattern
-    kind: str            # "transient" (retried automatically) or "error"
-    why: Text            # plain words; a callable gets the whole error text
-    hint: Text
-    logs: tuple[str, ...] = ()   # keys of LOGS: what to show below the error
 
 
 def _holder(text: str) -> str:
@@ -53,7 +49,8 @@ def _lock_hint(text: str) -> str:
             "unattended-upgrades), then Retry; never delete the lock files")
 
 
-RULES: list[Rule] = [
+# Rules of no one service: the package manager, config files, ports (before the services' own)
+GENERIC: list[Rule] = [
     Rule("dpkg-lock",
          re.compile(r"Could not get lock|Unable to acquire the dpkg frontend lock|"
                     r"dpkg frontend lock|frontend lock was locked|is another process using it|"
@@ -102,64 +99,10 @@ RULES: list[Rule] = [
          "another program already listens on a port this service needs",
          "`stack-tui check PROFILE` or `ss -ltnp` on the host names it; stop it or move it to "
          "another port, then Retry"),
-    Rule("rabbitmq-down",
-         re.compile(r"unable to perform an operation on node|nodedown|unable to connect to node|"
-                    r"could not contact node|epmd (error|reports|failed)|erl_epmd|"
-                    r"Failed to create cookie file|erlang\.cookie", re.I),
-         "error",
-         "the RabbitMQ node is down or unreachable; usually the host name does not resolve to "
-         "an address the host has (epmd), or rabbitmq-server failed to start",
-         "make /etc/hosts map the host name to its real address (`stack-tui check PROFILE "
-         "--fix` does this), `systemctl restart rabbitmq-server`, then Retry",
-         logs=("rabbitmq",)),
-    Rule("db-denied", re.compile(r"Access denied for user|\(1045,", re.I), "error",
-         "the database refused the login: wrong password or missing grant",
-         "Retry (the mariadb.databases step re-applies users, passwords and grants); check the "
-         "*_db_password secrets"),
-    Rule("db-down",
-         re.compile(r"Can't connect to (local )?(MySQL|MariaDB) server|Lost connection to "
-                    r"(MySQL|MariaDB)|\((2002|2003|2013),", re.I),
-         "error",
-         "MariaDB does not answer: it is not running, or listens on another address "
-         "(bind-address in its drop-in)",
-         "`systemctl status mariadb` on the host; the mariadb.service step starts it, then Retry",
-         logs=("mariadb",)),
-    Rule("glance-store",
-         re.compile(r"glance_store|Store for scheme|UnknownScheme|StoreAddDisabled|StorageFull|"
-                    r"StorageWriteDenied|No space left on device|Image storage media is full|"
-                    r"Insufficient permissions on image storage|ended up killed|"
-                    r"Glance could not store", re.I),
-         "error",
-         "Glance could not write the image to its store (/var/lib/glance/images): store "
-         "settings, permissions or disk space",
-         "see glance-api.log below; check `df -h /var` and that /var/lib/glance/images belongs "
-         "to glance, then Retry",
-         logs=("glance",)),
-    Rule("glance-auth",
-         re.compile(r"(glance|9292|image)[^\n]*(\b401\b|Unauthorized)|"
-                    r"(\b401\b|Unauthorized)[^\n]*(glance|9292)|Identity response: 40[13]|"
-                    r"Unable to validate token|Bad response code while validating token|"
-                    r"keystonemiddleware", re.I),
-         "error",
-         "Glance could not validate tokens with Keystone: the [keystone_authtoken] settings in "
-         "glance-api.conf (the glance user's password, auth_url, memcached) do not work",
-         "Retry (glance.user and glance.config re-apply the password); glance-api.log below "
-         "says what Keystone answered",
-         logs=("glance",)),
-    Rule("keystone-401",
-         re.compile(r"\b401\b|Unauthorized|requires authentication", re.I),
-         "error",
-         "Keystone refused the credentials (401)",
-         "check the admin password secret; Retry (keystone.bootstrap resets the admin "
-         "password); the Keystone log tail is below",
-         logs=("keystone",)),
-    Rule("keystone-403",
-         re.compile(r"\b403\b|Forbidden|not authorized to perform", re.I),
-         "error",
-         "Keystone refused the action (403): the user lacks the admin role on the project, or a "
-         "policy forbids it",
-         "Retry (keystone.bootstrap re-grants admin); the Keystone log tail is below",
-         logs=("keystone",)),
+]
+
+# Catch-alls: after the services' own rules, which say more.
+CATCH_ALL: list[Rule] = [
     Rule("server-error",
          re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable|InternalServerError|"
                     r"ServiceUnavailable|HttpServerError|Bad Gateway", re.I),
@@ -176,6 +119,18 @@ RULES: list[Rule] = [
          "read the journal tail, fix the configuration, then Retry"),
 ]
 
+# The rules without any service's: what a plan without services (or a test) gets.
+RULES: list[Rule] = GENERIC + CATCH_ALL
+
+
+def rules_for(services: Iterable) -> list[Rule]:
+    """Every rule for a plan of ``services`` (the registry): the generic ones, then each
+    service's own (``Service.rules``), a service before those it requires (Glance's 401
+    before Keystone's), then the catch-alls."""
+    ordered = list(services)[::-1]
+    return GENERIC + [r for svc in ordered for r in svc.rules] + CATCH_ALL
+
+
 # SSH failures: the transport already says what and why; these fill gaps only.
 SSH_KINDS = {
     "ConnectionLost": ("the SSH connection dropped (network, the server rebooted, or sshd was "
@@ -190,15 +145,15 @@ SSH_KINDS = {
 }
 
 
-def classify(text: str) -> tuple[str, str, str] | None:
-    rule = match(text)
+def classify(text: str, rules: list[Rule] | None = None) -> tuple[str, str, str] | None:
+    rule = match(text, rules)
     if rule is None:
         return None
     return rule.kind, _text(rule.why, text), _text(rule.hint, text)
 
 
-def match(text: str) -> Rule | None:
-    for rule in RULES:
+def match(text: str, rules: list[Rule] | None = None) -> Rule | None:
+    for rule in RULES if rules is None else rules:
         if rule.pattern.search(text):
             return rule
     return None
@@ -212,8 +167,9 @@ def _all_text(info) -> str:
     return "\n".join([info.what, info.why, *info.tail])
 
 
-def improve(info):
-    """Fill an ErrorInfo's why/hint from known patterns (keeps existing text)."""
+def improve(info, rules: list[Rule] | None = None):
+    """Fill an ErrorInfo's why/hint from known patterns (keeps existing text); ``rules``:
+    the plan's (``rules_for`` the registry), else the generic ones."""
     if info.what.startswith("Preflight"):
         return info  # the preflight explains itself, item by item
     if info.kind in SSH_KINDS:
@@ -222,7 +178,7 @@ def improve(info):
         info.hint = info.hint or hint
         return info
     text = _all_text(info)
-    rule = match(text)
+    rule = match(text, rules)
     if rule is None:
         if not info.why and info.tail:
             info.why = "the last output lines are shown below"
@@ -271,7 +227,7 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
     return []
 
 
-def add_logs(info, ctx) -> None:
+def add_logs(info, ctx, rules: list[Rule] | None = None) -> None:
     """Append the log tail a recognised failure points to (when the step did not already)."""
     try:
         if info.kind in SSH_KINDS or info.kind in ("transient", "cancelled") or len(info.tail) >= 3:
@@ -280,7 +236,7 @@ def add_logs(info, ctx) -> None:
         if transport is None or not getattr(transport, "connected", False):
             return
         text = _all_text(info)
-        rule = match(text)
+        rule = match(text, rules)
         if rule is None or not rule.logs:
             return
         for key in rule.logs:

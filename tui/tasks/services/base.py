@@ -7,8 +7,24 @@ secrets, preflight, the plan and the screens derive from it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Union
+
+# plain words, or a function of the whole error text that words them
+Text = Union[str, Callable[[str], str]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A known failure (tui/tasks/explain.py): its pattern in the error text, the plain
+    words for it and the next thing to try."""
+    name: str
+    pattern: re.Pattern
+    kind: str            # "transient" (retried automatically) or "error"
+    why: Text            # plain words; a callable gets the whole error text
+    hint: Text
+    logs: tuple[str, ...] = ()   # explain's log keys: what to show below the error
 
 
 @dataclass(frozen=True)
@@ -40,3 +56,5 @@ class Service:
     configs: Callable = lambda plat: ()
     units: Callable = lambda plat: ()
     logs: Callable = lambda plat: ()
+    # Its known failures, explained (explain.rules_for puts them in the plan's rules).
+    rules: tuple[Rule, ...] = ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import time
 import urllib.parse
@@ -10,7 +12,7 @@ from pathlib import Path
 from .. import inifile, paths
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port, Secret
+from .base import Service, Port, Secret, Rule
 from .common import (
     db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
     ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
@@ -314,6 +316,33 @@ def phases(profile, plat: Platform) -> list[Phase]:
     return out
 
 
+# Its known failures, in plain words (tui/tasks/explain.py aggregates every service's).
+RULES = (
+    Rule("glance-store",
+         re.compile(r"glance_store|Store for scheme|UnknownScheme|StoreAddDisabled|StorageFull|"
+                    r"StorageWriteDenied|No space left on device|Image storage media is full|"
+                    r"Insufficient permissions on image storage|ended up killed|"
+                    r"Glance could not store", re.I),
+         "error",
+         "Glance could not write the image to its store (/var/lib/glance/images): store "
+         "settings, permissions or disk space",
+         "see glance-api.log below; check `df -h /var` and that /var/lib/glance/images belongs "
+         "to glance, then Retry",
+         logs=("glance",)),
+    Rule("glance-auth",
+         re.compile(r"(glance|9292|image)[^\n]*(\b401\b|Unauthorized)|"
+                    r"(\b401\b|Unauthorized)[^\n]*(glance|9292)|Identity response: 40[13]|"
+                    r"Unable to validate token|Bad response code while validating token|"
+                    r"keystonemiddleware", re.I),
+         "error",
+         "Glance could not validate tokens with Keystone: the [keystone_authtoken] settings in "
+         "glance-api.conf (the glance user's password, auth_url, memcached) do not work",
+         "Retry (glance.user and glance.config re-apply the password); glance-api.log below "
+         "says what Keystone answered",
+         logs=("glance",)),
+)
+
+
 SERVICE = Service(
     "glance", "Glance", "images", phases,
     requires=("keystone", "mariadb", "memcached"),
@@ -324,4 +353,5 @@ SERVICE = Service(
     configs=lambda plat: (GLANCE_CONF,),
     units=lambda plat: (plat.glance_service,),
     logs=lambda plat: ("/var/log/glance/glance-api.log",),
+    rules=RULES,
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port, Secret
+from .base import Service, Port, Secret, Rule
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -288,6 +290,25 @@ def phases(profile, plat: Platform) -> list[Phase]:
     ])]
 
 
+# Its known failures, in plain words (tui/tasks/explain.py aggregates every service's).
+RULES = (
+    Rule("keystone-401",
+         re.compile(r"\b401\b|Unauthorized|requires authentication", re.I),
+         "error",
+         "Keystone refused the credentials (401)",
+         "check the admin password secret; Retry (keystone.bootstrap resets the admin "
+         "password); the Keystone log tail is below",
+         logs=("keystone",)),
+    Rule("keystone-403",
+         re.compile(r"\b403\b|Forbidden|not authorized to perform", re.I),
+         "error",
+         "Keystone refused the action (403): the user lacks the admin role on the project, or a "
+         "policy forbids it",
+         "Retry (keystone.bootstrap re-grants admin); the Keystone log tail is below",
+         logs=("keystone",)),
+)
+
+
 SERVICE = Service(
     "keystone", "Keystone", "identity", phases,
     requires=("mariadb", "memcached"),
@@ -301,4 +322,5 @@ SERVICE = Service(
                                               if plat.distro_keystone_service else ()),
     logs=lambda plat: (f"{plat.apache_log_dir}/keystone.log",
                        "/var/log/keystone/keystone-manage.log"),
+    rules=RULES,
 )

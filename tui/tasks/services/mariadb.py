@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port
+from .base import Service, Port, Rule
 from .common import (
     LOOK, ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
     sql_literal,
@@ -115,9 +117,27 @@ def phases(profile, plat: Platform) -> list[Phase]:
     ])]
 
 
+# Its known failures, in plain words (tui/tasks/explain.py aggregates every service's).
+RULES = (
+    Rule("db-denied", re.compile(r"Access denied for user|\(1045,", re.I), "error",
+         "the database refused the login: wrong password or missing grant",
+         "Retry (the mariadb.databases step re-applies users, passwords and grants); check the "
+         "*_db_password secrets"),
+    Rule("db-down",
+         re.compile(r"Can't connect to (local )?(MySQL|MariaDB) server|Lost connection to "
+                    r"(MySQL|MariaDB)|\((2002|2003|2013),", re.I),
+         "error",
+         "MariaDB does not answer: it is not running, or listens on another address "
+         "(bind-address in its drop-in)",
+         "`systemctl status mariadb` on the host; the mariadb.service step starts it, then Retry",
+         logs=("mariadb",)),
+)
+
+
 SERVICE = Service(
     "mariadb", "MariaDB", "database", phases,
     ports=(Port(PORT, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
     configs=lambda plat: (plat.mariadb_conf,),
     units=lambda plat: ("mariadb",),
+    rules=RULES,
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from ..engine import Phase, Step
 from ..platforms import Platform
-from .base import Service, Port, Secret
+from .base import Service, Port, Secret, Rule
 from .common import ensure_service, service_ok
 
 
@@ -78,6 +80,21 @@ def phases(profile, plat: Platform) -> list[Phase]:
     ])]
 
 
+# Its known failures, in plain words (tui/tasks/explain.py aggregates every service's).
+RULES = (
+    Rule("rabbitmq-down",
+         re.compile(r"unable to perform an operation on node|nodedown|unable to connect to node|"
+                    r"could not contact node|epmd (error|reports|failed)|erl_epmd|"
+                    r"Failed to create cookie file|erlang\.cookie", re.I),
+         "error",
+         "the RabbitMQ node is down or unreachable; usually the host name does not resolve to "
+         "an address the host has (epmd), or rabbitmq-server failed to start",
+         "make /etc/hosts map the host name to its real address (`stack-tui check PROFILE "
+         "--fix` does this), `systemctl restart rabbitmq-server`, then Retry",
+         logs=("rabbitmq",)),
+)
+
+
 SERVICE = Service(
     "rabbitmq", "RabbitMQ", "message queue", phases,
     secrets=(Secret("rabbit_password", "RabbitMQ user 'openstack'"),),
@@ -85,4 +102,5 @@ SERVICE = Service(
            Port(4369, frozenset({"epmd", "beam.smp", "systemd"}), "Erlang port mapper (epmd)"),
            Port(25672, frozenset({"beam.smp"}), "RabbitMQ (node distribution)")),
     units=lambda plat: ("rabbitmq-server",),
+    rules=RULES,
 )
