@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from . import paths
 from .fsutil import atomic_write, read_regular
+from .errors import Explained, Failure
 from .events import (  # noqa: F401 - the engine's events and transcript, re-exported
     Notice, RunFinished, RunStarted, StepFinished, StepOutput, StepProgress, StepStarted,
     Transcript, new_log_path,
@@ -55,32 +56,23 @@ class Decision(str, Enum):
     ABORT = "abort"
 
 
-class StepError(Exception):
-    """A step failure explained for people."""
+class StepError(Failure):
+    """A step failure explained for people; ``transient``: the engine retries it itself."""
 
     def __init__(self, what: str, why: str = "", hint: str = "", tail: list[str] | None = None,
                  transient: bool = False):
-        self.what, self.why, self.hint = what, why, hint
-        self.tail = list(tail or [])
         self.transient = transient
-        super().__init__(what)
+        super().__init__(what, why, hint, tail)
 
 
 @dataclass
-class ErrorInfo:
+class ErrorInfo(Explained):
+    """A failure as the run state keeps it and the screens show it (any Failure becomes one)."""
     what: str
     why: str = ""
     hint: str = ""
     tail: list[str] = field(default_factory=list)
     kind: str = "error"
-
-    def text(self) -> str:
-        out = [self.what]
-        if self.why:
-            out.append(f"Why: {self.why}")
-        if self.hint:
-            out.append(f"Try: {self.hint}")
-        return "\n".join(out)
 
     def to_dict(self) -> dict:
         return {"what": self.what, "why": self.why, "hint": self.hint, "tail": self.tail,
@@ -129,8 +121,8 @@ class Plan:
 
 
 # -- state -----------------------------------------------------------------
-class StateError(Exception):
-    pass
+class StateError(Failure):
+    """The run state file cannot be used (the message says which and what to do)."""
 
 
 def state_path(profile_name: str, host: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import Failure
 from .pkgmgr import APT, DNF, PackageManager
 
 # What `stack-tui plan` shows when no host has been asked yet ([openstack] platform = auto):
@@ -17,12 +18,14 @@ from .pkgmgr import APT, DNF, PackageManager
 PLAN_ASSUMED = "debian-13"
 
 
-class UnknownPlatform(ValueError):
+class UnknownPlatform(Failure, ValueError):
     """The host's system (or a platform id) is not one stack-tui knows."""
 
     def __init__(self, what: str, why: str, hint: str):
-        self.what, self.why, self.hint = what, why, hint
-        super().__init__(f"{what} {why}; {hint}")
+        super().__init__(what, why, hint)
+
+    def _message(self) -> str:
+        return f"{self.what} {self.why}; {self.hint}"
 
 
 SUPPORTED = "Debian 13 and 12, Ubuntu 22.04/24.04 and Rocky/Alma/CentOS Stream 9"

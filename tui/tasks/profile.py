@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths, platforms
+from .errors import Failure
 from .fsutil import FileRefused, atomic_write, read_regular
 from .services import REGISTRY
 from .secrets import (
@@ -52,7 +53,7 @@ URL_RE = re.compile(r"(https?|file)://\S+\Z")
 MAX_PATH_CHARS = 4096
 
 
-class ProfileError(ValueError):
+class ProfileError(Failure, ValueError):
     """A profile that cannot be used; the message names file, key and reason."""
 
     def __init__(self, message: str, *, file: Path | str | None = None, key: str | None = None):

@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import Failure
 from .fsutil import FileRefused, atomic_write, open_regular, read_regular
 from .redact import Redactor
 from .tomldoc import merge, where_in
@@ -40,8 +41,8 @@ KEYSTONE_PASSWORDS = tuple(s.name for s in SERVICE_SECRETS if s.kind == "keyston
 DB_PASSWORDS = tuple(s.name for s in SERVICE_SECRETS if s.kind == "database")
 
 
-class SecretError(ValueError):
-    pass
+class SecretError(Failure, ValueError):
+    """A secret that cannot be used; the message names it and why."""
 
 
 def env_name(name: str) -> str:

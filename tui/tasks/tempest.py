@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import inifile, paths, platforms
+from .errors import Failure
 from .services.common import url_host
 
 TEMPEST_VERSION = "47.0.0"
@@ -43,7 +44,7 @@ EXCLUDES: tuple[tuple[str, str], ...] = (
 Log = Callable[[str], None]
 
 
-class TempestError(RuntimeError):
+class TempestError(Failure, RuntimeError):
     """Tempest could not be set up or run; the message says what and what to try."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .. import paths
+from ..errors import Failure
 from ..fsutil import atomic_write
 
 
@@ -57,7 +58,7 @@ Log = Callable[[str], None] | None
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(Failure, RuntimeError):
     """Something about the sandbox failed; the message says what, why, and the fix."""
 
 

@@ -6,23 +6,17 @@ import re
 import shlex
 
 from .. import hostkeys, paths
+from ..errors import Failure
 
 
-class TransportError(Exception):
-    """A failure with a plain explanation: what, why, what to try."""
-
-    def __init__(self, what: str, why: str = "", hint: str = "", tail: list[str] | None = None):
-        self.what, self.why, self.hint = what, why, hint
-        self.tail = list(tail or [])
-        super().__init__(self.message())
+class TransportError(Failure):
+    """A failure with a plain explanation: what, why, what to try (all three in str())."""
 
     def message(self) -> str:
-        parts = [self.what]
-        if self.why:
-            parts.append(f"Why: {self.why}")
-        if self.hint:
-            parts.append(f"Try: {self.hint}")
-        return "\n".join(parts)
+        return self.text()
+
+    def _message(self) -> str:
+        return self.text()
 
 
 class ConnectError(TransportError):
