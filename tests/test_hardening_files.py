@@ -295,6 +295,33 @@ def test_loose_directories_of_an_earlier_run_are_tightened(home):
         assert stat.S_IMODE((home / d).stat().st_mode) == 0o700, d
 
 
+def test_a_loose_directory_of_another_user_is_reported_not_chmodded(home, monkeypatch):
+    d = home / "config"
+    d.mkdir(parents=True)
+    os.chmod(d, 0o777)
+    monkeypatch.setattr(paths.os, "getuid", lambda: os.stat(d).st_uid + 1)  # someone else's
+    with pytest.raises(paths.UnsafeDirectory) as ei:
+        paths.config_dir()
+    assert str(d) in ei.value.what and "another user" in ei.value.what and "0777" in ei.value.what
+    assert "chmod 700" in ei.value.hint and isinstance(ei.value, PermissionError)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o777
+    os.chmod(d, 0o700)      # private, though not ours: nothing to report
+    assert paths.config_dir() == d
+
+
+def test_the_cli_explains_a_refused_directory_without_a_traceback(home, monkeypatch, capsys):
+    from tui import cli
+
+    d = home / "config"
+    d.mkdir(parents=True)
+    os.chmod(d, 0o757)
+    monkeypatch.setattr(paths.os, "getuid", lambda: os.stat(d).st_uid + 1)
+    assert cli.main(["profiles", "list"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "belongs to another user" in err and "Try: use a directory of your own" in err
+    assert "Traceback" not in err
+
+
 def test_a_symlinked_directory_is_not_chmodded_through(home, tmp_path):
     real = tmp_path / "shared"
     real.mkdir()

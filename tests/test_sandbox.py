@@ -70,6 +70,16 @@ def test_index_maps_to_short_names_and_a_private_slash30():
         assert len(value) < 15
 
 
+@pytest.mark.parametrize("name", ["sandbox\n", "sandbox\r", "sand box", "../x", "", "-x",
+                                  "a" * 65])
+def test_a_sandbox_name_is_refused_whole_a_trailing_newline_included(name):
+    from tui.tasks.sandbox.base import SandboxError, _check_name
+
+    with pytest.raises(SandboxError, match="Invalid sandbox name"):
+        _check_name(name)
+    _check_name("sandbox-13.a_b")
+
+
 def test_require_root_tools_names_the_apt_command(monkeypatch):
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
     monkeypatch.setattr(sandbox.shutil, "which", lambda tool: None if tool == "debootstrap" else "/bin/x")

@@ -9,6 +9,7 @@ import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 from .cli_parser import parser as _parser
+from .tasks.errors import Failure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted. The run state is saved; `stack-tui apply` resumes.", file=sys.stderr)
         return 130
+    except Failure as exc:  # explained for people (e.g. a refused directory): no traceback
+        _err(f"stack-tui: {exc.text()}")
+        return EXIT_FAILED
     return EXIT_USAGE
 
 

@@ -12,19 +12,39 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import Failure
+
 APP = "stack-tui"
+
+
+class UnsafeDirectory(Failure, PermissionError):
+    """A directory stack-tui keeps private files in belongs to another user and others may
+    enter it: refused, as OpenSSH refuses a loose ~/.ssh of someone else."""
 
 
 def private_dir(path: Path) -> Path:
     """``path`` as a directory only this user can enter (0700): created so, and tightened
-    when an earlier stack-tui (or a umask) left it open to others.  A symlink or a directory
-    of another user is left alone (never chmod through a link or someone else's files)."""
+    when an earlier stack-tui (or a umask) left it open to others.  A symlink is left alone
+    (never chmod through a link); a loose directory of another user is refused
+    (UnsafeDirectory names it and the fix), never chmodded."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         st = os.lstat(path)
-        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
-                and stat.S_IMODE(st.st_mode) & 0o077):
-            os.chmod(path, 0o700)
+    except OSError:
+        return path
+    loose = stat.S_IMODE(st.st_mode) & 0o077
+    if not stat.S_ISDIR(st.st_mode) or not loose:
+        return path
+    if st.st_uid != os.getuid():
+        raise UnsafeDirectory(
+            f"{path} belongs to another user (uid {st.st_uid}) and others may enter it "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}).",
+            "stack-tui keeps profiles, secrets and run state there; another user could read "
+            "or replace them",
+            f"use a directory of your own (STACK_TUI_HOME), or have its owner run "
+            f"chmod 700 {path}")
+    try:
+        os.chmod(path, 0o700)
     except OSError:
         pass
     return path

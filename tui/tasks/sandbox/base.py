@@ -55,7 +55,7 @@ HOSTNAME = "stackhost"
 BOOT_TIMEOUT = 60.0
 POLL = 0.1
 Log = Callable[[str], None] | None
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")   # whole name: fullmatch
 
 
 class SandboxError(Failure, RuntimeError):
@@ -164,7 +164,7 @@ def _wait(pred: Callable[[], bool], timeout: float, interval: float = POLL) -> b
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name or ""):
+    if not _NAME_RE.fullmatch(name or ""):
         raise SandboxError(
             f"Invalid sandbox name {name!r}: use letters, digits, '.', '_' or '-' (max 64 characters)."
         )

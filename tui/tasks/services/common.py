@@ -174,6 +174,17 @@ def put_file(ctx: Context, path: str, new: str, *, mode: int = 0o644, owner: str
     return True
 
 
+def one_line(where: str, value: str, fix: str) -> str:
+    """``value`` once it is known to stay one line of a config file (the last line of
+    defence: the profile refuses such values long before); else a StepError saying
+    where it was going and what to fix."""
+    try:
+        inifile.check_line(where, value)
+    except inifile.UnsafeValue as exc:
+        raise StepError(f"A value for {where} cannot be written.", str(exc), fix) from None
+    return value
+
+
 def ini_target(ctx: Context, path: str, settings: dict) -> tuple[str | None, str]:
     old = read_remote(ctx, path)
     return old, inifile.set_values(old or "", settings)
@@ -457,6 +468,8 @@ def detect_platform(ctx: Context, check_only: bool = False) -> bool:
 
 def fix_hosts_file(ctx: Context, name: str, addr: str) -> bool:
     """Map ``name`` to ``addr`` in /etc/hosts, keeping every other line."""
+    for value in (name, addr):
+        one_line("a line of /etc/hosts", value, "check the host name and host.address")
     old = read_remote(ctx, "/etc/hosts") or ""
     out, placed = [], False
     for line in old.splitlines():

@@ -8,7 +8,7 @@ from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
 from .base import Service, Port, Rule
 from .common import (
-    LOOK, ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
+    LOOK, one_line, ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
     sql_literal,
 )
 
@@ -17,8 +17,10 @@ PORT = 3306
 
 
 def _mariadb_conf(ctx: Context) -> str:
+    addr = one_line(f"bind-address in {platform_of(ctx).mariadb_conf}", mgmt(ctx),
+                    "fix host.address in the profile")
     return ("# Written by stack-tui: OpenStack settings (install guide)\n[mysqld]\n"
-            f"bind-address = {mgmt(ctx)}\n"
+            f"bind-address = {addr}\n"
             # innodb_file_per_table: the default, and deprecated in MariaDB 11
             "default-storage-engine = innodb\n"
             "max_connections = 4096\ncollation-server = utf8mb4_general_ci\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..engine import Phase, Step
 from ..platforms import Platform
 from .base import Service, Port
-from .common import LOOK, ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
+from .common import LOOK, one_line, ensure_service, mgmt, platform_of, put_file, read_remote, service_ok
 
 
 PORT = 11211
@@ -15,7 +15,8 @@ def _memcached_target(ctx) -> tuple[str | None, str]:
     plat = platform_of(ctx)
     old = read_remote(ctx, plat.memcached_conf)
     lines = (old or "").splitlines()
-    addr = mgmt(ctx)
+    addr = one_line(f"the listen address in {plat.memcached_conf}", mgmt(ctx),
+                    "fix host.address in the profile")
     if plat.memcached_style == "debian":
         out, done = [], False
         for line in lines:
