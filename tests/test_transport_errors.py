@@ -7,6 +7,8 @@ files are real files in a temporary HOME / STACK_TUI_HOME.
 
 from __future__ import annotations
 
+import stat
+
 import base64
 import socket
 import threading
@@ -134,6 +136,26 @@ def test_bad_lines_in_our_own_known_hosts_keep_the_good_ones(homes):
     other = paramiko.Ed25519Key.from_private_key_file(_ed25519_file())
     hostkeys.remember("127.0.0.2", 22, other)  # rewriting the file works too
     assert hostkeys.lookup("127.0.0.1", 2201) == {"ssh-ed25519": key}
+
+
+def test_saving_our_known_hosts_keeps_malformed_lines_and_other_hosts(homes):
+    """remember/forget rewrite only the host's own line: a malformed line, a comment and
+    other hosts' keys stay as they were (paramiko's save dropped them silently)."""
+    good, key = _key_line("[127.0.0.1]:2202")
+    ours = paths.known_hosts_file()
+    ours.parent.mkdir(parents=True, exist_ok=True)
+    ours.write_text("# mine\n" + BAD_LINES[0] + "\n" + good + "\n")
+    other = paramiko.Ed25519Key.from_private_key_file(_ed25519_file())
+    hostkeys.remember("127.0.0.3", 22, other)
+    hostkeys.remember("127.0.0.3", 22, other)   # again: replaced, not doubled
+    text = ours.read_text()
+    assert text.splitlines()[:3] == ["# mine", BAD_LINES[0], good]
+    assert text.count("127.0.0.3 ssh-ed25519 ") == 1
+    assert hostkeys.lookup("127.0.0.3", 22) == {"ssh-ed25519": other}
+    assert hostkeys.forget("127.0.0.3") is True and hostkeys.forget("127.0.0.3") is False
+    assert ours.read_text().splitlines() == ["# mine", BAD_LINES[0], good]
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o600
+    assert hostkeys.lookup("127.0.0.1", 2202) == {"ssh-ed25519": key}
 
 
 def test_connect_with_a_bad_known_hosts_line_gives_a_plain_error(homes, silent_port):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import threading
 from pathlib import Path
 
 from . import paths
@@ -84,32 +82,68 @@ def lookup(address: str, port: int, bad: list | None = None) -> dict:
 
 
 def remember(address: str, port: int, key) -> None:
-    """Trust ``key`` for the host in our own known_hosts (atomic write)."""
-    path = paths.known_hosts_file()
-    keys = _load(path)
+    """Trust ``key`` for the host in our own known_hosts (atomic write).
+
+    Every other line stays as it was, malformed ones included (as OpenSSH keeps them):
+    only the host's earlier key of the same type is replaced."""
     entry = host_entry(address, port)
-    keys.add(entry, key.get_name(), key)
-    _save(keys, path)
+    path = paths.known_hosts_file()
+    kept = [ln for ln in _lines(path) if not _is_for(ln, entry, key.get_name())]
+    _save(path, kept + [f"{entry} {key.get_name()} {key.get_base64()}".encode()])
 
 
 def forget(address: str, port: int = 22) -> bool:
-    """Drop our recorded keys for a host (used when a sandbox is rebuilt)."""
+    """Drop our recorded keys for a host (used when a sandbox is rebuilt); every other
+    line stays as it was."""
     path = paths.known_hosts_file()
-    if not path.exists():
-        return False
     entry = host_entry(address, port)
-    keys = _load(path)
-    if entry not in keys:
+    lines = _lines(path)
+    kept = [ln for ln in lines if not _is_for(ln, entry)]
+    if len(kept) == len(lines):
         return False
-    del keys[entry]
-    _save(keys, path)
+    _save(path, kept)
     return True
 
 
-def _save(keys, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
-    keys.save(str(tmp))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+def _lines(path: Path) -> list[bytes]:
+    try:
+        if not path.is_file():
+            return []
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES)
+    except OSError:
+        return []
+    return [ln for ln in data.split(b"\n") if ln.strip()]
+
+
+def _is_for(line: bytes, entry: str, key_type: str | None = None) -> bool:
+    """Whether a known_hosts line is the host's (of ``key_type``, when given): one host
+    name (or its hashed form) and a key.  Anything else, malformed lines included, is not."""
+    import paramiko
+
+    fields = line.split()
+    if len(fields) < 3 or line.lstrip().startswith((b"#", b"@")):
+        return False
+    try:
+        names, kind = fields[0].decode("utf-8").split(","), fields[1].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if key_type is not None and kind != key_type:
+        return False
+    for name in names:
+        if name == entry:
+            return True
+        if name.startswith("|1|"):
+            try:
+                if paramiko.HostKeys.hash_host(entry, name) == name:
+                    return True
+            except Exception:  # noqa: BLE001 - a malformed hash: not this host
+                continue
+    return False
+
+
+def _save(path: Path, lines: list[bytes]) -> None:
+    from .fsutil import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path, b"".join(ln + b"\n" for ln in lines), mode=0o600)
