@@ -7,10 +7,9 @@ files are real files in a temporary HOME / STACK_TUI_HOME.
 
 from __future__ import annotations
 
-import stat
-
 import base64
 import socket
+import stat
 import threading
 import time
 

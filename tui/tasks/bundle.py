@@ -147,28 +147,18 @@ def _add_local(items: dict, manifest: list, name: str, path: Path) -> None:
 
 
 def _write_tar(out_path: Path, root: str, items: dict, redact) -> None:
-    """The tar.gz written whole or not at all: a private temp file (mkstemp: O_EXCL, 0600,
-    never through a symlink) beside the target, renamed over it; removed on any failure."""
-    import tempfile
+    """The tar.gz written whole or not at all (fsutil.atomic_file: a private temp file
+    beside the target, renamed over it; removed on any failure)."""
+    from .fsutil import atomic_file
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-            for name in sorted(items):
-                data = clean(items[name], redact).encode("utf-8")
-                info = tarfile.TarInfo(f"{root}/{name}")
-                info.size = len(data)
-                info.mtime = int(time.time())
-                info.mode = 0o600
-                tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(out_path, 0o600) as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        for name in sorted(items):
+            data = clean(items[name], redact).encode("utf-8")
+            info = tarfile.TarInfo(f"{root}/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _load(session_or_profile):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -77,17 +78,19 @@ def read_regular(path: Path, max_bytes: int, *, follow: bool = True) -> bytes:
     return data
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write via temp file + fsync + rename so readers never see half a file.
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o600):
+    """A binary file that becomes ``path`` whole when the block ends, or never.
 
     The temp file is created private and exclusively (mkstemp: O_EXCL, never through a
-    symlink) in the target's directory; a symlink at ``path`` is replaced, not followed."""
+    symlink) in the target's directory, fsynced, chmodded to ``mode`` and renamed over
+    ``path`` (a symlink there is replaced, not followed); removed on any failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -98,6 +101,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via temp file + fsync + rename so readers never see half a file."""
+    path = Path(path)
+    with atomic_file(path, mode) as fh:
+        fh.write(data)
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
         try:

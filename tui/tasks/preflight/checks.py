@@ -80,38 +80,45 @@ def _sudo(ctx: Context, uid: str) -> Result:
     return Result("sudo", OK, title, why)
 
 
+# The sizes the host needs (bytes): under the first it cannot work, under the second it
+# works slowly.  One source: the preflight and the Host screen read these.
+MEM_MIN, MEM_GOOD = 2 * GiB, 4 * GiB
+DISK_MIN, DISK_GOOD = 2 * GiB, 10 * GiB
+
+
+def _sized(rid: str, title: str, value: int | None, unknown: str,
+           levels: list[tuple[int, str, str, str]], ok: str) -> Result:
+    """One size check: ``levels`` are (below, level, why, fix) in order; ``{size}`` in the
+    texts is the value in GiB."""
+    if value is None:
+        return Result(rid, WARNING, title, unknown)
+    size = _fmt_gib(value)
+    for below, level, why, fix in levels:
+        if value < below:
+            return Result(rid, level, title, why.format(size=size), fix_hint=fix)
+    return Result(rid, OK, title, ok.format(size=size))
+
+
 def _memory(mem: int | None) -> Result:
-    title = "Memory"
-    if mem is None:
-        return Result("memory", WARNING, title, "could not read the host's memory size")
-    if mem < 2 * GiB:
-        return Result("memory", BLOCKING, title,
-                      f"the host has {_fmt_gib(mem)}; MariaDB, RabbitMQ, Keystone and Glance "
-                      "need at least 2 GiB together or they are killed or fail to start",
-                      fix_hint="give the host at least 4 GiB of memory")
-    if mem < 4 * GiB:
-        return Result("memory", WARNING, title,
-                      f"the host has {_fmt_gib(mem)}; it works, but under 4 GiB the services "
-                      "are slow and may run out of memory under load",
-                      fix_hint="4 GiB or more is recommended")
-    return Result("memory", OK, title, f"{_fmt_gib(mem)}")
+    return _sized("memory", "Memory", mem, "could not read the host's memory size", [
+        (MEM_MIN, BLOCKING, "the host has {size}; MariaDB, RabbitMQ, Keystone and Glance "
+                            "need at least 2 GiB together or they are killed or fail to start",
+         "give the host at least 4 GiB of memory"),
+        (MEM_GOOD, WARNING, "the host has {size}; it works, but under 4 GiB the services "
+                            "are slow and may run out of memory under load",
+         "4 GiB or more is recommended"),
+    ], "{size}")
 
 
 def _disk(avail: int | None) -> Result:
-    title = "Free disk in /var"
-    if avail is None:
-        return Result("disk", WARNING, title, "could not read the free space in /var")
-    if avail < 2 * GiB:
-        return Result("disk", BLOCKING, title,
-                      f"only {_fmt_gib(avail)} free; the packages, databases and images need "
-                      "more than that",
-                      fix_hint="free space in /var or grow the disk (10 GiB or more)")
-    if avail < 10 * GiB:
-        return Result("disk", WARNING, title,
-                      f"{_fmt_gib(avail)} free; enough to install, but images and logs fill "
-                      "it quickly under 10 GiB",
-                      fix_hint="free space in /var or grow the disk")
-    return Result("disk", OK, title, f"{_fmt_gib(avail)} free")
+    return _sized("disk", "Free disk in /var", avail, "could not read the free space in /var", [
+        (DISK_MIN, BLOCKING, "only {size} free; the packages, databases and images need "
+                             "more than that",
+         "free space in /var or grow the disk (10 GiB or more)"),
+        (DISK_GOOD, WARNING, "{size} free; enough to install, but images and logs fill "
+                             "it quickly under 10 GiB",
+         "free space in /var or grow the disk"),
+    ], "{size} free")
 
 
 def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> Result:

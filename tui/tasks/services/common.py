@@ -185,6 +185,16 @@ def one_line(where: str, value: str, fix: str) -> str:
     return value
 
 
+def one_line_settings(path: str, settings: dict) -> dict:
+    """``settings`` for ``path`` once every value is known to stay one line of it (the last
+    line of defence); else a StepError naming the file, section and key."""
+    try:
+        return inifile.one_line(path, settings)
+    except inifile.UnsafeValue as exc:
+        raise StepError(f"A setting for {path} cannot be written.", str(exc),
+                        "fix the profile value it comes from (endpoint host, region)") from None
+
+
 def ini_target(ctx: Context, path: str, settings: dict) -> tuple[str | None, str]:
     old = read_remote(ctx, path)
     return old, inifile.set_values(old or "", settings)

@@ -16,7 +16,7 @@ from .base import Service, Port, Secret, Rule
 from .common import (
     db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
     ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
-    put_file, service_ok, SERVICE_ROLES, LOOK, SQL,
+    one_line_settings, put_file, service_ok, SERVICE_ROLES, LOOK, SQL,
 )
 
 
@@ -84,11 +84,7 @@ def _region_exists(ctx, region: str) -> bool:
 
 
 def _glance_settings(ctx) -> dict:
-    try:  # the last line of defence: every value stays one line of the file
-        return inifile.one_line(GLANCE_CONF, _glance_values(ctx))
-    except inifile.UnsafeValue as exc:
-        raise StepError(f"A setting for {GLANCE_CONF} cannot be written.", str(exc),
-                        "fix the profile value it comes from (endpoint host, region)") from None
+    return one_line_settings(GLANCE_CONF, _glance_values(ctx))
 
 
 def _glance_values(ctx) -> dict:

@@ -11,7 +11,7 @@ from .base import Service, Port, Secret, Rule
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
-    platform_of, put_file, q, read_remote, service_ok, LOOK, SQL, SERVICE as SERVICE_LIMIT,
+    one_line_settings, platform_of, put_file, q, read_remote, service_ok, LOOK, SQL, SERVICE as SERVICE_LIMIT,
 )
 
 
@@ -19,11 +19,7 @@ KEYSTONE_CONF = "/etc/keystone/keystone.conf"
 
 
 def _keystone_settings(ctx) -> dict:
-    try:  # the last line of defence: every value stays one line of the file
-        return inifile.one_line(KEYSTONE_CONF, _keystone_values(ctx))
-    except inifile.UnsafeValue as exc:
-        raise StepError(f"A setting for {KEYSTONE_CONF} cannot be written.", str(exc),
-                        "fix the profile value it comes from (endpoint host, region)") from None
+    return one_line_settings(KEYSTONE_CONF, _keystone_values(ctx))
 
 
 def _keystone_values(ctx) -> dict:
