@@ -48,7 +48,7 @@ class StepView:
     duration: float | None = None
     started: float | None = None
     attempt: int = 1
-    progress: tuple[int, int] | None = None
+    progress: tuple[int, int, str] | None = None
     error: Any = None
     lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     node: Any = None
@@ -68,6 +68,7 @@ class RunReport:
     log_path: Any
     platform: str = ""
     problems: list[str] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)    # step id -> status
 
 
 class ProgressScreen(Responsive, Screen):
@@ -245,7 +246,7 @@ class ProgressScreen(Responsive, Screen):
             elif isinstance(ev, e.StepProgress):
                 sv = self.steps.get(ev.step_id)
                 if sv is not None:
-                    sv.progress = (ev.done, ev.total)
+                    sv.progress = (ev.done, ev.total, ev.text)
                     relabel.add(ev.step_id)
             elif isinstance(ev, e.StepStarted):
                 self.on_step_started(ev)
@@ -280,6 +281,10 @@ class ProgressScreen(Responsive, Screen):
         self.flush()
         for sid in relabel:
             self.relabel(sid)
+        if self.running_id in relabel:
+            self.bar_update()
+        if self.shown in relabel and self.shown in self.steps:
+            self.show_title(self.steps[self.shown])
         if relabel:
             self.tick()
             self.refresh_bindings()  # Cancel step / Follow depend on what is running
@@ -440,7 +445,7 @@ class ProgressScreen(Responsive, Screen):
         if sv.status == "running" and sv.attempt > 1:
             extra.append(f"attempt {sv.attempt}")
         if sv.status == "running" and sv.progress:
-            extra.append(f"{sv.progress[0]}/{sv.progress[1]}")
+            extra.append(sv.progress[2] or f"{sv.progress[0]}/{sv.progress[1]}")
         if extra:
             t.append(f" ({', '.join(extra)})", style="cyan")
         return t
@@ -474,6 +479,10 @@ class ProgressScreen(Responsive, Screen):
     def bar_update(self) -> None:
         done = sum(1 for sv in self.steps.values()
                    if sv.status in ("done", "already done", "skipped"))
+        running = self.steps.get(self.running_id or "")
+        if running is not None and running.status == "running" and running.progress:
+            d, t, _ = running.progress  # the running step's share moves the bar too
+            done += min(max(d / t, 0.0), 1.0) if t > 0 else 0.0
         total = self.total or len(self.steps) or 1
         self.query_one("#bar", ProgressBar).update(total=total, progress=min(done, total))
 
@@ -500,14 +509,21 @@ class ProgressScreen(Responsive, Screen):
             log.clear()
             log.write_lines(list(sv.lines))
             self.shown = sid
-        how = "following" if self.follow else "f: follow running"
-        self.query_one("#log-title", Static).update(
-            Text.assemble(("Output: ", "bold"), sv.title, (f"  ({how})", "dim")))
+        self.show_title(sv)
         if auto and sv.node is not None:
             tree = self.query_one("#steps", Tree)
             if tree.cursor_node is not sv.node:
                 self._auto_nodes.append(sv.node)
                 tree.move_cursor(sv.node)
+
+    def show_title(self, sv: StepView) -> None:
+        """The log pane's title: the step, what it is at now (e.g. the current package)."""
+        how = "following" if self.follow else "f: follow running"
+        t = Text.assemble(("Output: ", "bold"), sv.title)
+        if sv.status == "running" and sv.progress and sv.progress[2]:
+            t.append(f" · {sv.progress[2]}", style="cyan")
+        t.append(f"  ({how})", style="dim")
+        self.query_one("#log-title", Static).update(t)
 
     @on(Tree.NodeHighlighted, "#steps")
     def highlighted(self, event: Tree.NodeHighlighted) -> None:
@@ -584,12 +600,14 @@ class ProgressScreen(Responsive, Screen):
                 phases.append((phase.title, secs, outcome))
         state = getattr(self.runner, "state", None)
         facts = dict(getattr(state, "facts", {}) or {})
-        problems = [f"{sv.title}: {sv.status}" for sv in self.steps.values()
-                    if sv.status in ("failed", "skipped")]
+        problems = [f"{sv.title}: {sv.status}"
+                    + (f" ({sv.error.what})" if getattr(sv.error, "what", "") else "")
+                    for sv in self.steps.values() if sv.status in ("failed", "skipped")]
         return RunReport(self.app.state.profile, bool(r and r.ok), bool(r and r.aborted),
                          dict(r.counts) if r else {}, r.duration if r else 0.0, phases, facts,
                          getattr(self.runner, "log_path", None),
-                         self.plan.platform if self.plan is not None else "", problems)
+                         self.plan.platform if self.plan is not None else "", problems,
+                         {sid: sv.status for sid, sv in self.steps.items()})
 
     async def stop_for_quit(self) -> None:
         """Quit asked mid-run: cancel the running step, answer Abort, wait for the engine."""

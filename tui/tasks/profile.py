@@ -35,6 +35,11 @@ DEPENDS = {s.id: s.requires for s in REGISTRY}
 PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
 DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari", "aki", "ploop")
 MAX_PROFILE_BYTES = 256 * 1024
+# The image the upstream install guides test a new cloud with (DevStack's CirrOS 0.6.3):
+# about 20 MB, boots in seconds.  Used when [image] names neither a file nor a URL.
+DEFAULT_IMAGE_URL = "https://download.cirros-cloud.net/0.6.3/cirros-0.6.3-x86_64-disk.img"
+SUITABLE_IMAGE = ("a bootable cloud disk image (qcow2 or raw); CirrOS (20 MB) is made for "
+                  "testing, a distribution's cloud image for real use")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -83,6 +88,14 @@ class ImageConfig:
     disk_format: str = "qcow2"
     container_format: str = "bare"
     visibility: str = "public"
+    upload: bool = True     # false: no image; Glance is installed empty
+
+    def source(self) -> str | None:
+        """What the image phase uploads: the file, the URL, else the default URL;
+        None when the profile asks for no image."""
+        if not self.upload:
+            return None
+        return self.file or self.url or DEFAULT_IMAGE_URL
 
 
 @dataclass
@@ -141,6 +154,7 @@ class Profile:
                 "disk_format": self.image.disk_format,
                 "container_format": self.image.container_format,
                 "visibility": self.image.visibility,
+                "upload": self.image.upload,
             },
         }
         if with_secrets and self.inline_secrets:
@@ -202,7 +216,7 @@ def validation_errors(p: Profile) -> list[tuple[str, str]]:
                 errs.append(("openstack.services", f"{svc} needs {dep}"))
     if o.platform not in PLATFORMS:
         errs.append(("openstack.platform", f"'{o.platform}' is not one of {', '.join(PLATFORMS)}"))
-    if "glance" in o.services:
+    if "glance" in o.services and i.upload:
         if not i.name or len(i.name) > 255:
             errs.append(("image.name", "image name must be 1-255 characters"))
         if i.file and i.url:
@@ -232,7 +246,7 @@ _SCHEMA = {
     "image": (
         ImageConfig,
         {"name": str, "file": (str, type(None)), "url": (str, type(None)), "disk_format": str,
-         "container_format": str, "visibility": str},
+         "container_format": str, "visibility": str, "upload": bool},
     ),
 }
 
