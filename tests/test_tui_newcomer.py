@@ -143,3 +143,71 @@ async def test_unreachable_image_url_is_said_plainly_and_skip_finishes(home, mon
         assert ("Upload image cirros: skipped (This machine cannot download the image: "
                 "download.cirros-cloud.net does not resolve here.)") in body
         assert "MariaDB" in body and "Keystone" in body  # what was installed
+
+
+# -- 2. the file picker: typing a path is the obvious way -------------------------------------
+async def open_picker(pilot):
+    await to_services(pilot)
+    await pilot.press("ctrl+o")
+    await wait_for(pilot, lambda: screen_name(pilot.app) == "FilePickerModal", what="picker")
+
+
+async def test_file_picker_tab_from_the_tree_lands_in_the_path_field(home):
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_picker(pilot)
+        assert app.focused.id == "path", "the path field has the focus first"
+        await pilot.press("shift+tab")
+        assert app.focused.id == "tree"
+        await pilot.press("down")
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.focused.id == "path"
+        app.screen.query_one("#path").value = ""
+        await pilot.press(*"~/cirros.img", "enter")
+        await wait_for(pilot, lambda: screen_name(app) == "ServicesScreen", what="services")
+        assert app.screen.query_one("#image-file").value == "~/cirros.img"
+        assert app.screen.query_one("#image-url").value == "", "the file replaces the URL"
+
+
+async def test_file_picker_typing_in_the_tree_starts_a_path(home):
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_picker(pilot)
+        app.screen.query_one("#tree").focus()
+        await pilot.pause()
+        await pilot.press(*"~/cirros.img")
+        await pilot.pause()
+        assert app.focused.id == "path"
+        assert app.screen.query_one("#path").value == "~/cirros.img"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen_name(app) == "ServicesScreen", what="services")
+        assert app.screen.query_one("#image-file").value == "~/cirros.img"
+
+
+async def test_file_picker_says_what_is_wrong_with_the_path(home):
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_picker(pilot)
+        field = app.screen.query_one("#path")
+        assert "Type the path (~ is your home directory)" in text(app, "#path-hint")
+        field.value = ""
+        await pilot.press("enter")
+        await pilot.pause()
+        assert text(app, "#path-error") == ("type the path of the image file, or pick it in "
+                                            "the tree (enter on a file)")
+        field.value = "~/nope.img"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert text(app, "#path-error") == f"no such file: {home}/nope.img (from ~/nope.img)"
+        field.value = "/nonexistent/x.img"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert text(app, "#path-error") == "no such file: /nonexistent/x.img"
+        (home / "images").mkdir()
+        field.value = "~/images"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "is a directory: the tree now shows it" in text(app, "#path-error")
+        assert str(app.screen.query_one("#tree").path) == str(home / "images")
+        assert screen_name(app) == "FilePickerModal"
