@@ -5,6 +5,7 @@ finished install, the file picker's typed path, package progress, selection glyp
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import pytest
@@ -211,3 +212,55 @@ async def test_file_picker_says_what_is_wrong_with_the_path(home):
         assert "is a directory: the tree now shows it" in text(app, "#path-error")
         assert str(app.screen.query_one("#tree").path) == str(home / "images")
         assert screen_name(app) == "FilePickerModal"
+
+
+# -- 3. package installation progress --------------------------------------------------------
+async def test_package_progress_moves_the_tree_the_bar_and_names_the_package(home):
+    """The packages step replays a real apt install through the real parser, pausing
+    half-way: its tree line counts packages, the bar is past the steps done, the log pane
+    names the current package."""
+    import threading
+    from pathlib import Path
+
+    from textual.widgets import ProgressBar
+
+    from tests.test_tui_pilot import to_review
+    from tui.tasks.services.prepare import AptProgress
+
+    out = (Path(__file__).parent / "data" / "apt-install-debian13.txt").read_text().splitlines()
+    half = next(i for i, ln in enumerate(out) if ln.startswith("Setting up python3-keystone "))
+    release, paused = threading.Event(), threading.Event()
+
+    def run(ctx):
+        watch = AptProgress(ctx).feed
+        for i, line in enumerate(out):
+            if i == half + 1:
+                paused.set()
+                release.wait(20)
+            ctx.output(line)
+            watch(line)
+
+    plan = small_plan()
+    plan.find("prepare.packages").run = run
+    app = make_test_app(runner_factory=runner_factory(plan=plan))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        await start_install(pilot)
+        prog = app.screen
+        await wait_for(pilot, paused.is_set, what="half-way through the packages")
+        await pilot.pause(0.3)
+        sv = prog.steps["prepare.packages"]
+        label = str(prog.step_label(sv))
+        m = re.search(r"\((set up (\d+)/377: [\w.+-]+)\)$", label)
+        assert m, label
+        assert 200 < int(m.group(2)) < 377
+        bar = prog.query_one("#bar", ProgressBar)
+        steps_done = sum(1 for s in prog.steps.values() if s.status == "done")
+        assert steps_done == 2 and 2.5 < bar.progress < 3, "the bar moves within the step"
+        title = text(app, "#log-title")
+        assert title.startswith("Output: Install the packages") and m.group(1) in title
+        assert "Setting up python3-keystone" in "\n".join(prog.query_one("#log").lines)
+        release.set()
+        await wait_for(pilot, lambda: prog.stage == "finished", what="run end")
+        assert prog.query_one("#bar", ProgressBar).progress == len(prog.steps)
+        assert "(set up" not in str(prog.step_label(prog.steps["prepare.packages"]))
