@@ -264,3 +264,35 @@ async def test_package_progress_moves_the_tree_the_bar_and_names_the_package(hom
         await wait_for(pilot, lambda: prog.stage == "finished", what="run end")
         assert prog.query_one("#bar", ProgressBar).progress == len(prog.steps)
         assert "(set up" not in str(prog.step_label(prog.steps["prepare.packages"]))
+
+
+# -- 4. selection state by glyph, not only colour -----------------------------------------------
+async def test_selection_state_shows_by_glyph(home, monkeypatch):
+    from textual.widgets import SelectionList
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.no_color
+        await to_host(pilot)
+        scr = app.screen
+        radios = {r.id: r.render().plain[:3] for r in scr.query("#auth > *")}
+        assert radios == {"auth-key": "▐○▌", "auth-agent": "▐●▌", "auth-password": "▐○▌"}
+        scr.query_one("#auth-password").value = True
+        await pilot.pause()
+        assert scr.query_one("#auth-password").render().plain.startswith("▐●▌")
+        assert scr.query_one("#auth-agent").render().plain.startswith("▐○▌")
+        scr.query_one("#auth-agent").value = True
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause()
+        scr = app.screen
+        sl = scr.query_one("#service-list", SelectionList)
+        sl.deselect("glance")
+        await pilot.pause()
+        rows = [sl.render_line(y).text for y in range(5)]
+        assert [r[:3] for r in rows] == ["▐X▌", "▐X▌", "▐X▌", "▐X▌", "▐ ▌"], rows
+        demo = scr.query_one("#demo")
+        assert demo.render().plain.startswith("▐X▌")
+        demo.value = False
+        await pilot.pause()
+        assert demo.render().plain.startswith("▐ ▌")

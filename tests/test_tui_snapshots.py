@@ -245,3 +245,14 @@ def test_screen_snapshot(name, snap_compare, monkeypatch, tmp_path):
     setup, run_before = SCENARIOS[name]
     app = setup()
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("name", ["02-host", "06-services"])
+def test_selection_glyphs_without_colour(name, snap_compare, monkeypatch, tmp_path):
+    """NO_COLOR=1: radio buttons and checkboxes still say which is chosen (● / ○, X / blank)."""
+    setup_home(monkeypatch, tmp_path)
+    monkeypatch.setenv("NO_COLOR", "1")
+    setup, run_before = SCENARIOS[name]
+    app = setup()
+    assert app.no_color
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -16,7 +16,7 @@ from textual.widgets.selection_list import Selection
 
 from ..tasks import profile as pr
 from ..tasks.services import REGISTRY
-from .common import Responsive, Field, breadcrumb
+from .common import Choices, Responsive, Field, Tick, breadcrumb
 
 TITLES = {s.id: s.title for s in REGISTRY}
 ROLES = {s.id: s.role for s in REGISTRY}
@@ -90,14 +90,14 @@ class ServicesScreen(Responsive, Screen):
         yield Header()
         with VerticalScroll(id="services", classes="form"):
             yield Static(breadcrumb("services"), classes="crumbs")
-            yield SelectionList[str](
+            yield Choices(
                 *[Selection(label(s), s, s in o.services) for s in pr.SERVICES],
                 id="service-list", compact=True)
             yield Static("", id="deps-note", classes="note")
             with Horizontal(classes="row"):
                 yield Label("Region", classes="label")
                 yield Field(o.region, id="region", compact=True, classes="short")
-                yield Checkbox("demo project and user", value=o.demo, id="demo", compact=True)
+                yield Tick("demo project and user", value=o.demo, id="demo", compact=True)
             yield Static("", id="region-error", classes="error")
             with Horizontal(classes="row"):
                 yield Label("Endpoint host", classes="label")
@@ -106,7 +106,7 @@ class ServicesScreen(Responsive, Screen):
             yield Static("", id="endpoint-error", classes="error")
             with Horizontal(classes="row"):
                 yield Label("Image", classes="label")
-                yield Checkbox("upload an image to Glance", value=img.upload,
+                yield Tick("upload an image to Glance", value=img.upload,
                                id="image-upload", compact=True)
                 yield Static(Text("untick: no image, the image phase is skipped",
                                   style="dim"), id="image-off-note")
