@@ -283,6 +283,7 @@ class ProgressScreen(Responsive, Screen):
             self.relabel(sid)
         if self.running_id in relabel:
             self.bar_update()
+            self.update_running_status()
         if self.shown in relabel and self.shown in self.steps:
             self.show_title(self.steps[self.shown])
         if relabel:
@@ -424,6 +425,8 @@ class ProgressScreen(Responsive, Screen):
         if sv is not None:
             idx = list(self.steps).index(sv.step_id) + 1
             t.append(f"\nStep {idx} of {len(self.steps)}: {sv.title}", style="cyan")
+            if sv.progress and sv.progress[2]:
+                t.append(f" · {sv.progress[2]}", style="bold cyan")
         if self.note:
             t.append(f"\nnote: {self.note}", style="yellow")
         self.set_status(t)
@@ -439,13 +442,14 @@ class ProgressScreen(Responsive, Screen):
             t.append(f"{fmt_duration(sv.duration):>7} ", style="dim")
         else:
             t.append(" " * 8)
+        if sv.status == "running" and sv.progress:  # before the title: long titles are cut
+            p = sv.progress[2].split(":")[0] or f"{sv.progress[0]}/{sv.progress[1]}"
+            t.append(f"[{p}] ", style="cyan")
         t.append(sv.title, style="bold" if sv.status == "running" else
                  "dim" if sv.status == "pending" else "")
         extra = []
         if sv.status == "running" and sv.attempt > 1:
             extra.append(f"attempt {sv.attempt}")
-        if sv.status == "running" and sv.progress:
-            extra.append(sv.progress[2] or f"{sv.progress[0]}/{sv.progress[1]}")
         if extra:
             t.append(f" ({', '.join(extra)})", style="cyan")
         return t
@@ -519,9 +523,10 @@ class ProgressScreen(Responsive, Screen):
     def show_title(self, sv: StepView) -> None:
         """The log pane's title: the step, what it is at now (e.g. the current package)."""
         how = "following" if self.follow else "f: follow running"
-        t = Text.assemble(("Output: ", "bold"), sv.title)
         if sv.status == "running" and sv.progress and sv.progress[2]:
-            t.append(f" · {sv.progress[2]}", style="cyan")
+            t = Text.assemble((sv.progress[2], "bold cyan"), " · ", sv.title)
+        else:
+            t = Text.assemble(("Output: ", "bold"), sv.title)
         t.append(f"  ({how})", style="dim")
         self.query_one("#log-title", Static).update(t)
 

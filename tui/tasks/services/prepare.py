@@ -185,8 +185,8 @@ class AptProgress:
     ('N upgraded, M newly installed', 'Get:', 'Unpacking', 'Setting up') and reported as
     step progress: the progress tree and bar move, the log pane's title names the package.
 
-    One unit per package per stage (3 x the packages in all); an event when the whole
-    percentage or the stage changes, so the run log gets at most a few hundred lines."""
+    One unit per package per stage (3 x the packages in all); an event per counted line,
+    so the package shown is the one at work (a slow postinst shows as itself)."""
 
     _TOTAL = re.compile(r"^(\d+) upgraded, (\d+) newly installed(?:, (\d+) reinstalled)?,")
     _GET = re.compile(r"^Get:(\d+) \S+ (.+?) \[[^\]]*\]$")
@@ -199,7 +199,6 @@ class AptProgress:
         self.counts = [0, 0, 0]
         self.stage = -1
         self.current = ""
-        self._last: tuple[int, int] | None = None
 
     @property
     def done(self) -> int:
@@ -238,16 +237,9 @@ class AptProgress:
             stage, name = (1 if m.group(1) == "Unpacking" else 2), m.group(2)
             self.counts[stage] += 1
         self.stage, self.current = stage, name
-        self._emit()
+        if self.ctx is not None:
+            self.ctx.progress(self.done, 3 * self.total, self.text)
         return True
-
-    def _emit(self) -> None:
-        units = 3 * self.total
-        key = (self.stage, self.done * 100 // units, self.counts[self.stage] >= self.total)
-        if key == self._last or self.ctx is None:
-            return
-        self._last = key
-        self.ctx.progress(self.done, units, self.text)
 
 
 def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
