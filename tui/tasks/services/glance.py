@@ -231,9 +231,10 @@ def download_error(url: str, exc: OSError) -> StepError:
         what = f"This machine cannot reach {host} to download the image."
         why = f"no internet access from the machine running stack-tui? ({reason})"
     return StepError(what, why,
-                     "Skip (s) finishes the install without an image; or download it elsewhere, "
-                     "copy it here and choose it as the image file (Services screen, or "
-                     "[image] file in the profile)", transient=True)
+                     "Skip (s) finishes the install without an image (headless: upload = false "
+                     "in [image]); or download it elsewhere, copy it here and choose it as the "
+                     "image file (Services screen, or [image] file in the profile)",
+                     transient=True)
 
 
 def file_md5(path: Path) -> str:
