@@ -127,6 +127,7 @@ async def test_unreachable_image_url_is_said_plainly_and_skip_finishes(home, mon
                 "not resolve here.") in err
         assert "no internet access or no DNS" in err
         assert "Skip (s) finishes the install without an image" in err
+        assert not app.screen.query("#tail"), "no 'Last output' repeating the message above"
         await pilot.press("s")
         await wait_for(pilot, lambda: getattr(app.screen, "stage", "") == "finished",
                        what="run end")

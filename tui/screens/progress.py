@@ -198,8 +198,11 @@ class ProgressScreen(Responsive, Screen):
             return Decision.ABORT
 
         def modal():
-            tail = info.tail or list(self.steps[step.id].lines)[-12:] if step.id in self.steps \
-                else info.tail
+            lines = list(self.steps[step.id].lines) if step.id in self.steps else []
+            said = {f"✗ {info.what}", f"  Why: {info.why}", f"  Try: {info.hint}"}
+            while lines and lines[-1] in said:  # the modal says these already
+                lines.pop()
+            tail = info.tail or lines[-12:]
             return FailureModal(step.id, step.title, info, tail or [],
                                 getattr(self.runner, "log_path", None))
 
