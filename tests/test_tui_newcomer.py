@@ -297,3 +297,13 @@ async def test_selection_state_shows_by_glyph(home, monkeypatch):
         demo.value = False
         await pilot.pause()
         assert demo.render().plain.startswith("▐ ▌")
+
+
+# -- which OpenStack do I get? ------------------------------------------------------------------
+async def test_start_screen_names_each_release_and_its_support_state(home):
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: screen_name(app) == "StartScreen", what="start")
+        intro = " ".join(text(app, "#intro").split())
+        assert ("What you get: Debian 13 (trixie): OpenStack 2025.1 (Epoxy), maintained upstream"
+                " · Debian 12 (bookworm): OpenStack Zed, past upstream maintenance") in intro
