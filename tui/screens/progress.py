@@ -282,14 +282,18 @@ class ProgressScreen(Responsive, Screen):
                 elif kind == "crashed":
                     self.on_crashed(payload)
         self.flush()
-        for sid in relabel:
+        self.relabel_all(relabel)
+
+    def relabel_all(self, changed: set[str]) -> None:
+        """After a batch of events: the tree lines, the bar, the status and log titles."""
+        for sid in changed:
             self.relabel(sid)
-        if self.running_id in relabel:
+        if self.running_id in changed:
             self.bar_update()
             self.update_running_status()
-        if self.shown in relabel and self.shown in self.steps:
+        if self.shown in changed and self.shown in self.steps:
             self.show_title(self.steps[self.shown])
-        if relabel:
+        if changed:
             self.tick()
             self.refresh_bindings()  # Cancel step / Follow depend on what is running
 
