@@ -58,10 +58,13 @@ async def test_services_offers_the_cirros_url_and_says_what_a_suitable_image_is(
         note = text(app, "#image-note")
         assert "Suitable: a bootable cloud disk image (qcow2 or raw)" in note
         assert "CirrOS" in note
-        # Enter / ctrl+n only: the defaults are enough.
-        await pilot.press("ctrl+n")
+        # Enter only: the defaults are enough, and enter in the service list goes on
+        # (it used to turn MariaDB, Keystone and Glance off).
+        assert app.focused.id == "service-list"
+        await pilot.press("enter")
         await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
+        assert app.state.profile.openstack.services == list(pr.SERVICES)
         assert app.state.profile.image.source() == pr.DEFAULT_IMAGE_URL
         assert (f"Image cirros: downloaded by this machine from {pr.DEFAULT_IMAGE_URL}"
                 in text(app, "#target"))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.segment import Segment
 from rich.text import Text
+from textual.binding import Binding
 from textual.strip import Strip
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Checkbox, Input, RadioButton, SelectionList
@@ -160,7 +161,12 @@ class Radio(RadioButton):
 
 
 class Choices(SelectionList):
-    """A SelectionList whose rows show their state by glyph: ▐X▌ chosen, ▐ ▌ not."""
+    """A SelectionList whose rows show their state by glyph: ▐X▌ chosen, ▐ ▌ not.
+
+    Space toggles; enter goes on (the screen's Next), so pressing enter through the
+    wizard never turns a service off by accident."""
+
+    BINDINGS = [Binding("enter", "screen.next", "Next", show=False)]
 
     def render_line(self, y: int) -> Strip:
         strip = super().render_line(y)
