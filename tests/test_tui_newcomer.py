@@ -310,3 +310,11 @@ async def test_start_screen_names_each_release_and_its_support_state(home):
         intro = " ".join(text(app, "#intro").split())
         assert ("What you get: Debian 13 (trixie): OpenStack 2025.1 (Epoxy), maintained upstream"
                 " · Debian 12 (bookworm): OpenStack Zed, past upstream maintenance") in intro
+
+
+async def test_enter_on_an_empty_start_screen_starts_a_new_session(home):
+    app = make_test_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: screen_name(app) == "StartScreen", what="start")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host")

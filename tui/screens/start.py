@@ -31,6 +31,12 @@ def releases() -> Text:
 class ProfileTable(DataTable):
     BINDINGS = [Binding("enter", "select_cursor", "Load")]
 
+    def action_select_cursor(self) -> None:
+        if not self.row_count:  # no profile yet: enter starts a new session
+            self.screen.action_new()
+            return
+        super().action_select_cursor()
+
 
 class StartScreen(Responsive, Screen):
     SUB_TITLE = "Profiles"
