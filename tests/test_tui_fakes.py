@@ -222,14 +222,19 @@ def fail_first(plan: e.Plan, step_id: str, times: int = 1) -> dict:
     return counter
 
 
-def block_step(plan: e.Plan, step_id: str, lines=()) -> threading.Event:
-    """Make ``step_id`` print ``lines`` then wait until released (or cancelled)."""
+def block_step(plan: e.Plan, step_id: str, lines=(), apt: bool = False) -> threading.Event:
+    """Make ``step_id`` print ``lines`` then wait until released (or cancelled); with
+    ``apt``, the lines go through the packages step's progress parser too."""
     step = plan.find(step_id)
     release = threading.Event()
 
     def run(ctx):
+        from tui.tasks.services.prepare import AptProgress
+
+        watch = AptProgress(ctx).feed if apt else (lambda line: None)
         for line in lines:
             ctx.output(line)
+            watch(line)
         while not release.is_set():
             if ctx.cancel.wait(0.05):
                 from tui.tasks.transport import CommandCancelled

@@ -314,11 +314,15 @@ async def test_services_validation(home):
         await pilot.press("ctrl+n", "ctrl+n")
         await pilot.pause()
         scr = app.screen
-        await pilot.press("ctrl+n")  # no image yet
+        assert scr.query_one("#image-url").value == pr.DEFAULT_IMAGE_URL  # the default
+        scr.query_one("#image-url").value = ""
+        await pilot.press("ctrl+n")  # neither a file nor a URL
         await pilot.pause()
         assert screen_name(app) == "ServicesScreen"
-        assert "choose an image file to upload, or give its URL" in text(app, "#image-error")
+        assert ("choose an image file (ctrl+o) or give its URL; or untick 'upload an image'"
+                in text(app, "#image-error"))
         scr.query_one("#image-file").value = "~/cirros.img"
+        await pilot.pause()
         scr.query_one("#image-url").value = "https://example.org/x.img"
         await pilot.pause()
         assert "not both" in text(app, "#image-error")

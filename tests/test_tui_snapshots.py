@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 import pytest
 
 from tests.test_tui_fakes import (
+    FACTS,
     block_step,
     fail_first,
     make_test_app,
@@ -167,7 +168,10 @@ async def review_run(pilot):
 
 def running_setup():
     plan = small_plan()
-    block_step(plan, "prepare.packages", [f"Unpacking package-{i} (1.{i}) ..." for i in range(30)])
+    block_step(plan, "prepare.packages",
+               ["0 upgraded, 120 newly installed, 0 to remove and 0 not upgraded.",
+                "Fetched 52.3 MB in 3s (17.4 MB/s)"]
+               + [f"Unpacking package-{i} (1.{i}) ..." for i in range(30)], apt=True)
     return lab_setup(plan=plan)()
 
 
@@ -222,6 +226,49 @@ async def quit_run(pilot):
     await settle(pilot, "Yes")
 
 
+def _image_unreachable(ctx):
+    """The image step on a machine without internet: the default URL's name does not resolve."""
+    import socket
+    import urllib.error
+
+    from tui.tasks import profile as pr
+    from tui.tasks.services import glance
+
+    raise glance.download_error(pr.DEFAULT_IMAGE_URL, urllib.error.URLError(
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")))
+
+
+def image_skip_setup():
+    from tui.tasks import engine as e
+    from tui.tasks import profile as pr
+
+    plan = small_plan()
+    step = e.Step("image.upload", "Upload image cirros", run=_image_unreachable, phase="image")
+    plan.phases.insert(-1, e.Phase("image", "Image", [step]))
+    p = save_profile("lab", "10.0.0.2")
+    p.image.file = None  # the default: CirrOS from download.cirros-cloud.net
+    pr.save(p)
+    _secrets(p, admin_password="Correct-Horse-Battery-9")
+    facts = dict(FACTS, verification=[v for v in FACTS["verification"]
+                                      if not v[0].startswith("image ")])  # no image: no check
+    return make_test_app(profile="lab", runner_factory=runner_factory(plan=plan, facts=facts))
+
+
+async def image_failed_run(pilot):
+    await _start(pilot)
+    await wait_for(pilot, lambda: screen_name(pilot.app) == "FailureModal", what="failure modal")
+    await settle(pilot, "Retry", "Full log")
+
+
+async def image_skipped_summary_run(pilot):
+    await image_failed_run(pilot)
+    await pilot.press("s")
+    await wait_for(pilot, lambda: _progress(pilot.app).stage == "finished", what="finished")
+    await pilot.press("ctrl+n")
+    await wait_for(pilot, lambda: screen_name(pilot.app) == "SummaryScreen", what="summary")
+    await settle(pilot, "New session")
+
+
 SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "01-start": (start_setup, start_run),
     "02-host": (lab_setup(), host_run),
@@ -236,6 +283,8 @@ SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "11-summary": (lab_setup(), summary_run),
     "12-resume": (resume_setup, resume_run),
     "13-quit-confirm": (running_setup, quit_run),
+    "14-image-unreachable": (image_skip_setup, image_failed_run),
+    "15-summary-image-skipped": (image_skip_setup, image_skipped_summary_run),
 }
 
 
@@ -244,4 +293,15 @@ def test_screen_snapshot(name, snap_compare, monkeypatch, tmp_path):
     setup_home(monkeypatch, tmp_path)
     setup, run_before = SCENARIOS[name]
     app = setup()
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("name", ["02-host", "06-services"])
+def test_selection_glyphs_without_colour(name, snap_compare, monkeypatch, tmp_path):
+    """NO_COLOR=1: radio buttons and checkboxes still say which is chosen (● / ○, X / blank)."""
+    setup_home(monkeypatch, tmp_path)
+    monkeypatch.setenv("NO_COLOR", "1")
+    setup, run_before = SCENARIOS[name]
+    app = setup()
+    assert app.no_color
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
+from rich.segment import Segment
 from rich.text import Text
+from textual.binding import Binding
+from textual.strip import Strip
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Input
+from textual.widgets import Checkbox, Input, RadioButton, SelectionList
+from textual.widgets.option_list import OptionDoesNotExist
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -137,3 +141,43 @@ class Responsive:
 
     def on_screen_resume(self) -> None:
         apply_breakpoints(self)
+
+
+# -- selection state by glyph, not only colour (NO_COLOR, 16 colours, screen readers) ------
+class Tick(Checkbox):
+    """A Checkbox whose state shows by glyph: ▐X▌ ticked, ▐ ▌ not."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's name, read when drawing
+        return "X" if self.value else " "
+
+
+class Radio(RadioButton):
+    """A RadioButton whose state shows by glyph: ● chosen, ○ not."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802
+        return "●" if self.value else "○"
+
+
+class Choices(SelectionList):
+    """A SelectionList whose rows show their state by glyph: ▐X▌ chosen, ▐ ▌ not.
+
+    Space toggles; enter goes on (the screen's Next), so pressing enter through the
+    wizard never turns a service off by accident."""
+
+    BINDINGS = [Binding("enter", "screen.next", "Next", show=False)]
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segs = list(strip)
+        if len(segs) < 3 or segs[1].text != Checkbox.BUTTON_INNER:
+            return strip
+        try:
+            option = self.get_option_at_index(self.scroll_offset.y + y)
+        except OptionDoesNotExist:  # below the last row
+            return strip
+        if option.value in self.selected:
+            return strip
+        segs[1] = Segment(" ", segs[1].style)
+        return Strip(segs, strip.cell_length)

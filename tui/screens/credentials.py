@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Label, Static
 
 from ..tasks import secrets as sec
-from .common import Responsive, Field, breadcrumb
+from .common import Responsive, Field, Tick, breadcrumb
 
 STRENGTH_STYLE = {"strong": "green", "fair": "yellow", "weak": "red", "empty": "dim"}
 # Which service a secret belongs to (for "not needed" hints).
@@ -51,8 +51,8 @@ class CredentialsScreen(Responsive, Screen):
                     yield Button("Generate", id=f"gen-{name}", compact=True, classes="small")
                     yield Static("", id=f"strength-{name}", classes="strength")
                 yield Static("", id=f"error-{name}", classes="error")
-            yield Checkbox("Save the secrets in the profile file", value=st.save_secrets,
-                           id="save-secrets", compact=True)
+            yield Tick("Save the secrets in the profile file", value=st.save_secrets,
+                       id="save-secrets", compact=True)
             yield Static("", id="save-note", classes="note")
             with Horizontal(classes="buttons"):
                 yield Button("Back (esc)", id="back", compact=True)

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, RadioButton, RadioSet, Static
 
 from ..tasks import profile as pr
-from .common import Responsive, Field, ask_from_thread, breadcrumb, tildify
+from .common import Radio, Responsive, Field, ask_from_thread, breadcrumb, tildify
 
 LEVEL_STYLE = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "bad": ("✗", "red")}
 
@@ -105,10 +105,10 @@ class HostScreen(Responsive, Screen):
             with Horizontal(classes="row"):
                 yield Label("Log in with", classes="label")
                 with RadioSet(id="auth", compact=True):
-                    yield RadioButton("key file", id="auth-key", value=st.auth == "key")
-                    yield RadioButton("agent / default keys", id="auth-agent",
-                                      value=st.auth == "agent")
-                    yield RadioButton("password", id="auth-password", value=st.auth == "password")
+                    yield Radio("key file", id="auth-key", value=st.auth == "key")
+                    yield Radio("agent / default keys", id="auth-agent",
+                                value=st.auth == "agent")
+                    yield Radio("password", id="auth-password", value=st.auth == "password")
             with Horizontal(classes="row", id="key-row"):
                 yield Label("Key file", classes="label")
                 yield Field(h.key_file or "", id="key_file", compact=True,

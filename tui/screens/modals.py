@@ -286,23 +286,29 @@ class NameModal(InputDialog):
 
 
 class FilePickerModal(InputDialog):
-    """Pick a file: a directory tree plus a path field. Dismisses with the path or None."""
+    """Pick a file: a directory tree plus a path field. Dismisses with the path or None.
+
+    Typing is the obvious way: the path field has the focus, Tab goes tree <-> field, and
+    typing while in the tree starts a path in the field; ~ is the home directory."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    HINT = ("Type the path (~ is your home directory), or pick a file in the tree with enter. "
+            "Tab: tree / path.")
 
     def __init__(self, title: str, start: str | None = None):
         super().__init__()
         self.title_text = title
         p = Path(start).expanduser() if start else Path.home()
         self.start = p if p.is_dir() else (p.parent if p.parent.is_dir() else Path.home())
-        self.initial = str(p) if start else ""
+        self.initial = start or ""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="box wide tall"):
             yield Label(self.title_text, classes="box-title")
             yield DirectoryTree(self.start, id="tree")
-            yield Field(self.initial, id="path", compact=True,
-                        placeholder="path of the file (enter to choose)")
+            yield Static(Text(self.HINT, style="dim"), id="path-hint")
+            yield Field(self.initial, id="path", compact=True, select_on_focus=False,
+                        placeholder="path of the file, e.g. ~/images/cirros.img (enter to choose)")
             yield Static("", id="path-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Choose (enter)", id="ok", variant="primary", compact=True)
@@ -312,15 +318,40 @@ class FilePickerModal(InputDialog):
     def on_mount(self) -> None:
         self.query_one("#path", Field).focus()
 
+    def on_key(self, event) -> None:
+        """A character typed in the tree starts a path in the field (space still toggles)."""
+        if (self.focused is self.query_one("#tree") and event.character
+                and event.is_printable and event.character != " "):
+            event.stop()
+            event.prevent_default()
+            field = self.query_one("#path", Field)
+            field.value = event.character
+            field.cursor_position = len(field.value)
+            field.focus()
+
     @on(DirectoryTree.FileSelected)
     def file_selected(self, event: DirectoryTree.FileSelected) -> None:
         self.query_one("#path", Field).value = str(event.path)
         self.query_one("#path", Field).focus()
 
+    def problem(self, value: str) -> str | None:
+        """Why ``value`` cannot be chosen, or None."""
+        if not value:
+            return "type the path of the image file, or pick it in the tree (enter on a file)"
+        path = Path(value).expanduser()
+        shown = str(path) if str(path) == value else f"{path} (from {value})"
+        if path.is_dir():
+            self.query_one("#tree", DirectoryTree).path = path
+            return f"{shown} is a directory: the tree now shows it; choose a file in it"
+        if not path.is_file():
+            return f"no such file: {shown}"
+        return None
+
     def _submit(self) -> None:
         value = self.query_one("#path", Field).value.strip()
-        if not value or not Path(value).expanduser().is_file():
-            self.query_one("#path-error", Static).update(Text(f"no such file: {value}"))
+        why = self.problem(value)
+        if why:
+            self.query_one("#path-error", Static).update(Text(why))
             return
         self.dismiss(value)
 

@@ -48,7 +48,7 @@ class StepView:
     duration: float | None = None
     started: float | None = None
     attempt: int = 1
-    progress: tuple[int, int] | None = None
+    progress: tuple[int, int, str] | None = None
     error: Any = None
     lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     node: Any = None
@@ -68,6 +68,7 @@ class RunReport:
     log_path: Any
     platform: str = ""
     problems: list[str] = field(default_factory=list)
+    statuses: dict[str, str] = field(default_factory=dict)    # step id -> status
 
 
 class ProgressScreen(Responsive, Screen):
@@ -197,8 +198,11 @@ class ProgressScreen(Responsive, Screen):
             return Decision.ABORT
 
         def modal():
-            tail = info.tail or list(self.steps[step.id].lines)[-12:] if step.id in self.steps \
-                else info.tail
+            lines = list(self.steps[step.id].lines) if step.id in self.steps else []
+            said = {f"✗ {info.what}", f"  Why: {info.why}", f"  Try: {info.hint}"}
+            while lines and lines[-1] in said:  # the modal says these already
+                lines.pop()
+            tail = info.tail or lines[-12:]
             return FailureModal(step.id, step.title, info, tail or [],
                                 getattr(self.runner, "log_path", None))
 
@@ -245,7 +249,7 @@ class ProgressScreen(Responsive, Screen):
             elif isinstance(ev, e.StepProgress):
                 sv = self.steps.get(ev.step_id)
                 if sv is not None:
-                    sv.progress = (ev.done, ev.total)
+                    sv.progress = (ev.done, ev.total, ev.text)
                     relabel.add(ev.step_id)
             elif isinstance(ev, e.StepStarted):
                 self.on_step_started(ev)
@@ -278,9 +282,18 @@ class ProgressScreen(Responsive, Screen):
                 elif kind == "crashed":
                     self.on_crashed(payload)
         self.flush()
-        for sid in relabel:
+        self.relabel_all(relabel)
+
+    def relabel_all(self, changed: set[str]) -> None:
+        """After a batch of events: the tree lines, the bar, the status and log titles."""
+        for sid in changed:
             self.relabel(sid)
-        if relabel:
+        if self.running_id in changed:
+            self.bar_update()
+            self.update_running_status()
+        if self.shown in changed and self.shown in self.steps:
+            self.show_title(self.steps[self.shown])
+        if changed:
             self.tick()
             self.refresh_bindings()  # Cancel step / Follow depend on what is running
 
@@ -419,6 +432,8 @@ class ProgressScreen(Responsive, Screen):
         if sv is not None:
             idx = list(self.steps).index(sv.step_id) + 1
             t.append(f"\nStep {idx} of {len(self.steps)}: {sv.title}", style="cyan")
+            if sv.progress and sv.progress[2]:
+                t.append(f" · {sv.progress[2]}", style="bold cyan")
         if self.note:
             t.append(f"\nnote: {self.note}", style="yellow")
         self.set_status(t)
@@ -434,13 +449,14 @@ class ProgressScreen(Responsive, Screen):
             t.append(f"{fmt_duration(sv.duration):>7} ", style="dim")
         else:
             t.append(" " * 8)
+        if sv.status == "running" and sv.progress:  # before the title: long titles are cut
+            p = sv.progress[2].split(":")[0] or f"{sv.progress[0]}/{sv.progress[1]}"
+            t.append(f"[{p}] ", style="cyan")
         t.append(sv.title, style="bold" if sv.status == "running" else
                  "dim" if sv.status == "pending" else "")
         extra = []
         if sv.status == "running" and sv.attempt > 1:
             extra.append(f"attempt {sv.attempt}")
-        if sv.status == "running" and sv.progress:
-            extra.append(f"{sv.progress[0]}/{sv.progress[1]}")
         if extra:
             t.append(f" ({', '.join(extra)})", style="cyan")
         return t
@@ -474,6 +490,10 @@ class ProgressScreen(Responsive, Screen):
     def bar_update(self) -> None:
         done = sum(1 for sv in self.steps.values()
                    if sv.status in ("done", "already done", "skipped"))
+        running = self.steps.get(self.running_id or "")
+        if running is not None and running.status == "running" and running.progress:
+            d, t, _ = running.progress  # the running step's share moves the bar too
+            done += min(max(d / t, 0.0), 1.0) if t > 0 else 0.0
         total = self.total or len(self.steps) or 1
         self.query_one("#bar", ProgressBar).update(total=total, progress=min(done, total))
 
@@ -500,14 +520,22 @@ class ProgressScreen(Responsive, Screen):
             log.clear()
             log.write_lines(list(sv.lines))
             self.shown = sid
-        how = "following" if self.follow else "f: follow running"
-        self.query_one("#log-title", Static).update(
-            Text.assemble(("Output: ", "bold"), sv.title, (f"  ({how})", "dim")))
+        self.show_title(sv)
         if auto and sv.node is not None:
             tree = self.query_one("#steps", Tree)
             if tree.cursor_node is not sv.node:
                 self._auto_nodes.append(sv.node)
                 tree.move_cursor(sv.node)
+
+    def show_title(self, sv: StepView) -> None:
+        """The log pane's title: the step, what it is at now (e.g. the current package)."""
+        how = "following" if self.follow else "f: follow running"
+        if sv.status == "running" and sv.progress and sv.progress[2]:
+            t = Text.assemble((sv.progress[2], "bold cyan"), " · ", sv.title)
+        else:
+            t = Text.assemble(("Output: ", "bold"), sv.title)
+        t.append(f"  ({how})", style="dim")
+        self.query_one("#log-title", Static).update(t)
 
     @on(Tree.NodeHighlighted, "#steps")
     def highlighted(self, event: Tree.NodeHighlighted) -> None:
@@ -584,12 +612,14 @@ class ProgressScreen(Responsive, Screen):
                 phases.append((phase.title, secs, outcome))
         state = getattr(self.runner, "state", None)
         facts = dict(getattr(state, "facts", {}) or {})
-        problems = [f"{sv.title}: {sv.status}" for sv in self.steps.values()
-                    if sv.status in ("failed", "skipped")]
+        problems = [f"{sv.title}: {sv.status}"
+                    + (f" ({sv.error.what})" if getattr(sv.error, "what", "") else "")
+                    for sv in self.steps.values() if sv.status in ("failed", "skipped")]
         return RunReport(self.app.state.profile, bool(r and r.ok), bool(r and r.aborted),
                          dict(r.counts) if r else {}, r.duration if r else 0.0, phases, facts,
                          getattr(self.runner, "log_path", None),
-                         self.plan.platform if self.plan is not None else "", problems)
+                         self.plan.platform if self.plan is not None else "", problems,
+                         {sid: sv.status for sid, sv in self.steps.items()})
 
     async def stop_for_quit(self) -> None:
         """Quit asked mid-run: cancel the running step, answer Abort, wait for the engine."""

@@ -34,6 +34,16 @@ def step_detail(step, redact) -> Text:
     return t
 
 
+def image_choice(img) -> str:
+    """One line: which image the run uploads, or that it uploads none."""
+    if not img.upload:
+        return "No image: Glance is installed empty (the image phase is skipped)"
+    src = img.source() or ""
+    if img.file:
+        return f"Image {img.name}: the file {src}"
+    return f"Image {img.name}: downloaded by this machine from {src}"
+
+
 def phase_detail(phase) -> Text:
     t = Text()
     t.append(phase.title + "\n", style="bold")
@@ -101,6 +111,9 @@ class ReviewScreen(Responsive, Screen):
             target.append(" · past upstream maintenance\n", style="yellow")
         target.append(f"{n} steps in {len(plan.phases)} phases · region {prof.openstack.region}"
                       f" · endpoints on {prof.endpoint_host} · profile {prof.name}", style="dim")
+        if "glance" in prof.openstack.services:
+            target.append(f"\n{image_choice(prof.image)}",
+                          style="dim" if prof.image.upload else "yellow")
         self.query_one("#target", Static).update(target)
         tree = self.query_one("#plan", Tree)
         tree.clear()

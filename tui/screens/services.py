@@ -16,7 +16,7 @@ from textual.widgets.selection_list import Selection
 
 from ..tasks import profile as pr
 from ..tasks.services import REGISTRY
-from .common import Responsive, Field, breadcrumb
+from .common import Choices, Responsive, Field, Tick, breadcrumb
 
 TITLES = {s.id: s.title for s in REGISTRY}
 ROLES = {s.id: s.role for s in REGISTRY}
@@ -90,20 +90,26 @@ class ServicesScreen(Responsive, Screen):
         yield Header()
         with VerticalScroll(id="services", classes="form"):
             yield Static(breadcrumb("services"), classes="crumbs")
-            yield SelectionList[str](
+            yield Choices(
                 *[Selection(label(s), s, s in o.services) for s in pr.SERVICES],
                 id="service-list", compact=True)
             yield Static("", id="deps-note", classes="note")
             with Horizontal(classes="row"):
                 yield Label("Region", classes="label")
                 yield Field(o.region, id="region", compact=True, classes="short")
-                yield Checkbox("demo project and user", value=o.demo, id="demo", compact=True)
+                yield Tick("demo project and user", value=o.demo, id="demo", compact=True)
             yield Static("", id="region-error", classes="error")
             with Horizontal(classes="row"):
                 yield Label("Endpoint host", classes="label")
                 yield Field(o.endpoint_host or "", id="endpoint", compact=True,
                             placeholder="same as the host address")
             yield Static("", id="endpoint-error", classes="error")
+            with Horizontal(classes="row"):
+                yield Label("Image", classes="label")
+                yield Tick("upload an image to Glance", value=img.upload,
+                               id="image-upload", compact=True)
+                yield Static(Text("untick: no image, the image phase is skipped",
+                                  style="dim"), id="image-off-note")
             with Horizontal(classes="row image-row"):
                 yield Label("Image name", classes="label")
                 yield Field(img.name, id="image-name", compact=True, classes="short")
@@ -117,9 +123,12 @@ class ServicesScreen(Responsive, Screen):
                 yield Button("Browse", id="browse", compact=True)
             with Horizontal(classes="row image-row"):
                 yield Label("or image URL", classes="label")
-                yield Field(img.url or "", id="image-url", compact=True,
-                            placeholder="https://... (the host downloads it)")
+                yield Field(img.url or ("" if img.file else pr.DEFAULT_IMAGE_URL),
+                            id="image-url", compact=True,
+                            placeholder="https://... (this machine downloads it)")
             yield Static("", id="image-error", classes="error")
+            yield Static(Text(f"Suitable: {pr.SUITABLE_IMAGE}. The default URL is CirrOS.",
+                              style="dim"), id="image-note", classes="hint image-row")
             with Horizontal(classes="buttons"):
                 yield Button("Back (esc)", id="back", compact=True)
                 yield Button("Next (ctrl+n)", id="next", variant="primary", compact=True)
@@ -151,29 +160,45 @@ class ServicesScreen(Responsive, Screen):
         self.query_one("#deps-note", Static).update(Text(msg, style="yellow") if msg else "")
         self.update_enabled(after)
 
+    @property
+    def upload(self) -> bool:
+        return self.query_one("#image-upload", Checkbox).value
+
     def update_enabled(self, selected: set[str] | None = None) -> None:
         selected = self.selected if selected is None else selected
         glance = "glance" in selected
+        self.query_one("#image-upload", Checkbox).disabled = not glance
         for row in self.query(".image-row"):
-            row.disabled = not glance
+            row.disabled = not (glance and self.upload)
         self.query_one("#demo", Checkbox).disabled = "keystone" not in selected
-        if not glance:
+        if not (glance and self.upload):
             self.query_one("#image-error").display = False
+
+    @on(Checkbox.Changed, "#image-upload")
+    def upload_changed(self) -> None:
+        self.update_enabled()
+        self.show_errors()
 
     # -- checks ------------------------------------------------------------------------
     def value(self, fid: str) -> str:
         return self.query_one(f"#{fid}", Field).value.strip()
 
+    def image_url(self) -> str:
+        """The URL field, except the untouched default when a file is given (the file wins)."""
+        url = self.value("image-url")
+        return "" if url == pr.DEFAULT_IMAGE_URL and self.value("image-file") else url
+
     def image_problem(self) -> str | None:
-        if "glance" not in self.selected:
+        if "glance" not in self.selected or not self.upload:
             return None
-        f, u = self.value("image-file"), self.value("image-url")
+        f, u = self.value("image-file"), self.image_url()
         if not self.value("image-name"):
             return "give the image a name"
         if f and u:
             return "give either an image file or a URL, not both"
         if not f and not u:
-            return "choose an image file to upload, or give its URL"
+            return ("choose an image file (ctrl+o) or give its URL; or untick 'upload an "
+                    "image' to install without one")
         if f and not Path(f).expanduser().is_file():
             return f"image file {f} does not exist"
         if u and not re.match(r"^(https?|file)://", u):
@@ -200,7 +225,11 @@ class ServicesScreen(Responsive, Screen):
         return found
 
     @on(Field.Changed)
-    def changed(self) -> None:
+    def changed(self, event: Field.Changed) -> None:
+        url = self.query_one("#image-url", Field)
+        if event.input.id == "image-file" and event.value.strip() \
+                and url.value.strip() == pr.DEFAULT_IMAGE_URL:
+            url.value = ""  # a file given: it replaces the default URL (no "not both")
         self.show_errors()
 
     def store(self) -> list[str]:
@@ -212,9 +241,10 @@ class ServicesScreen(Responsive, Screen):
             o.region = self.value("region")
         o.endpoint_host = self.value("endpoint") or None
         o.demo = self.query_one("#demo", Checkbox).value
+        img.upload = self.upload
         img.name = self.value("image-name")
         img.file = self.value("image-file") or None
-        img.url = self.value("image-url") or None
+        img.url = self.image_url() or None
         fmt = self.query_one("#disk-format", Select).value
         if isinstance(fmt, str):
             img.disk_format = fmt
@@ -250,7 +280,7 @@ class ServicesScreen(Responsive, Screen):
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "browse" and self.is_mounted:
-            return ("glance" in self.selected) or None
+            return ("glance" in self.selected and self.upload) or None
         return True
 
     @on(Button.Pressed)

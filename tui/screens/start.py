@@ -14,8 +14,28 @@ from ..tasks import profile as pr
 from .common import Responsive
 
 
+def releases() -> Text:
+    """Which OpenStack each verified distribution gets, and whether upstream maintains it."""
+    from ..tasks.platforms import PLATFORMS
+
+    t = Text("What you get: ", style="dim")
+    for i, p in enumerate(x for x in PLATFORMS.values() if x.verified):
+        name = p.openstack if p.openstack != p.openstack.lower() else p.openstack.title()
+        t.append(" · " if i else "")
+        t.append(f"{p.name}: OpenStack {name}, ")
+        t.append("maintained upstream" if p.maintained else "past upstream maintenance",
+                 style="green" if p.maintained else "yellow")
+    return t
+
+
 class ProfileTable(DataTable):
     BINDINGS = [Binding("enter", "select_cursor", "Load")]
+
+    def action_select_cursor(self) -> None:
+        if not self.row_count:  # no profile yet: enter starts a new session
+            self.screen.action_new()
+            return
+        super().action_select_cursor()
 
 
 class StartScreen(Responsive, Screen):
@@ -33,7 +53,8 @@ class StartScreen(Responsive, Screen):
             yield Static(Text.assemble(
                 ("stack-tui", "bold"),
                 " installs the OpenStack control plane (MariaDB, RabbitMQ, Memcached, Keystone, "
-                "Glance) on one server over SSH, and checks that it works."), id="intro")
+                "Glance) on one server over SSH, and checks that it works.\n",
+                releases()), id="intro")
             yield Label("Saved profiles", classes="section")
             yield ProfileTable(id="profiles", cursor_type="row", zebra_stripes=True)
             yield Static("", id="profile-hint")

@@ -15,6 +15,17 @@ from ..tasks.services.common import url_host
 from .services import TITLES
 
 
+def image_outcome(prof, statuses: dict[str, str]) -> Text:
+    """'; image cirros', or why there is none: not chosen, or its upload was skipped."""
+    if not prof.image.upload:
+        return Text("; no image (none chosen: Glance is empty)")
+    status = statuses.get("image.upload", "")
+    if status in ("skipped", "failed", "pending"):
+        why = "not run" if status == "pending" else status
+        return Text.assemble("; ", (f"image {prof.image.name} not uploaded ({why})",
+                                    "bold yellow"))
+    return Text(f"; image {prof.image.name}")
+
 
 class SummaryScreen(Responsive, Screen):
     SUB_TITLE = "Summary"
@@ -37,8 +48,11 @@ class SummaryScreen(Responsive, Screen):
         yield Header()
         with VerticalScroll(id="summary"):
             head = Text()
+            c = r.counts
             if r.ok:
                 head.append("✓ Installed and verified", style="bold green")
+            elif not r.aborted and c and not c.get("failed") and c.get("skipped"):
+                head.append("! Installed, with skipped steps (below)", style="bold yellow")
             else:
                 head.append("✗ Not complete", style="bold red")
             head.append(f" on {prof.host.user}@{prof.host.address}")
@@ -48,7 +62,6 @@ class SummaryScreen(Responsive, Screen):
                 plat = PLATFORMS.get(r.platform)
                 head.append(f" · {plat.name if plat else r.platform}")
             head.append(f" · {fmt_duration(r.duration)}")
-            c = r.counts
             if c:
                 head.append(f"\n{c.get('done', 0)} done, {c.get('already done', 0)} already "
                             f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed",
@@ -60,7 +73,7 @@ class SummaryScreen(Responsive, Screen):
             if "keystone" in prof.openstack.services:
                 installed.append("; demo project " + ("yes" if prof.openstack.demo else "no"))
             if "glance" in prof.openstack.services:
-                installed.append(f"; image {prof.image.name}")
+                installed.append_text(image_outcome(prof, r.statuses))
             yield Static(Text("Installed", style="bold underline"), classes="summary-title")
             yield Static(installed, classes="summary-block")
 
@@ -126,8 +139,8 @@ class SummaryScreen(Responsive, Screen):
                               "tests) from this machine against the cloud", style="dim"),
                          classes="summary-block", id="tempest")
             if r.problems:
-                yield Static(Text("Needs attention", style="bold underline red"),
-                             classes="summary-title")
+                yield Static(Text("Skipped or failed: needs attention",
+                                  style="bold underline red"), classes="summary-title")
                 yield Static(Text("\n".join(r.problems)), classes="summary-block")
             if r.log_path:
                 yield Static(Text.assemble(("Full log  ", "bold"), tildify(r.log_path)),

@@ -61,6 +61,10 @@ def describe_plan(profile) -> str:
             say("Other verified platforms get: " + "; ".join(others))
     say(f"Services: {', '.join(profile.openstack.services)}; demo project: "
         f"{'yes' if profile.openstack.demo else 'no'}")
+    if "glance" in profile.openstack.services:
+        img = profile.image
+        say(f"Image: {img.name} from {img.source()}" if img.upload
+            else "Image: none (upload = false): Glance is installed empty, the image phase is skipped")
     n = 0
     for phase in plan.phases:
         say(f"\n{phase.title} [{phase.id}]")

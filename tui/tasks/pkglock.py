@@ -51,12 +51,16 @@ def lock_wait_sh(wait: int) -> str:
         "done\n")
 
 
-def run_lock_wait(ctx: Context, wait: int, then: str = "true", timeout: float = 1800):
-    """Wait visibly for the locks, then run ``then``; returns (result, holders or "")."""
+def run_lock_wait(ctx: Context, wait: int, then: str = "true", timeout: float = 1800,
+                  watch=None):
+    """Wait visibly for the locks, then run ``then``; returns (result, holders or "").
+    ``watch`` sees each output line too (e.g. to count packages)."""
     def on_line(line: str) -> None:
         if line.startswith("@@LOCKED"):
             return
         ctx.output(line)
+        if watch is not None:
+            watch(line)
         if line.startswith("waiting for ") and ctx.engine is not None:
             ctx.engine.emit(Notice(ctx.redact(line), ctx.step_id))
 

@@ -40,6 +40,11 @@ DISK_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "iso", "vhd", "vhdx", "ami", "ari
 MAX_PROFILE_BYTES = 256 * 1024
 VISIBILITIES = ("public", "private", "shared", "community")
 CONTAINER_FORMATS = ("bare", "ovf", "aki", "ari", "ami", "ova", "docker", "compressed")
+# The image the upstream install guides test a new cloud with (DevStack's CirrOS 0.6.3):
+# about 20 MB, boots in seconds.  Used when [image] names neither a file nor a URL.
+DEFAULT_IMAGE_URL = "https://download.cirros-cloud.net/0.6.3/cirros-0.6.3-x86_64-disk.img"
+SUITABLE_IMAGE = ("a bootable cloud disk image (qcow2 or raw); CirrOS (20 MB) is made for "
+                  "testing, a distribution's cloud image for real use")
 # Every pattern is used with fullmatch (and ends in \Z): `$` would let a final newline through.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 HOSTNAME_RE = re.compile(
@@ -94,6 +99,14 @@ class ImageConfig:
     disk_format: str = "qcow2"
     container_format: str = "bare"
     visibility: str = "public"
+    upload: bool = True     # false: no image; Glance is installed empty
+
+    def source(self) -> str | None:
+        """What the image phase uploads: the file, the URL, else the default URL;
+        None when the profile asks for no image."""
+        if not self.upload:
+            return None
+        return self.file or self.url or DEFAULT_IMAGE_URL
 
 
 @dataclass
@@ -152,6 +165,7 @@ class Profile:
                 "disk_format": self.image.disk_format,
                 "container_format": self.image.container_format,
                 "visibility": self.image.visibility,
+                "upload": self.image.upload,
             },
         }
         if with_secrets and self.inline_secrets:
@@ -258,7 +272,7 @@ def validation_errors(p: Profile) -> list[tuple[str, str]]:
                 errs.append(("openstack.services", f"{svc} needs {dep}"))
     if o.platform not in PLATFORMS:
         errs.append(("openstack.platform", f"{_show(o.platform)} is not one of {', '.join(PLATFORMS)}"))
-    errs += _image_errors(i, "glance" in o.services)
+    errs += _image_errors(i, "glance" in o.services and i.upload)
     for name, value in p.inline_secrets.items():
         why = validate(name, value)
         if why:
@@ -302,7 +316,7 @@ _SCHEMA = {
     "image": (
         ImageConfig,
         {"name": str, "file": (str, type(None)), "url": (str, type(None)), "disk_format": str,
-         "container_format": str, "visibility": str},
+         "container_format": str, "visibility": str, "upload": bool},
     ),
 }
 

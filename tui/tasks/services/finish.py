@@ -135,14 +135,7 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
         add("catalog has identity", "identity" in types, ", ".join(types))
         if "glance" in svc:
             add("catalog has image", "image" in types)
-            try:
-                imgs = [i for i in glance_client(ctx).images.list(
-                    filters={"name": ctx.profile.image.name})]
-                active = [i for i in imgs if i.get("status") == "active"]
-                add(f"image {ctx.profile.image.name} active", bool(active),
-                    f"{len(active)} active of {len(imgs)}")
-            except Exception as exc:  # noqa: BLE001
-                add("image list", False, ctx.redact(str(exc)))
+            _check_image(ctx, add)
             if demo_ok:
                 # A project member may list images under the default policies: proves
                 # demo's role, not only its password.
@@ -154,6 +147,32 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
                     add("demo lists images", False, ctx.redact(str(exc)))
     ctx.facts["verification"] = [list(r) for r in results]
     return results
+
+
+def image_outcome(ctx) -> str:
+    """'none' (the profile asks for no image), 'skipped' (its step was skipped) or 'uploaded'."""
+    from ..engine import Status
+
+    if not ctx.profile.image.upload:
+        return "none"
+    if ctx.state.status("image.upload") == Status.SKIPPED:
+        return "skipped"
+    return "uploaded"
+
+
+def _check_image(ctx, add) -> None:
+    """The image is active, unless none was wanted or its upload was skipped (then no check)."""
+    outcome = image_outcome(ctx)
+    if outcome != "uploaded":
+        ctx.output(f"no image check: {'no image chosen' if outcome == 'none' else 'its upload was skipped'}")
+        return
+    name = ctx.profile.image.name
+    try:
+        imgs = [i for i in glance_client(ctx).images.list(filters={"name": name})]
+        active = [i for i in imgs if i.get("status") == "active"]
+        add(f"image {name} active", bool(active), f"{len(active)} active of {len(imgs)}")
+    except Exception as exc:  # noqa: BLE001
+        add("image list", False, ctx.redact(str(exc)))
 
 
 def _verify_check(ctx) -> bool:
@@ -170,13 +189,17 @@ def _verify_run(ctx) -> None:
 
 def phases(profile, plat: Platform) -> list[Phase]:
     """openrc files, clouds.yaml, and the verification."""
+    image = profile.image.upload and "glance" in profile.openstack.services
     return [Phase("finish", "Finish and verify", [
         Step("finish.openrc", "admin-openrc.sh, demo-openrc.sh and clouds.yaml",
              run=_openrc_run, check=_openrc_check,
              files=["~/admin-openrc.sh", "~/demo-openrc.sh"],
              detail="on the host (0600) and locally under the profile's data dir (0600)"),
-        Step("finish.verify", "Verify: tokens, catalog, image active",
-             run=_verify_run, check=_verify_check,
-             detail="keystoneauth1 token as admin and demo; catalog has identity and image; "
-                    "glanceclient image list shows the image active"),
+        Step("finish.verify", "Verify: tokens, catalog, image active" if image
+             else "Verify: tokens, catalog", run=_verify_run, check=_verify_check,
+             detail="keystoneauth1 token as admin and demo; catalog has identity"
+                    + (" and image; glanceclient image list shows the image active (no image "
+                       "check when its upload was skipped)" if image else
+                       " and image; no image uploaded (none chosen)"
+                       if "glance" in profile.openstack.services else "")),
     ])]

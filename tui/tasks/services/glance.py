@@ -186,29 +186,63 @@ def image_source(ctx) -> Path:
             raise StepError(f"The image file {path} does not exist.", "",
                             "fix [image] file in the profile")
         return path
-    if not img.url:
-        raise StepError("The profile names no image file or URL.", "", "set [image] file or url")
-    dest = paths.cache_dir() / "images" / hashlib.sha256(img.url.encode()).hexdigest()[:16]
+    url = img.source()
+    if not url:
+        raise StepError("The profile asks for no image ([image] upload = false).", "",
+                        "set upload = true, or skip this step")
+    dest = paths.cache_dir() / "images" / hashlib.sha256(url.encode()).hexdigest()[:16]
     if not dest.exists():
-        import urllib.request
-
         dest.parent.mkdir(parents=True, exist_ok=True)
-        ctx.output(f"downloading {img.url}")
+        ctx.output(f"downloading {url}")
         tmp = dest.with_suffix(".part")
         try:
-            with urllib.request.urlopen(img.url, timeout=60) as resp, open(tmp, "wb") as fh:
-                total = int(resp.headers.get("Content-Length") or 0)
-                done = 0
-                while chunk := resp.read(1 << 20):
-                    fh.write(chunk)
-                    done += len(chunk)
-                    ctx.progress(done, total or done, "download")
+            _download(ctx, url, tmp)
         except OSError as exc:
-            raise StepError(f"Could not download the image {img.url}.", str(exc),
-                            "check the URL, or download it yourself and set [image] file",
-                            transient=True) from None
+            raise download_error(url, exc) from None
         tmp.replace(dest)
     return dest
+
+
+def _download(ctx, url: str, dest: Path) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp, open(dest, "wb") as fh:
+        total = int(resp.headers.get("Content-Length") or 0)
+        done = 0
+        while chunk := resp.read(1 << 20):
+            if ctx.cancel.is_set():
+                raise StepError("Image download cancelled.", "", "Retry downloads it again")
+            fh.write(chunk)
+            done += len(chunk)
+            ctx.progress(done, total or done, f"downloaded {_mb(done)} of {_mb(total or done)}")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def download_error(url: str, exc: OSError) -> StepError:
+    """An image URL this machine could not fetch, said plainly (the usual cause: no internet)."""
+    import socket
+    import urllib.error
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or url
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(exc, urllib.error.HTTPError):
+        what = f"The image URL answered HTTP {exc.code}: {url}"
+        why = f"{host} has no image at that address"
+    elif isinstance(reason, socket.gaierror):
+        what = f"This machine cannot download the image: {host} does not resolve here."
+        why = "no internet access or no DNS on the machine running stack-tui (it downloads the image)"
+    else:
+        what = f"This machine cannot reach {host} to download the image."
+        why = f"no internet access from the machine running stack-tui? ({reason})"
+    return StepError(what, why,
+                     "Skip (s) finishes the install without an image (headless: upload = false "
+                     "in [image]); or download it elsewhere, copy it here and choose it as the "
+                     "image file (Services screen, or [image] file in the profile)",
+                     transient=True)
 
 
 def file_md5(path: Path) -> str:
@@ -251,7 +285,7 @@ def _image_run(ctx) -> None:
                 raise StepError("Image upload cancelled.", "", "Retry uploads it again")
             data = self.fh.read(n)
             self.done += len(data)
-            ctx.progress(self.done, size, "upload")
+            ctx.progress(self.done, size, f"uploaded {_mb(self.done)} of {_mb(size)}")
             return data
 
     with open(src, "rb") as fh:
@@ -301,14 +335,14 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_glance_service_run, check=_glance_service_check,
              detail=f"systemctl enable --now {plat.glance_service}; wait until :9292 answers"),
     ]))
-    out.append(Phase("image", "Image", [
-        Step("image.upload", f"Upload image {profile.image.name}", run=_image_run,
-             check=_image_check, retries=1,
-             detail=f"glanceclient over the port forward: "
-                    f"{profile.image.file or profile.image.url or '(no image file or URL set)'} "
-                    f"({profile.image.disk_format}/{profile.image.container_format}, "
-                    f"{profile.image.visibility}); skip when the same name and checksum exist"),
-    ]))
+    if profile.image.upload:
+        out.append(Phase("image", "Image", [
+            Step("image.upload", f"Upload image {profile.image.name}", run=_image_run,
+                 check=_image_check, retries=1,
+                 detail=f"glanceclient over the port forward: {profile.image.source()} "
+                        f"({profile.image.disk_format}/{profile.image.container_format}, "
+                        f"{profile.image.visibility}); skip when the same name and checksum exist"),
+        ]))
     return out
 
 

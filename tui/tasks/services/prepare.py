@@ -133,7 +133,7 @@ def _packages_run(ctx: Context) -> None:
             ctx.transport.write_file(POLICY_RC, POLICY_RC_BODY, mode=0o755)
             try:
                 _apt(ctx, "dpkg --configure -a")
-                _apt(ctx, plat.install_cmd(missing))
+                _apt(ctx, plat.install_cmd(missing), watch=AptProgress(ctx).feed)
             finally:
                 ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
         if ks and "keystone" in ctx.profile.openstack.services:
@@ -151,12 +151,12 @@ def _packages_run(ctx: Context) -> None:
                         "the package manager did not install them", "see the output above")
 
 
-def _apt(ctx: Context, cmd: str) -> None:
+def _apt(ctx: Context, cmd: str, watch=None) -> None:
     # Another package manager's lock: wait for it with a visible countdown (found in
     # /proc/locks: no fuser, which minimal hosts lack), then explain; the step retries.
 
     wait = lock_wait_seconds()
-    r, holders = run_lock_wait(ctx, wait, then=cmd + " 2>&1", timeout=1800)
+    r, holders = run_lock_wait(ctx, wait, then=cmd + " 2>&1", timeout=1800, watch=watch)
     if holders:
         raise StepError(f"The package manager lock is still held by {holders} after waiting "
                         f"{wait} s.", "", "", transient=True)
@@ -178,6 +178,68 @@ def _apt(ctx: Context, cmd: str) -> None:
 # apt's lines for an index or package it could not download
 _APT_FETCH_FAILED = re.compile(r"^(W|E): (Failed to fetch|Unable to fetch some archives|"
                                r"Some index files failed to download)")
+
+
+class AptProgress:
+    """Packages downloaded / unpacked / set up, counted from apt-get install's output
+    ('N upgraded, M newly installed', 'Get:', 'Unpacking', 'Setting up') and reported as
+    step progress: the progress tree and bar move, the log pane's title names the package.
+
+    One unit per package per stage (3 x the packages in all); an event per counted line,
+    so the package shown is the one at work (a slow postinst shows as itself)."""
+
+    _TOTAL = re.compile(r"^(\d+) upgraded, (\d+) newly installed(?:, (\d+) reinstalled)?,")
+    _GET = re.compile(r"^Get:(\d+) \S+ (.+?) \[[^\]]*\]$")
+    _DPKG = re.compile(r"^(Unpacking|Setting up) ([^\s:]+)(?::\S+)? \(")
+    STAGES = ("downloaded", "unpacked", "set up")
+
+    def __init__(self, ctx: Context | None = None):
+        self.ctx = ctx
+        self.total = 0
+        self.counts = [0, 0, 0]
+        self.stage = -1
+        self.current = ""
+
+    @property
+    def done(self) -> int:
+        fetched = self.total if self.counts[1] or self.counts[2] else self.counts[0]
+        return min(fetched, self.total) + min(self.counts[1], self.total) + \
+            min(self.counts[2], self.total)
+
+    @property
+    def text(self) -> str:
+        if self.stage < 0:
+            return ""
+        n = min(self.counts[self.stage], self.total)
+        return f"{self.STAGES[self.stage]} {n}/{self.total}: {self.current}"
+
+    def feed(self, line: str) -> bool:
+        """Count one output line; True when the progress changed."""
+        line = line.strip()
+        m = self._TOTAL.match(line)
+        if m:
+            self.total = sum(int(g or 0) for g in m.groups())
+            return False
+        if not self.total:
+            return False
+        if line.startswith("Fetched "):
+            self.counts[0] = self.total
+            return False
+        m = self._GET.match(line)
+        if m:  # apt numbers its downloads: Get:N is the Nth
+            words = m.group(2).split()  # suite/component arch NAME arch version
+            stage, name = 0, words[-3] if len(words) >= 3 else words[0]
+            self.counts[0] = max(self.counts[0], int(m.group(1)))
+        else:
+            m = self._DPKG.match(line)
+            if not m:
+                return False
+            stage, name = (1 if m.group(1) == "Unpacking" else 2), m.group(2)
+            self.counts[stage] += 1
+        self.stage, self.current = stage, name
+        if self.ctx is not None:
+            self.ctx.progress(self.done, 3 * self.total, self.text)
+        return True
 
 
 def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
