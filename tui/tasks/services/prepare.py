@@ -7,7 +7,7 @@ import re
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
 from ..pkglock import lock_wait_seconds, run_lock_wait
-from .common import POLICY_RC, POLICY_RC_BODY, detect_platform, fix_hosts_file, platform_of, q
+from .common import LOOK, POLICY_RC, POLICY_RC_BODY, detect_platform, fix_hosts_file, platform_of, q
 
 
 def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
@@ -17,18 +17,35 @@ def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
     return name[0] if name else "", resolved, have
 
 
-def _hosts_check(ctx: Context) -> bool:
+def _resolved_local(ctx: Context) -> tuple[str, str | None]:
+    """The host's name and the first address it resolves to that the host has (not 127.x)."""
     name, resolved, have = _hosts_state(ctx)
     good = [a for a in resolved if a in have and not a.startswith("127.")]
-    if good:
-        ctx.facts["hostname"] = name
-        ctx.facts["mgmt_address"] = good[0]
-        ctx.output(f"{name} resolves to {good[0]}, an address of this host")
-        return True
-    return False
+    return name, (good[0] if good else None)
+
+
+def _hosts_check(ctx: Context) -> bool:
+    """Only reads: done when the name resolves to a local address and the run's facts
+    (kept in the state file) already record that name and address."""
+    name, addr = _resolved_local(ctx)
+    return addr is not None and (ctx.facts.get("hostname"), ctx.facts.get("mgmt_address")) \
+        == (name, addr)
+
+
+def _hosts_record(ctx: Context) -> bool:
+    """Record the host name and management address when the name resolves locally."""
+    name, addr = _resolved_local(ctx)
+    if addr is None:
+        return False
+    ctx.facts["hostname"] = name
+    ctx.facts["mgmt_address"] = addr
+    ctx.output(f"{name} resolves to {addr}, an address of this host")
+    return True
 
 
 def _hosts_run(ctx: Context) -> None:
+    if _hosts_record(ctx):
+        return
     name, resolved, have = _hosts_state(ctx)
     addr = ctx.profile.host.address
     if addr not in have:
@@ -45,7 +62,7 @@ def _hosts_run(ctx: Context) -> None:
             f"add '{addr} {name}' to /etc/hosts, or set fix_hosts = true in the profile "
             "(preflight --fix)")
     fix_hosts_file(ctx, name, addr)
-    if not _hosts_check(ctx):
+    if not _hosts_record(ctx):
         raise StepError(f"{name} still does not resolve to {addr} after fixing /etc/hosts.",
                         "nsswitch.conf may not consult files first", "check /etc/nsswitch.conf")
 
@@ -70,12 +87,8 @@ def wanted_packages(ctx: Context) -> list[str]:
 def _missing_packages(ctx: Context) -> list[str]:
     plat = platform_of(ctx)
     pkgs = wanted_packages(ctx)
-    r = ctx.sh(plat.installed_check_cmd(pkgs), check=False, quiet=True)
-    if plat.family == "deb":
-        ok = {ln.split()[0] for ln in r.stdout.splitlines()
-              if ln.strip().endswith(" installed")}
-    else:
-        ok = {p for p in pkgs if any(ln.startswith(p + "-") for ln in r.stdout.splitlines())}
+    r = ctx.sh(plat.installed_check_cmd(pkgs), check=False, quiet=True, timeout=LOOK)
+    ok = plat.pm.installed(pkgs, r.stdout)
     return [p for p in pkgs if p not in ok]
 
 
@@ -84,7 +97,7 @@ def _packages_check(ctx: Context) -> bool:
     if missing:
         return False
     plat = platform_of(ctx)
-    if plat.family == "deb" and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
+    if plat.pm.blocks_service_starts and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
                                        quiet=True).ok:
         return False  # left behind by a killed run: the run step removes it
     if plat.distro_keystone_service and "keystone" in ctx.profile.openstack.services:
@@ -109,10 +122,10 @@ glance-api glance/register-endpoint boolean false
 def _packages_run(ctx: Context) -> None:
     plat = platform_of(ctx)
     missing = _missing_packages(ctx)
-    if plat.family == "deb" and not missing:
+    if plat.pm.blocks_service_starts and not missing:
         # A killed run's policy-rc.d would keep blocking service starts for good.
         ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
-    if plat.family == "deb":
+    if plat.pm.blocks_service_starts:
         ks = plat.distro_keystone_service
         if missing:
             # A package manager still at work (e.g. the apt-get of a killed run, which goes
@@ -246,7 +259,8 @@ def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
     """Detect, host name, repository, the one package transaction."""
     prepare = [
         Step("prepare.detect", "Detect the distribution and release",
-             run=lambda c: detect_platform(c), check=detect_platform,
+             run=lambda c: detect_platform(c),
+             check=lambda c: detect_platform(c, check_only=True),
              detail="read /etc/os-release; pick the platform profile"),
         Step("prepare.hostname", "Make the host name resolve to a local address",
              run=_hosts_run, check=_hosts_check,
@@ -264,6 +278,6 @@ def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
                  + "policy-rc.d blocks service starts during the install; "
                  + (f"then systemctl mask {plat.distro_keystone_service} (Apache serves Keystone); "
                     if plat.distro_keystone_service else ""))
-                if plat.family == "deb" else "") + plat.install_cmd(pkgs),
-        files=[POLICY_RC] if plat.family == "deb" else []))
+                if plat.pm.blocks_service_starts else "") + plat.install_cmd(pkgs),
+        files=[POLICY_RC] if plat.pm.blocks_service_starts else []))
     return [Phase("prepare", "Prepare the host", prepare)]
