@@ -145,7 +145,6 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
                     add("demo lists images", True, f"{n} visible")
                 except Exception as exc:  # noqa: BLE001
                     add("demo lists images", False, ctx.redact(str(exc)))
-    ctx.facts["verification"] = [list(r) for r in results]
     return results
 
 
@@ -175,12 +174,38 @@ def _check_image(ctx, add) -> None:
         add("image list", False, ctx.redact(str(exc)))
 
 
+def _nothing_changed_this_run(ctx) -> bool:
+    """Every step before finish.verify was found already done in this run (the run
+    state's entries updated since the run started); a step that changed something, or
+    one not checked in this run, means the cloud must be verified again."""
+    from ..engine import Status
+
+    started = ctx.state.started or 0
+    engine = getattr(ctx, "engine", None)
+    ids = ([s.id for s in engine.plan.steps()] if engine is not None
+           else list(ctx.state.steps))
+    for sid in ids:
+        if sid == "finish.verify":
+            continue
+        entry = ctx.state.steps.get(sid, {})
+        if entry.get("status") != Status.ALREADY_DONE.value or entry.get("updated", 0) < started:
+            return False
+    return True
+
+
 def _verify_check(ctx) -> bool:
-    return all(ok for _, ok, _ in verify_cloud(ctx))
+    """Only reads: done when the recorded verification passed and nothing changed since."""
+    recorded = ctx.facts.get("verification")
+    if not recorded or not all(isinstance(r, list) and len(r) == 3 and r[1] is True
+                               for r in recorded):
+        return False
+    return _nothing_changed_this_run(ctx)
 
 
 def _verify_run(ctx) -> None:
-    bad = [f"{w} ({d})" if d else w for w, ok, d in verify_cloud(ctx) if not ok]
+    results = verify_cloud(ctx)
+    ctx.facts["verification"] = [list(r) for r in results]
+    bad = [f"{w} ({d})" if d else w for w, ok, d in results if not ok]
     if bad:
         raise StepError("Verification failed: " + "; ".join(bad) + ".",
                         "the cloud does not yet answer as it should",
