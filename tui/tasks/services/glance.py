@@ -260,6 +260,12 @@ def _image_check(ctx) -> bool:
                for i in gc.images.list(filters={"name": ctx.profile.image.name}))
 
 
+def glance_log_tail(ctx) -> list[str]:
+    """The last lines of glance-api's log, bounded like any look at the host."""
+    return ctx.sh("tail -n 20 /var/log/glance/glance-api.log", check=False, quiet=True,
+                  timeout=LOOK).lines
+
+
 def _image_run(ctx) -> None:
     src = image_source(ctx)
     md5 = file_md5(src)
@@ -296,8 +302,7 @@ def _image_run(ctx) -> None:
         if cur["status"] == "active":
             break
         if cur["status"] in ("killed", "deleted", "deactivated") or time.monotonic() > deadline:
-            tail = ctx.sh("tail -n 20 /var/log/glance/glance-api.log", check=False,
-                          quiet=True).lines
+            tail = glance_log_tail(ctx)
             raise StepError(f"The image {img.name} ended up {cur['status']}, not active.",
                             "Glance could not store it", "check the store settings and disk space",
                             tail=tail)
