@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def check_port(v: str) -> str | None:
 def check_user(v: str) -> str | None:
     if not v:
         return "enter the login user (root, or a user with sudo)"
-    if not re.match(r"^[a-z_][a-z0-9_.-]*\$?$", v):
+    if not pr.USER_RE.fullmatch(v):
         return f"'{v}' is not a valid user name"
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tasks.preflight import checks as limits
 from .common import fmt_bytes
 
 SEP = "@@STK@@"
@@ -13,7 +14,6 @@ PROBE = (
     "echo " + SEP + "; grep MemTotal /proc/meminfo 2>/dev/null; echo " + SEP + "; "
     "df -Pk /var 2>/dev/null | tail -1; echo " + SEP + "; id -u"
 )
-GiB = 1024 ** 3
 
 
 @dataclass
@@ -47,11 +47,12 @@ class HostFacts:
         if self.cpu_model:
             cpu += f" ({self.cpu_model})"
         out.append(("CPU", cpu, "ok" if (self.cpus or 0) >= 2 else "warning"))
-        ram_level = ("bad" if self.ram is None or self.ram < 2 * GiB
-                     else "warning" if self.ram < 4 * GiB else "ok")
+        # preflight's thresholds: the screen and the preflight never disagree
+        ram_level = ("bad" if self.ram is None or self.ram < limits.MEM_MIN
+                     else "warning" if self.ram < limits.MEM_GOOD else "ok")
         out.append(("RAM", fmt_bytes(self.ram), ram_level))
-        disk_level = ("bad" if self.disk_free is None or self.disk_free < 2 * GiB
-                      else "warning" if self.disk_free < 10 * GiB else "ok")
+        disk_level = ("bad" if self.disk_free is None or self.disk_free < limits.DISK_MIN
+                      else "warning" if self.disk_free < limits.DISK_GOOD else "ok")
         out.append(("Free disk", f"{fmt_bytes(self.disk_free)} in /var", disk_level))
         if self.sudo:
             out.append(("Root", self.sudo, "ok"))
