@@ -536,6 +536,29 @@ async def test_connect_refused_host_key_at_run_start(home):
         assert app.screen.result.ok and rf.made[-1].connects == 2
 
 
+async def test_unreadable_run_state_says_what_to_do_in_the_tui(home):
+    rf = runner_factory()
+    app = make_test_app(runner_factory=rf)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        path = e.state_path(app.state.profile.name, "10.0.0.2")
+        path.write_text("{not json")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "MessageModal", what="explanation")
+        msg = text(app, "#message")
+        assert "cannot be read" in msg and "ctrl+r to start over" in msg
+        assert "--reset-state" not in msg, "a CLI flag means nothing in the TUI"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen_name(app) == "ProgressScreen", what="progress")
+        assert "ctrl+r: start over" in text(app, "#run-status")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: getattr(app.screen, "stage", "") == "finished",
+                       what="run end")
+        assert app.screen.result.ok
+        assert path.with_name(path.name + ".unreadable").read_text() == "{not json"
+        assert e.RunState.load(path).finished
+
+
 # -- start screen: resume, profiles ---------------------------------------------------------------
 async def test_resume_offer_for_an_unfinished_run(home):
     p = save_profile("lab")

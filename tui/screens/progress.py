@@ -93,6 +93,7 @@ class ProgressScreen(Responsive, Screen):
         self.plan = None
         self.stage = "idle"        # connecting / running / finished / stopped
         self.result = None
+        self.state_unreadable = None  # the run state file to set aside on ctrl+r
         self.t0: float | None = None
         self.t_end: float | None = None
         self.total = 0
@@ -377,12 +378,15 @@ class ProgressScreen(Responsive, Screen):
         self.refresh_bindings()
 
     def on_connect_failed(self, exc) -> None:
+        from ..tasks.engine import StateError
         from ..tasks.transport import HostKeyChanged, TransportError, UnknownHostKey
         from .modals import MessageModal, host_key_changed_modal
 
         self.stage = "stopped"
         self.t_end = self.app.clock()
-        if isinstance(exc, HostKeyChanged):
+        if isinstance(exc, StateError):
+            self.on_state_unreadable(exc)
+        elif isinstance(exc, HostKeyChanged):
             self.set_status(Text("Refused: the host key has changed. Nothing was run.",
                                  style="bold red"))
             self.app.push_screen(host_key_changed_modal(exc))
@@ -397,11 +401,47 @@ class ProgressScreen(Responsive, Screen):
             self.app.push_screen(MessageModal("Could not start", str(exc)))
         self.refresh_bindings()
 
+    def on_state_unreadable(self, exc) -> None:
+        """The saved run state cannot be read: say what to do here, in the TUI (the
+        engine's message names the CLI's --reset-state), and let ctrl+r start over."""
+        from ..tasks import engine
+        from .modals import MessageModal
+
+        prof = self.app.state.profile
+        path = engine.state_path(prof.name, prof.host.address)
+        if "newer stack-tui" in str(exc):
+            self.set_status(Text("The saved run state is from a newer stack-tui; nothing was run.",
+                                 style="bold red"))
+            self.app.push_screen(MessageModal(
+                "Saved run state from a newer version", f"{path} was written by a newer "
+                "stack-tui.", "this version cannot read it", "upgrade stack-tui, then run again"))
+            return
+        self.state_unreadable = path
+        self.set_status(Text("The saved run state is unreadable; nothing was run. ctrl+r: "
+                             "start over, esc: back.", style="bold red"))
+        self.app.push_screen(MessageModal(
+            "Saved run state unreadable", f"The saved run state {path} cannot be read, so "
+            "this run cannot resume from it.",
+            "the file is damaged or is not a stack-tui run state",
+            f"close this and press ctrl+r to start over: the unreadable file is kept as "
+            f"{path.name}.unreadable beside it, and every step checks the host again, so "
+            "nothing is done twice"))
+
+    def _set_unreadable_state_aside(self) -> None:
+        path, self.state_unreadable = self.state_unreadable, None
+        if path is not None and path.exists():
+            path.replace(path.with_name(path.name + ".unreadable"))
+
     def on_crashed(self, exc) -> None:
+        from ..tasks.engine import StateError
         from .modals import MessageModal
 
         self.stage = "stopped"
         self.t_end = self.app.clock()
+        if isinstance(exc, StateError):
+            self.on_state_unreadable(exc)
+            self.refresh_bindings()
+            return
         self.set_status(Text(f"The run stopped: {type(exc).__name__}: {exc}", style="bold red"))
         self.app.push_screen(MessageModal(
             "The run stopped unexpectedly", f"{type(exc).__name__}: {exc}",
@@ -585,6 +625,8 @@ class ProgressScreen(Responsive, Screen):
         self.app.push_screen(FullLogScreen(getattr(self.runner, "log_path", None)))
 
     def action_rerun(self) -> None:
+        if self.state_unreadable is not None:
+            self._set_unreadable_state_aside()
         self.resumed = True
         self.query_one("#log", Log).clear()
         self.shown = None
