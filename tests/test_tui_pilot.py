@@ -559,6 +559,24 @@ async def test_unreadable_run_state_says_what_to_do_in_the_tui(home):
         assert e.RunState.load(path).finished
 
 
+async def test_summary_verification_details_have_no_terminal_controls(home):
+    facts = {"platform": "debian-13", "verification": [
+        ["image \x1b]0;owned\x07cirros\x1b[2J active", False, "401 \x1b[31mdenied\r\x00"]]}
+    rf = runner_factory(facts=facts)
+    app = make_test_app(runner_factory=rf)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_review(pilot)
+        await start_install(pilot)
+        await wait_for(pilot, lambda: getattr(app.screen, "stage", "") == "finished",
+                       what="run end")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "SummaryScreen"
+        shown = text(app, "#verification")
+        assert "image cirros active" in shown and "401 denied" in shown
+        assert not any(ch in shown for ch in "\x1b\x07\r\x00"), repr(shown)
+
+
 # -- start screen: resume, profiles ---------------------------------------------------------------
 async def test_resume_offer_for_an_unfinished_run(home):
     p = save_profile("lab")

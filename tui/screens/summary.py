@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from .common import Responsive, fmt_duration, tildify
+from ..tasks.redact import strip_controls
 from ..tasks.services.common import url_host
 from .services import TITLES
 
@@ -25,6 +26,100 @@ def image_outcome(prof, statuses: dict[str, str]) -> Text:
         return Text.assemble("; ", (f"image {prof.image.name} not uploaded ({why})",
                                     "bold yellow"))
     return Text(f"; image {prof.image.name}")
+
+
+def head_text(r) -> Text:
+    """The outcome line: installed and verified, with skipped steps, or not complete."""
+    prof, c = r.profile, r.counts
+    head = Text()
+    if r.ok:
+        head.append("✓ Installed and verified", style="bold green")
+    elif not r.aborted and c and not c.get("failed") and c.get("skipped"):
+        head.append("! Installed, with skipped steps (below)", style="bold yellow")
+    else:
+        head.append("✗ Not complete", style="bold red")
+    head.append(f" on {prof.host.user}@{prof.host.address}")
+    if r.platform:
+        from ..tasks.platforms import PLATFORMS
+
+        plat = PLATFORMS.get(r.platform)
+        head.append(f" · {plat.name if plat else r.platform}")
+    head.append(f" · {fmt_duration(r.duration)}")
+    if c:
+        head.append(f"\n{c.get('done', 0)} done, {c.get('already done', 0)} already "
+                    f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed",
+                    style="dim")
+    return head
+
+
+def installed_text(r) -> Text:
+    prof = r.profile
+    services = ", ".join(TITLES[s] for s in prof.openstack.services)
+    installed = Text.assemble(services, f"; region {prof.openstack.region}")
+    if "keystone" in prof.openstack.services:
+        installed.append("; demo project " + ("yes" if prof.openstack.demo else "no"))
+    if "glance" in prof.openstack.services:
+        installed.append_text(image_outcome(prof, r.statuses))
+    return installed
+
+
+def endpoints_table(prof) -> Table:
+    ep = url_host(prof.endpoint_host)
+    endpoints = Table.grid(padding=(0, 2))
+    endpoints.add_column(style="bold", width=10)
+    endpoints.add_column()
+    if "keystone" in prof.openstack.services:
+        endpoints.add_row("Identity", f"http://{ep}:5000/v3")
+    if "glance" in prof.openstack.services:
+        endpoints.add_row("Image", f"http://{ep}:9292")
+    return endpoints
+
+
+def files_text(r) -> Text:
+    """Where the openrc files and clouds.yaml were written (locally and on the host)."""
+    prof = r.profile
+    local = tildify(r.facts["local_files"]) if r.facts.get("local_files") else None
+    files = Text()
+    if not local:
+        files.append("not written (the finish phase did not run)", style="yellow")
+        return files
+    local = strip_controls(local)
+    names = ["admin-openrc.sh"]
+    if prof.openstack.demo:
+        names.append("demo-openrc.sh")
+    names.append("clouds.yaml")
+    files.append(f"{local}/\n", style="bold")
+    files.append("  " + ", ".join(names) + " (mode 0600)\n")
+    files.append("  on the host too: "
+                 + ", ".join(f"~/{n}" for n in names if n.endswith(".sh")) + "\n")
+    files.append(f"  try: source {local}/admin-openrc.sh; openstack image list", style="dim")
+    return files
+
+
+def checks_table(r) -> Table:
+    """The recorded verification: remote text (an error, an image name) without controls."""
+    checks = Table.grid(padding=(0, 1))
+    checks.add_column(width=1)
+    checks.add_column()
+    checks.add_column(style="dim")
+    results = r.facts.get("verification") or []
+    for item in results:
+        what, ok, detail = (list(item) + ["", False, ""])[:3]
+        checks.add_row(Text("✓", style="green") if ok else Text("✗", style="bold red"),
+                       Text(strip_controls(str(what))), Text(strip_controls(str(detail))))
+    if not results:
+        checks.add_row("", Text("no verification results", style="yellow"), "")
+    return checks
+
+
+def times_table(r) -> Table:
+    times = Table.grid(padding=(0, 1))
+    times.add_column()
+    times.add_column(justify="right", width=7)
+    times.add_column(style="dim")
+    for title, secs, outcome in r.phases:
+        times.add_row(title, fmt_duration(secs), "" if outcome == "done" else outcome)
+    return times
 
 
 class SummaryScreen(Responsive, Screen):
@@ -47,92 +142,23 @@ class SummaryScreen(Responsive, Screen):
         prof = r.profile
         yield Header()
         with VerticalScroll(id="summary"):
-            head = Text()
-            c = r.counts
-            if r.ok:
-                head.append("✓ Installed and verified", style="bold green")
-            elif not r.aborted and c and not c.get("failed") and c.get("skipped"):
-                head.append("! Installed, with skipped steps (below)", style="bold yellow")
-            else:
-                head.append("✗ Not complete", style="bold red")
-            head.append(f" on {prof.host.user}@{prof.host.address}")
-            if r.platform:
-                from ..tasks.platforms import PLATFORMS
-
-                plat = PLATFORMS.get(r.platform)
-                head.append(f" · {plat.name if plat else r.platform}")
-            head.append(f" · {fmt_duration(r.duration)}")
-            if c:
-                head.append(f"\n{c.get('done', 0)} done, {c.get('already done', 0)} already "
-                            f"done, {c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed",
-                            style="dim")
-            yield Static(head, id="summary-head")
-
-            services = ", ".join(TITLES[s] for s in prof.openstack.services)
-            installed = Text.assemble(services, f"; region {prof.openstack.region}")
-            if "keystone" in prof.openstack.services:
-                installed.append("; demo project " + ("yes" if prof.openstack.demo else "no"))
-            if "glance" in prof.openstack.services:
-                installed.append_text(image_outcome(prof, r.statuses))
+            yield Static(head_text(r), id="summary-head")
             yield Static(Text("Installed", style="bold underline"), classes="summary-title")
-            yield Static(installed, classes="summary-block")
-
-            ep = url_host(prof.endpoint_host)
-            endpoints = Table.grid(padding=(0, 2))
-            endpoints.add_column(style="bold", width=10)
-            endpoints.add_column()
-            if "keystone" in prof.openstack.services:
-                endpoints.add_row("Identity", f"http://{ep}:5000/v3")
-            if "glance" in prof.openstack.services:
-                endpoints.add_row("Image", f"http://{ep}:9292")
+            yield Static(installed_text(r), classes="summary-block")
             yield Static(Text("Endpoints", style="bold underline"), classes="summary-title")
-            yield Static(endpoints, classes="summary-block")
-
+            yield Static(endpoints_table(prof), classes="summary-block")
             yield Static(Text("Credentials files", style="bold underline"),
                          classes="summary-title")
-            local = tildify(r.facts["local_files"]) if r.facts.get("local_files") else None
-            files = Text()
-            if local:
-                names = ["admin-openrc.sh"]
-                if prof.openstack.demo:
-                    names.append("demo-openrc.sh")
-                names.append("clouds.yaml")
-                files.append(f"{local}/\n", style="bold")
-                files.append("  " + ", ".join(names) + " (mode 0600)\n")
-                files.append("  on the host too: "
-                             + ", ".join(f"~/{n}" for n in names if n.endswith(".sh")) + "\n")
-                files.append(f"  try: source {local}/admin-openrc.sh; openstack image list",
-                             style="dim")
-            else:
-                files.append("not written (the finish phase did not run)", style="yellow")
-            yield Static(files, classes="summary-block")
-
-            checks = Table.grid(padding=(0, 1))
-            checks.add_column(width=1)
-            checks.add_column()
-            checks.add_column(style="dim")
-            results = r.facts.get("verification") or []
-            for item in results:
-                what, ok, detail = (list(item) + ["", False, ""])[:3]
-                checks.add_row(Text("✓", style="green") if ok else Text("✗", style="bold red"),
-                               Text(str(what)), Text(str(detail)))
-            if not results:
-                checks.add_row("", Text("no verification results", style="yellow"), "")
-            times = Table.grid(padding=(0, 1))
-            times.add_column()
-            times.add_column(justify="right", width=7)
-            times.add_column(style="dim")
-            for title, secs, outcome in r.phases:
-                times.add_row(title, fmt_duration(secs), "" if outcome == "done" else outcome)
+            yield Static(files_text(r), classes="summary-block")
             with Horizontal(id="summary-columns"):
                 with Vertical():
                     yield Static(Text("Verification", style="bold underline"),
                                  classes="summary-title")
-                    yield Static(checks, classes="summary-block", id="verification")
+                    yield Static(checks_table(r), classes="summary-block", id="verification")
                 with Vertical():
                     yield Static(Text("Time per phase", style="bold underline"),
                                  classes="summary-title")
-                    yield Static(times, classes="summary-block", id="phase-times")
+                    yield Static(times_table(r), classes="summary-block", id="phase-times")
 
             yield Static(Text("Tempest", style="bold underline"), classes="summary-title")
             yield Static(Text("t runs OpenStack's integration suite (identity and image API "
@@ -141,7 +167,8 @@ class SummaryScreen(Responsive, Screen):
             if r.problems:
                 yield Static(Text("Skipped or failed: needs attention",
                                   style="bold underline red"), classes="summary-title")
-                yield Static(Text("\n".join(r.problems)), classes="summary-block")
+                yield Static(Text(strip_controls("\n".join(r.problems))),
+                             classes="summary-block")
             if r.log_path:
                 yield Static(Text.assemble(("Full log  ", "bold"), tildify(r.log_path)),
                              id="summary-log")
