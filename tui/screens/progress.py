@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -25,51 +24,10 @@ from textual.widgets import Footer, Header, Log, ProgressBar, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from .common import Responsive, ask_from_thread, fmt_duration
-
-LOG_LINES = 2000          # per step, and in the log pane
-ICONS = {
-    "pending": ("·", "dim"),
-    "running": ("▶", "bold cyan"),
-    "done": ("✓", "green"),
-    "already done": ("=", "green"),
-    "skipped": ("↷", "yellow"),
-    "failed": ("✗", "bold red"),
-}
-LEGEND = Text.assemble(("✓", "green"), " done ", ("=", "green"), " already done ",
-                       ("↷", "yellow"), " skipped ", ("✗", "bold red"), " failed")
-
-
-@dataclass
-class StepView:
-    step_id: str
-    title: str
-    phase_id: str
-    status: str = "pending"
-    duration: float | None = None
-    started: float | None = None
-    attempt: int = 1
-    progress: tuple[int, int, str] | None = None
-    error: Any = None
-    lines: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
-    node: Any = None
-
-
-@dataclass
-class RunReport:
-    """What the summary shows."""
-
-    profile: Any
-    ok: bool
-    aborted: bool
-    counts: dict
-    duration: float
-    phases: list[tuple[str, float, str]]       # title, seconds, outcome
-    facts: dict
-    log_path: Any
-    platform: str = ""
-    problems: list[str] = field(default_factory=list)
-    statuses: dict[str, str] = field(default_factory=dict)    # step id -> status
-
+from .progress_view import (LEGEND, LOG_LINES, RunReport, StepView, Stopped, connect_failure,
+                            crash, failure_lines, finished_status, phase_label, phase_outcomes,
+                            log_title, problems, running_status, set_aside,
+                            step_label, steps_done)
 
 class ProgressScreen(Responsive, Screen):
     SUB_TITLE = "Progress"
@@ -346,11 +304,7 @@ class ProgressScreen(Responsive, Screen):
             return
         sv.status, sv.duration, sv.error = ev.status.value, ev.duration, ev.error
         if ev.error is not None and ev.status.value == "failed":
-            extra = [f"✗ {ev.error.what}"]
-            if ev.error.why:
-                extra.append(f"  Why: {ev.error.why}")
-            if ev.error.hint:
-                extra.append(f"  Try: {ev.error.hint}")
+            extra = failure_lines(ev.error)
             sv.lines.extend(extra)
             if self.shown == ev.step_id:
                 self._pending.extend(extra)
@@ -361,93 +315,29 @@ class ProgressScreen(Responsive, Screen):
         self.stage = "finished"
         self.t_end = self.app.clock()
         self.running_id = None
-        c = ev.counts
-        counts = (f"{c.get('done', 0)} done, {c.get('already done', 0)} already done, "
-                  f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed")
-        if ev.ok:
-            self.set_status(Text.assemble(("✓ Installed and verified. ", "bold green"),
-                                          f"{counts} in {fmt_duration(ev.duration)}. ",
-                                          ("ctrl+n: summary", "bold")))
-        else:
-            self.set_status(Text.assemble(
-                ("✗ Not complete. " if ev.aborted else "! Finished with skipped steps. ",
-                 "bold red" if ev.aborted else "bold yellow"),
-                f"{counts}. The state is saved: ", ("ctrl+r", "bold"), " runs again and "
-                "resumes; ", ("ctrl+n", "bold"), ": summary."))
+        self.set_status(finished_status(ev))
         self.tick()
         self.refresh_bindings()
 
     def on_connect_failed(self, exc) -> None:
-        from ..tasks.engine import StateError
-        from ..tasks.transport import HostKeyChanged, TransportError, UnknownHostKey
-        from .modals import MessageModal, host_key_changed_modal
-
-        self.stage = "stopped"
-        self.t_end = self.app.clock()
-        if isinstance(exc, StateError):
-            self.on_state_unreadable(exc)
-        elif isinstance(exc, HostKeyChanged):
-            self.set_status(Text("Refused: the host key has changed. Nothing was run.",
-                                 style="bold red"))
-            self.app.push_screen(host_key_changed_modal(exc))
-        elif isinstance(exc, UnknownHostKey):
-            self.set_status(Text("The host key was not trusted; nothing was run. esc: back, "
-                                 "ctrl+r: connect again.", style="yellow"))
-        elif isinstance(exc, TransportError):
-            self.set_status(Text(f"Could not connect: {exc.what}", style="bold red"))
-            self.app.push_screen(MessageModal("Could not connect", exc.what, exc.why, exc.hint))
-        else:
-            self.set_status(Text(f"Could not start: {exc}", style="bold red"))
-            self.app.push_screen(MessageModal("Could not start", str(exc)))
-        self.refresh_bindings()
-
-    def on_state_unreadable(self, exc) -> None:
-        """The saved run state cannot be read: say what to do here, in the TUI (the
-        engine's message names the CLI's --reset-state), and let ctrl+r start over."""
-        from ..tasks import engine
-        from .modals import MessageModal
-
-        prof = self.app.state.profile
-        path = engine.state_path(prof.name, prof.host.address)
-        if "newer stack-tui" in str(exc):
-            self.set_status(Text("The saved run state is from a newer stack-tui; nothing was run.",
-                                 style="bold red"))
-            self.app.push_screen(MessageModal(
-                "Saved run state from a newer version", f"{path} was written by a newer "
-                "stack-tui.", "this version cannot read it", "upgrade stack-tui, then run again"))
-            return
-        self.state_unreadable = path
-        self.set_status(Text("The saved run state is unreadable; nothing was run. ctrl+r: "
-                             "start over, esc: back.", style="bold red"))
-        self.app.push_screen(MessageModal(
-            "Saved run state unreadable", f"The saved run state {path} cannot be read, so "
-            "this run cannot resume from it.",
-            "the file is damaged or is not a stack-tui run state",
-            f"close this and press ctrl+r to start over: the unreadable file is kept as "
-            f"{path.name}.unreadable beside it, and every step checks the host again, so "
-            "nothing is done twice"))
-
-    def _set_unreadable_state_aside(self) -> None:
-        path, self.state_unreadable = self.state_unreadable, None
-        if path is not None and path.exists():
-            path.replace(path.with_name(path.name + ".unreadable"))
+        self._stopped_by(connect_failure(exc, self._state_file()))
 
     def on_crashed(self, exc) -> None:
-        from ..tasks.engine import StateError
-        from .modals import MessageModal
+        self._stopped_by(crash(exc, self._state_file()))
 
+    def _state_file(self):
+        from ..tasks import engine
+
+        prof = self.app.state.profile
+        return engine.state_path(prof.name, prof.host.address)
+
+    def _stopped_by(self, why: Stopped) -> None:
         self.stage = "stopped"
         self.t_end = self.app.clock()
-        if isinstance(exc, StateError):
-            self.on_state_unreadable(exc)
-            self.refresh_bindings()
-            return
-        self.set_status(Text(f"The run stopped: {type(exc).__name__}: {exc}", style="bold red"))
-        self.app.push_screen(MessageModal(
-            "The run stopped unexpectedly", f"{type(exc).__name__}: {exc}",
-            "this is probably a bug in stack-tui",
-            "ctrl+r runs again (finished steps are only re-checked); if it persists, run "
-            "`stack-tui bundle PROFILE` and report it"))
+        self.set_status(why.status)
+        if why.modal is not None:
+            self.app.push_screen(why.modal)
+        self.state_unreadable = why.unreadable
         self.refresh_bindings()
 
     # -- rendering ---------------------------------------------------------------------
@@ -457,67 +347,15 @@ class ProgressScreen(Responsive, Screen):
     def update_running_status(self, ev=None) -> None:
         if self.stage != "running":
             return
-        prof = self.app.state.profile
-        t = Text()
-        t.append(f"Installing on {prof.host.user}@{prof.host.address}", style="bold")
-        if self.plan is not None and self.plan.platform:
-            from ..tasks.platforms import PLATFORMS
-
-            plat = PLATFORMS.get(self.plan.platform)
-            if plat is not None:
-                t.append(f" ({plat.name})")
-        if self.resumed:
-            t.append(" - resuming", style="yellow")
-        sv = self.steps.get(self.running_id or "")
-        if sv is not None:
-            idx = list(self.steps).index(sv.step_id) + 1
-            t.append(f"\nStep {idx} of {len(self.steps)}: {sv.title}", style="cyan")
-            if sv.progress and sv.progress[2]:
-                t.append(f" · {sv.progress[2]}", style="bold cyan")
-        if self.note:
-            t.append(f"\nnote: {self.note}", style="yellow")
-        self.set_status(t)
+        self.set_status(running_status(self.app.state.profile, self.plan, self.resumed,
+                                       self.steps, self.running_id, self.note))
 
     def step_label(self, sv: StepView) -> Text:
-        icon, style = ICONS.get(sv.status, ("?", ""))
-        t = Text()
-        t.append(f"{icon} ", style=style)
-        if sv.status == "running":
-            el = max(0.0, self.app.clock() - (sv.started or self.app.clock()))
-            t.append(f"{fmt_duration(el):>7} ", style="cyan")
-        elif sv.duration is not None and sv.status != "pending":
-            t.append(f"{fmt_duration(sv.duration):>7} ", style="dim")
-        else:
-            t.append(" " * 8)
-        if sv.status == "running" and sv.progress:  # before the title: long titles are cut
-            p = sv.progress[2].split(":")[0] or f"{sv.progress[0]}/{sv.progress[1]}"
-            t.append(f"[{p}] ", style="cyan")
-        t.append(sv.title, style="bold" if sv.status == "running" else
-                 "dim" if sv.status == "pending" else "")
-        extra = []
-        if sv.status == "running" and sv.attempt > 1:
-            extra.append(f"attempt {sv.attempt}")
-        if extra:
-            t.append(f" ({', '.join(extra)})", style="cyan")
-        return t
+        return step_label(sv, self.app.clock())
 
     def phase_label(self, phase_id: str) -> Text:
         title, _, ids = self.phase_nodes[phase_id]
-        sts = [self.steps[i].status for i in ids]
-        ok = sum(1 for s in sts if s in ("done", "already done", "skipped"))
-        if "failed" in sts:
-            icon, style = ICONS["failed"]
-        elif "running" in sts:
-            icon, style = ICONS["running"]
-        elif ok == len(sts):
-            icon, style = ICONS["skipped"] if "skipped" in sts else ICONS["done"]
-        else:
-            icon, style = ICONS["pending"]
-        total = sum(self.steps[i].duration or 0 for i in ids)
-        t = Text.assemble((f"{icon} ", style), (title, "bold"), (f"  {ok}/{len(sts)}", "dim"))
-        if ok == len(sts) and total:
-            t.append(f"  {fmt_duration(total)}", style="dim")
-        return t
+        return phase_label(title, [self.steps[i] for i in ids])
 
     def relabel(self, sid: str) -> None:
         sv = self.steps.get(sid)
@@ -528,8 +366,7 @@ class ProgressScreen(Responsive, Screen):
         pnode.set_label(self.phase_label(sv.phase_id))
 
     def bar_update(self) -> None:
-        done = sum(1 for sv in self.steps.values()
-                   if sv.status in ("done", "already done", "skipped"))
+        done: float = steps_done(self.steps)
         running = self.steps.get(self.running_id or "")
         if running is not None and running.status == "running" and running.progress:
             d, t, _ = running.progress  # the running step's share moves the bar too
@@ -543,10 +380,9 @@ class ProgressScreen(Responsive, Screen):
         if self.t0 is None:
             return
         end = self.t_end if self.t_end is not None else self.app.clock()
-        done = sum(1 for sv in self.steps.values()
-                   if sv.status in ("done", "already done", "skipped"))
+        took = fmt_duration(end - self.t0)
         self.query_one("#elapsed", Static).update(
-            Text(f"{done}/{len(self.steps)} steps · elapsed {fmt_duration(end - self.t0)}"))
+            Text(f"{steps_done(self.steps)}/{len(self.steps)} steps · elapsed {took}"))
 
     def show(self, sid: str, auto: bool = False) -> None:
         """Show ``sid``'s output in the log pane."""
@@ -569,13 +405,7 @@ class ProgressScreen(Responsive, Screen):
 
     def show_title(self, sv: StepView) -> None:
         """The log pane's title: the step, what it is at now (e.g. the current package)."""
-        how = "following" if self.follow else "f: follow running"
-        if sv.status == "running" and sv.progress and sv.progress[2]:
-            t = Text.assemble((sv.progress[2], "bold cyan"), " · ", sv.title)
-        else:
-            t = Text.assemble(("Output: ", "bold"), sv.title)
-        t.append(f"  ({how})", style="dim")
-        self.query_one("#log-title", Static).update(t)
+        self.query_one("#log-title", Static).update(log_title(sv, self.follow))
 
     @on(Tree.NodeHighlighted, "#steps")
     def highlighted(self, event: Tree.NodeHighlighted) -> None:
@@ -626,7 +456,8 @@ class ProgressScreen(Responsive, Screen):
 
     def action_rerun(self) -> None:
         if self.state_unreadable is not None:
-            self._set_unreadable_state_aside()
+            set_aside(self.state_unreadable)
+            self.state_unreadable = None
         self.resumed = True
         self.query_one("#log", Log).clear()
         self.shown = None
@@ -642,25 +473,14 @@ class ProgressScreen(Responsive, Screen):
 
     def report(self) -> RunReport:
         r = self.result
-        phases = []
-        if self.plan is not None:
-            for phase in self.plan.phases:
-                svs = [self.steps[s.id] for s in phase.steps if s.id in self.steps]
-                secs = sum(sv.duration or 0 for sv in svs)
-                sts = [sv.status for sv in svs]
-                outcome = ("failed" if "failed" in sts else "skipped" if "skipped" in sts
-                           else "not run" if "pending" in sts else
-                           "already done" if all(s == "already done" for s in sts) else "done")
-                phases.append((phase.title, secs, outcome))
         state = getattr(self.runner, "state", None)
-        facts = dict(getattr(state, "facts", {}) or {})
-        problems = [f"{sv.title}: {sv.status}"
-                    + (f" ({sv.error.what})" if getattr(sv.error, "what", "") else "")
-                    for sv in self.steps.values() if sv.status in ("failed", "skipped")]
         return RunReport(self.app.state.profile, bool(r and r.ok), bool(r and r.aborted),
-                         dict(r.counts) if r else {}, r.duration if r else 0.0, phases, facts,
+                         dict(r.counts) if r else {}, r.duration if r else 0.0,
+                         phase_outcomes(self.plan, self.steps),
+                         dict(getattr(state, "facts", {}) or {}),
                          getattr(self.runner, "log_path", None),
-                         self.plan.platform if self.plan is not None else "", problems,
+                         self.plan.platform if self.plan is not None else "",
+                         problems(self.steps),
                          {sid: sv.status for sid, sv in self.steps.items()})
 
     async def stop_for_quit(self) -> None:
