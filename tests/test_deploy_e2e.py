@@ -180,9 +180,26 @@ def test_no_secret_in_process_list_log_or_state(deployed):
         assert f not in r.stdout and f not in r.stderr
 
 
+# What a re-run must leave exactly as it was: every config file stack-tui writes, and the
+# services' processes (a restart gives a new main PID and start time).
+CONFIGS = ("/etc/keystone/keystone.conf /etc/glance/glance-api.conf /etc/memcached.conf "
+           "/etc/mysql/mariadb.conf.d/99-openstack.cnf /etc/apache2/sites-available/keystone.conf "
+           "/etc/hosts")
+UNITS = "mariadb rabbitmq-server memcached apache2 glance-api"
+
+
+def _host_fingerprint(info) -> str:
+    r = cloud.ssh(info, f"sha256sum {CONFIGS}; for u in {UNITS}; do "
+                        "echo $u $(systemctl show -p MainPID -p ExecMainStartTimestamp --value $u); "
+                        "done", timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_second_apply_is_fast_and_changes_nothing(deployed):
     info, s = deployed["info"], deployed["secrets"]
     before = cloud.counts(info.address, s["admin_password"])
+    host_before = _host_fingerprint(info)
     t0 = time.monotonic()
     r = cloud.cli("apply", deployed["name"], "--yes")
     took = time.monotonic() - t0
@@ -191,6 +208,7 @@ def test_second_apply_is_fast_and_changes_nothing(deployed):
     assert steps and all("already done" in ln for ln in steps), "\n".join(steps)
     assert took < 10, f"re-run took {took:.1f} s"
     assert cloud.counts(info.address, s["admin_password"]) == before
+    assert _host_fingerprint(info) == host_before  # no config rewritten, no service restarted
     print(f"re-run: {took:.1f} s")
 
 

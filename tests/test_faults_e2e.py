@@ -17,7 +17,11 @@ it is done once and every later test reuses the installed host):
 6. bad input (missing key file, corrupted or newer state): refused, nothing
    touched, nothing run on the host;
 7. hostile names and passwords: nothing executes, nothing leaks;
-8. (last, it breaks the host for stack-tui) regenerated host keys: refused, nothing run.
+8. preflight on the installed host: a wrong /etc/hosts entry blocks and `check --fix`
+   repairs it; another package manager's lock is waited for, explained, and Retry
+   completes the install; a bad MariaDB setting shows its journal; the support bundle
+   holds the promised files and no secret;
+9. (last, it breaks the host for stack-tui) regenerated host keys: refused, nothing run.
 
 Every step of the real product runs: the `stack-tui` command line as a subprocess
 (or, for the connection cuts, the engine in-process through ``runner``), real SSH,
@@ -650,6 +654,196 @@ def test_bad_state_file_refused_untouched_nothing_run(ready, content, words):
         assert logins(info) == n + 1
     finally:
         st.write_bytes(good)
+
+
+# --------------------------------------------------------------------------- 9. preflight and the bundle
+# On the installed host (one install serves every suite that needs one): a wrong /etc/hosts
+# entry, another package manager's lock while the packages step has work to do, a bad
+# MariaDB setting, and the support bundle.
+
+UNKNOWN_SECRET = "Unkn0wn-Ldap-S3cret"  # in keystone.conf, never given to stack-tui
+
+
+def test_wrong_hosts_entry_blocks_and_fix_repairs_it(ready):
+    info = ready
+    wrong = "127.0.0.1 localhost\n10.9.9.9 stackhost\n::1 localhost ip6-localhost ip6-loopback\n"
+    r = ssh(info, f"printf '%s' '{wrong}' > /etc/hosts && getent hosts stackhost")
+    assert "10.9.9.9" in r.stdout
+
+    r = cli("check", PROFILE, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "Host name" in ln)
+    assert "BLOCKING" in line and "10.9.9.9" in line and "rabbit@stackhost" in line, r.stdout
+    assert f"map stackhost to {info.address} in /etc/hosts" in r.stdout
+    assert f"stack-tui check {PROFILE} --fix" in r.stdout
+    assert "10.9.9.9 stackhost" in ssh(info, "cat /etc/hosts").stdout  # check changes nothing
+
+    r = cli("check", PROFILE, "--fix", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Checking again after the fixes" in r.stdout
+    assert "0 blocking" in r.stdout
+    hosts = ssh(info, "cat /etc/hosts").stdout
+    assert f"{info.address} stackhost" in hosts and "10.9.9.9" not in hosts
+    assert "127.0.0.1 localhost" in hosts and "ip6-localhost" in hosts  # other lines kept
+    assert ssh(info, "test -e /etc/hosts.stack-tui.orig").returncode == 0
+
+
+def test_apt_lock_waits_explains_then_retry_completes_install(ready, monkeypatch):
+    """Another process holds the dpkg frontend lock (a POSIX lock, like apt's own: a
+    flock(1) lock would not stop apt) while the packages step has a package to install.
+    The run: preflight warns naming it; the packages step waits with a countdown, retries
+    with backoff, then asks with the explanation; the decision releases the lock and says
+    Retry; the install completes."""
+    from tui.tasks import engine as e
+    from tui.tasks import profile as pr
+    from tui.tasks import runner
+
+    info = ready
+    remove_package(info)
+    monkeypatch.setenv("STACK_TUI_LOCK_WAIT", "2")
+    r = ssh(info, "systemd-run -q --unit=holdlock python3 -c \"import fcntl, time; "
+                  "f = open('/var/lib/dpkg/lock-frontend', 'w'); "
+                  "fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(600)\"")
+    assert r.returncode == 0, r.stderr
+    assert wait_until(lambda: ssh(info, "grep -q POSIX /proc/locks").returncode == 0, 10)
+    holder = ssh(info, "systemctl show -p MainPID --value holdlock").stdout.strip()
+    assert holder and holder != "0"
+
+    events, asked = [], []
+
+    def decide(step, err):
+        asked.append((step.id, err))
+        if step.id == "prepare.packages" and len(asked) == 1:
+            assert ssh(info, "systemctl stop holdlock").returncode == 0
+            return e.Decision.RETRY
+        return e.Decision.ABORT
+
+    session = runner.open_session(pr.load(PROFILE))
+    try:
+        runner.connect_and_plan(session)
+        eng = runner.make_engine(session, listeners=[events.append], decide=decide)
+        t0 = time.monotonic()
+        result = eng.run()
+        took = time.monotonic() - t0
+    finally:
+        session.close()
+        ssh(info, "systemctl stop holdlock 2>/dev/null; true")
+    fails = [(s, err.text(), err.tail) for s, err in asked]
+    assert result.ok, fails
+    assert [s for s, _ in asked] == ["prepare.packages"], fails
+    err = asked[0][1]
+    assert f"python3 (pid {holder})" in err.what and "after waiting 2 s" in err.what
+    assert "another package manager" in err.why and f"ps -fp {holder}" in err.hint
+    assert err.kind == "transient"
+
+    def outputs(step):
+        return [ev.line for ev in events if isinstance(ev, e.StepOutput) and ev.step_id == step]
+
+    countdown = [ln for ln in outputs("prepare.packages") if ln.startswith("waiting for python3")]
+    assert countdown and all("s left)" in ln for ln in countdown), outputs("prepare.packages")
+    notices = [ev.text for ev in events if isinstance(ev, e.Notice)]
+    assert sum("retrying in" in t for t in notices) == 3, notices  # backoff before asking
+    assert any("preflight warning" in t and "python3" in t for t in notices), notices
+    assert package_installed(info)
+    r = ssh(info, "rabbitmqctl status >/dev/null 2>&1 && echo healthy; "
+                  "rabbitmqctl -q list_user_permissions openstack")
+    assert r.stdout.startswith("healthy") and ".*\t.*\t.*" in r.stdout, r.stdout + r.stderr
+    print(f"apply with a held apt lock: {took:.1f} s")
+
+
+def test_installed_host_check_is_fast_and_clean(ready):
+    t0 = time.monotonic()
+    r = cli("check", PROFILE, timeout=120)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "held by the expected service" in r.stdout
+    for name in ("mariadbd", "beam.smp", "memcached", "apache2", "glance-api"):
+        assert name in r.stdout
+    assert "0 blocking" in r.stdout
+    assert took < 10, f"check took {took:.1f} s"
+    print(f"check on the installed host: {took:.1f} s (process start included)")
+
+
+def test_bad_config_key_shows_journal_and_retry_after_fix_succeeds(ready):
+    from tui.tasks import engine as e
+    from tui.tasks import profile as pr
+    from tui.tasks import runner
+
+    info = ready
+    bad = "/etc/mysql/mariadb.conf.d/98-local.cnf"
+    r = ssh(info, f"printf '[mysqld]\\nbogus_key_from_test = 1\\n' > {bad} && "
+                  "systemctl stop mariadb")
+    assert r.returncode == 0, r.stderr
+    asked = []
+
+    def decide(step, err):
+        asked.append((step.id, err))
+        if len(asked) == 1:
+            assert ssh(info, f"rm -f {bad}").returncode == 0
+            return e.Decision.RETRY
+        return e.Decision.ABORT
+
+    session = runner.open_session(pr.load(PROFILE))
+    try:
+        runner.connect_and_plan(session)
+        result = runner.make_engine(session, decide=decide, only_phase="mariadb").run()
+    finally:
+        session.close()
+    assert result.ok, [(s, err.text(), err.tail) for s, err in asked]
+    assert [s for s, _ in asked] == ["mariadb.service"]
+    err = asked[0][1]
+    assert "mariadb" in err.what.lower()
+    assert any("bogus_key_from_test" in ln for ln in err.tail), err.tail  # the journal tail
+    assert "rejects a setting in its configuration file" in err.why, err.why
+    assert "journal" in err.why and err.hint
+    assert ssh(info, "systemctl is-active mariadb").stdout.strip() == "active"
+
+
+def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
+    import tarfile
+    import urllib.parse
+
+    info = ready
+    r = ssh(info, f"printf '\\n[ldap]\\npassword = {UNKNOWN_SECRET}\\n' "
+                  ">> /etc/keystone/keystone.conf")
+    assert r.returncode == 0
+    out = tmp_path / "support.tar.gz"
+    t0 = time.monotonic()
+    r = cli("bundle", PROFILE, "-o", str(out), timeout=180)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert out.exists() and out.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(out) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        texts = {m.name.split("/", 1)[1]: tar.extractfile(m).read().decode("utf-8")
+                 for m in members}
+    names = set(texts)
+    for want in ("local/plan.txt", "local/state.json", "MANIFEST.txt",
+                 "host/etc/keystone/keystone.conf", "host/etc/glance/glance-api.conf",
+                 "host/etc/mysql/mariadb.conf.d/99-openstack.cnf", "host/etc/memcached.conf",
+                 "host/etc/apache2/sites-available/keystone.conf", "host/etc/hosts",
+                 "host/systemctl-status.txt", "host/ss-ltnp.txt", "host/logs/keystone.log",
+                 "host/logs/glance-api.log", "host/journal/mariadb.txt",
+                 "host/journal/rabbitmq-server.txt", "host/journal/memcached.txt",
+                 "host/journal/apache2.txt", "host/journal/glance-api.txt"):
+        assert want in names, sorted(names)
+    logs = [n for n in names if n.startswith(f"local/logs/{PROFILE}-") and n.endswith(".log")]
+    assert logs, sorted(names)
+    assert "preflight.checks" in texts["local/plan.txt"]
+    assert "prepare.packages" in texts["local/state.json"]
+    assert "[database]" in texts["host/etc/keystone/keystone.conf"]
+    assert "mysql+pymysql://keystone:********@" in texts["host/etc/keystone/keystone.conf"]
+    assert "password = ********" in texts["host/etc/keystone/keystone.conf"]
+    assert "bogus_key_from_test" in texts["host/journal/mariadb.txt"]  # the failure's journal
+    assert "apache2" in texts["host/ss-ltnp.txt"]
+    forms = [UNKNOWN_SECRET]
+    for v in list(PASSWORDS.values()) + [SUDO_PASSWORD]:
+        forms += [v, urllib.parse.quote(v, safe=""), urllib.parse.quote(v),
+                  urllib.parse.quote_plus(v), v.replace("$", "$$"), json.dumps(v)[1:-1]]
+    for name, body in texts.items():
+        for f in forms:
+            assert f not in body, f"a secret leaked into {name}"
+    print(f"bundle: {len(names)} files in {took:.1f} s")
 
 
 # --------------------------------------------------------------------------- 5. host key (last)
