@@ -151,7 +151,17 @@ def _host_screen(screen: str) -> bool:
                                            "Log in with"))
 
 
-def test_try_opens_the_installer_on_a_fresh_server(sandbox_factory, release, tmp_path):
+# What most READMEs tell a newcomer to do first; on a fresh Debian it fails (no ensurepip) and
+# leaves a .venv whose python has no pip.
+FAILED_VENV = f"""
+cd {CHECKOUT} && ! python3 -m venv .venv >/dev/null 2>&1 && [ -x .venv/bin/python ] &&
+! .venv/bin/python -c 'import pip' 2>/dev/null && echo BROKEN-VENV
+"""
+
+
+def _try_on_fresh_host(sandbox_factory, release: str, tmp_path: Path, before: str = "") -> dict:
+    """Boot a fresh host, copy the checkout, run ``before`` there, then try.sh up to the Host
+    screen and out again with ctrl+q; returns the seconds each phase took."""
     times: dict[str, float] = {}
     t0 = time.monotonic()
     name = f"try{release}-{os.getpid()}"
@@ -166,6 +176,9 @@ def test_try_opens_the_installer_on_a_fresh_server(sandbox_factory, release, tmp
         _ssh(info, f"mkdir -p {CHECKOUT} && tar -x -C {CHECKOUT}", stdin=_tracked_tar())
         _trust_local_cas(info)
         times["copy"] = time.monotonic() - t
+        if before:
+            out = _ssh(info, before)
+            assert "BROKEN-VENV" in out, f"the failed venv attempt did not leave a broken .venv: {out}"
 
         t = time.monotonic()
         remote = f"cd {CHECKOUT} && bash try.sh root@127.0.0.1; echo TRY-EXIT=$?; sleep 600"
@@ -186,4 +199,23 @@ def test_try_opens_the_installer_on_a_fresh_server(sandbox_factory, release, tmp
         tmux.kill()
         sandbox_factory.remove(name)
     times["total"] = time.monotonic() - t0
-    print(f"\ntry.sh on Debian {release}: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    return times
+
+
+def _report(what: str, times: dict) -> None:
+    print(f"\n{what}: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+
+
+def test_try_opens_the_installer_on_a_fresh_server(sandbox_factory, release, tmp_path):
+    _report(f"try.sh on Debian {release}", _try_on_fresh_host(sandbox_factory, release, tmp_path))
+
+
+def test_try_recovers_from_a_failed_venv_attempt(sandbox_factory, tmp_path):
+    """setup.sh makes again a .venv without pip instead of failing on it (on the first release
+    of STACK_TUI_RELEASES only: the path is the same on both)."""
+    from tui.tasks import sandbox
+
+    first = os.environ.get("STACK_TUI_RELEASES", sandbox.DEFAULT_RELEASE).split(",")[0].strip()
+    times = _try_on_fresh_host(sandbox_factory, first or sandbox.DEFAULT_RELEASE, tmp_path,
+                               before=FAILED_VENV)
+    _report(f"try.sh after a failed venv on Debian {first}", times)
