@@ -25,10 +25,14 @@ if [ ${#need[@]} -gt 0 ]; then
   # --no-install-recommends: systemd-container recommends libnss-mymachines (edits nsswitch.conf)
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-if [ ! -x .venv/bin/python ]; then
+# A .venv without pip is what `python3 -m venv .venv` leaves behind on a fresh Debian
+# before python3-venv is installed: make it again rather than fail on it.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
   # the distribution's python, never a pyenv/conda one that may vanish
   py=/usr/bin/python3; [ -x "$py" ] || py=python3
-  "$py" -m venv .venv
+  [ -e .venv ] && echo "setup: .venv has no working pip; making it again"
+  "$py" -m venv --clear .venv
+  rm -f .venv/.stack-tui-setup*
 fi
 stamp=".venv/.stack-tui-setup$extras"
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
