@@ -144,6 +144,28 @@ def test_up_gives_a_booted_host_reachable_over_ssh(sandbox_host):
 
 
 @pytest.mark.e2e
+def test_own_host_keys_are_the_ones_sshd_offers(sandbox_host, tmp_path, monkeypatch):
+    """`stack-tui sandbox up` trusts the keys it generated, read from the sandbox's files:
+    they must be exactly what sshd presents, so the connection is verified, not assumed."""
+    from tui.tasks.transport import Transport
+
+    info = sandbox_host
+    monkeypatch.setenv("STACK_TUI_HOME", str(tmp_path))  # a known_hosts of this test's own
+    monkeypatch.setenv("HOME", str(tmp_path))            # and no ~/.ssh/known_hosts either
+    assert hostkeys.lookup(info.address, info.port) == {}
+    prints = sandbox.trust_own_host_keys(info)
+    scanned = subprocess.run(["ssh-keyscan", "-p", str(info.port), info.address],
+                             capture_output=True, text=True, timeout=30).stdout
+    offered = {ln.split()[1] for ln in scanned.splitlines() if ln and not ln.startswith("#")}
+    assert offered and offered <= set(hostkeys.lookup(info.address, info.port)), (offered, prints)
+    t = Transport(info.address, port=info.port, user="root", key_file=info.key_file)
+    try:
+        assert t.run("echo verified").stdout == "verified\n"  # no callback, no accept-new
+    finally:
+        t.close()
+
+
+@pytest.mark.e2e
 def test_up_again_is_quick_and_idempotent(sandbox_host, sandbox_factory):
     start = time.monotonic()
     again = sandbox_factory(sandbox_host.name)

@@ -380,9 +380,13 @@ def cmd_sandbox(args) -> int:
         if args.action == "up":
             info = sandbox.up(args.name, log=log, release=args.release)
             path = write_sandbox_profile(info)
+            # Keys this command generated and read from the sandbox's own files, not
+            # over the network: nothing for the user to check that we cannot.
+            prints = sandbox.trust_own_host_keys(info)
             print(f"Sandbox {args.name} is up: ssh -i {info.key_file} root@{info.address}\n"
+                  f"Its SSH host keys (made by this command) are trusted: {', '.join(prints)}\n"
                   f"Profile written: {path}\n"
-                  f"Install with: stack-tui apply {args.name} --accept-new-host-key "
+                  f"Install with: stack-tui apply {args.name} "
                   f"(or open the TUI: stack-tui --profile {args.name})")
             return EXIT_OK
         if args.action == "down":

@@ -48,7 +48,8 @@ from .network import _netns_exists, _nft_exists, _setup_network, _teardown_netwo
 from .processes import (_cgroup_dirs, _container_leader, _is_our_nspawn, _kill, _pid_alive,
                         _ssh_argv, _ssh_banner)
 from .rootfs import ensure_base, harvest_debs
+from .trust import own_host_keys, trust_own_host_keys
 
-__all__ = ["APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
+__all__ = ["own_host_keys", "trust_own_host_keys", "APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
            "add_user", "base_tarball", "down", "ensure_base", "harvest_debs", "list_sandboxes",
            "require_root_tools", "status", "suite_of", "up"]
