@@ -58,6 +58,18 @@ def stack_home(tmp_path_factory):
                 os.environ[key] = value
 
 
+@pytest.fixture
+def isolated_home(tmp_path, monkeypatch):
+    """STACK_TUI_HOME -> a fresh directory for one test, no secret from the environment."""
+    from tui.tasks.secrets import SECRET_NAMES, env_name
+
+    h = tmp_path / "home"
+    monkeypatch.setenv("STACK_TUI_HOME", str(h))
+    for name in SECRET_NAMES:
+        monkeypatch.delenv(env_name(name), raising=False)
+    return h
+
+
 def _skip_reason() -> str | None:
     from tui.tasks import sandbox
 

@@ -16,18 +16,14 @@ from tui import cli
 from tui.tasks import paths
 from tui.tasks import profile as pr
 from tui.tasks.profile import Profile, ProfileError
-from tui.tasks.secrets import SECRET_NAMES, env_name, write_secrets_file
+from tui.tasks.secrets import write_secrets_file
 
 GOOD = 'version = 1\n[host]\naddress = "10.0.0.1"\n[openstack]\nservices = ["mariadb"]\n'
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("STACK_TUI_HOME", str(h))
-    for name in SECRET_NAMES:
-        monkeypatch.delenv(env_name(name), raising=False)
-    return h
+def home(isolated_home):
+    return isolated_home
 
 
 def main(capsys, *argv: str):

@@ -50,12 +50,8 @@ FIELDS = {
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("STACK_TUI_HOME", str(h))
-    for name in SECRET_NAMES:
-        monkeypatch.delenv(env_name(name), raising=False)
-    return h
+def home(isolated_home):
+    return isolated_home
 
 
 def base(tmp_path) -> Profile:

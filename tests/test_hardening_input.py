@@ -11,16 +11,12 @@ from tui.tasks import inifile
 from tui.tasks import profile as pr
 from tui.tasks.engine import StepError
 from tui.tasks.profile import Profile, ProfileError
-from tui.tasks.secrets import SECRET_NAMES, env_name
+from tui.tasks.secrets import SECRET_NAMES
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("STACK_TUI_HOME", str(h))
-    for name in SECRET_NAMES:
-        monkeypatch.delenv(env_name(name), raising=False)
-    return h
+def home(isolated_home):
+    return isolated_home
 
 
 def good_profile(tmp_path) -> Profile:

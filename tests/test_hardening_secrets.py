@@ -3,7 +3,6 @@ key name, and terminal escape sequences from the host never reach the screen or 
 
 from __future__ import annotations
 
-import io
 import tarfile
 
 import pytest
@@ -12,16 +11,12 @@ from tui.tasks import engine as e
 from tui.tasks import profile as pr
 from tui.tasks.bundle import make_bundle, scrub
 from tui.tasks.redact import MASK, Redactor, strip_controls
-from tui.tasks.secrets import SECRET_NAMES, env_name, write_secrets_file
+from tui.tasks.secrets import write_secrets_file
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("STACK_TUI_HOME", str(h))
-    for name in SECRET_NAMES:
-        monkeypatch.delenv(env_name(name), raising=False)
-    return h
+def home(isolated_home):
+    return isolated_home
 
 
 # --------------------------------------------------------------------------- short secrets

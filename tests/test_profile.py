@@ -39,12 +39,8 @@ disk_format = "qcow2"
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    h = tmp_path / "home"
-    monkeypatch.setenv("STACK_TUI_HOME", str(h))
-    for name in SECRET_NAMES:
-        monkeypatch.delenv(env_name(name), raising=False)
-    return h
+def home(isolated_home):
+    return isolated_home
 
 
 def refused(tmp_path, content: bytes | str, *, key: str | None, reason: str, name="bad.toml"):
