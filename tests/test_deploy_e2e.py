@@ -212,6 +212,24 @@ def test_second_apply_is_fast_and_changes_nothing(deployed):
     print(f"re-run: {took:.1f} s")
 
 
+def test_rerun_turns_an_old_threaded_vhost_into_one_thread_per_process(deployed):
+    """A host installed before the thread fix (mod_wsgi processes=2 threads=4): the next
+    `apply` rewrites the vhost to one thread per process, and only that step acts."""
+    info, s = deployed["info"], deployed["secrets"]
+    vhost = "/etc/apache2/sites-available/keystone.conf"
+    r = cloud.ssh(info, f"sed -i -E 's/processes=[0-9]+ threads=1 /processes=2 threads=4 /' {vhost}"
+                        f" && systemctl reload apache2 && grep -c 'processes=2 threads=4 ' {vhost}")
+    assert r.stdout.strip() == "1", r.stdout + r.stderr
+    r = cloud.cli("apply", deployed["name"], "--yes")
+    assert r.returncode == 0, r.stdout[-3000:]
+    acted = [ln for ln in r.stdout.splitlines() if ln.startswith("[") and "already done" not in ln]
+    assert any("keystone.apache" in ln and " done " in ln + " " for ln in acted), acted
+    assert not [ln for ln in acted if "keystone.apache" not in ln and "finish.verify" not in ln], acted
+    r = cloud.ssh(info, f"grep -h WSGIDaemonProcess {vhost}")
+    assert "threads=1 " in r.stdout and "threads=4" not in r.stdout, r.stdout
+    assert cloud.token(info.address, "demo", s["demo_password"], "demo")
+
+
 def test_changing_admin_password_is_applied(deployed):
     from keystoneauth1 import exceptions as kse
 
