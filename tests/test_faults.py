@@ -4,7 +4,7 @@ the order it waits for another package manager, and the bound on a lost host.
 The transport is a stand-in that answers each remote command from a table (what the
 real apt prints in those situations, copied from runs against a sandbox host), so
 what the step *does* with the answer is tested exactly.  The e2e half, on real
-hosts, is tests/test_faults_e2e.py.
+hosts, is tests/e2e/test_faults_e2e.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The transport is a scripted stand-in: each command is answered by the first rule
 whose pattern it matches.  A rule answering HANG is a command that never returns:
 the stand-in does what the real transport does when the caller's time limit runs
 out (it raises ``transport.timed_out``; the real one also kills the command on the
-host, which tests/test_transport.py's timeout tests prove on a sandbox host).
+host, which tests/e2e/test_transport.py's timeout tests prove on a sandbox host).
 So what is tested here is which limit each step gives its commands, and what the
 step, the engine and the user see when one runs out or a service dies.
 """

@@ -3,7 +3,7 @@
 What is checked is the order of events on the "host": the private directory
 (``mktemp -d`` as the connecting user) and the 0600 file exist before the first
 byte arrives, the file lands atomically with its mode, and nothing is left behind.
-The same upload against a real sandbox host is tests/test_transport.py -k upload.
+The same upload against a real sandbox host is tests/e2e/test_transport.py -k upload.
 """
 
 from __future__ import annotations

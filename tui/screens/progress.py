@@ -23,8 +23,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, ProgressBar, Static, Tree
 from textual.worker import Worker, WorkerState
 
+from ..tasks.engine import Status
 from .common import Responsive, ask_from_thread, fmt_duration
-from .progress_view import (LEGEND, LOG_LINES, RunReport, StepView, Stopped, connect_failure,
+from .progress_view import (LEGEND, LOG_LINES, ConnectFailed, Crashed, PlanReady, RunReport,
+                            StepView, Stopped, connect_failure,
                             crash, failure_lines, finished_status, phase_label, phase_outcomes,
                             log_title, problems, running_status, set_aside,
                             step_label, steps_done)
@@ -121,13 +123,13 @@ class ProgressScreen(Responsive, Screen):
         try:
             plan = self.runner.connect(self._confirm_host_key)
         except Exception as exc:  # noqa: BLE001 - explained on screen
-            self.queue.append(("connect-failed", exc))
+            self.queue.append(ConnectFailed(exc))
             try:
                 self.runner.close()
             except Exception:
                 pass
             return None
-        self.queue.append(("plan", plan))
+        self.queue.append(PlanReady(plan))
         try:
             eng = self.runner.make_engine([self.queue.append], self._decide)
             self.engine = eng
@@ -135,7 +137,7 @@ class ProgressScreen(Responsive, Screen):
                 return None
             return eng.run()
         except Exception as exc:  # noqa: BLE001
-            self.queue.append(("crashed", exc))
+            self.queue.append(Crashed(exc))
             return None
         finally:
             try:
@@ -177,7 +179,7 @@ class ProgressScreen(Responsive, Screen):
         if event.worker is not self.worker:
             return
         if event.state == WorkerState.ERROR:
-            self.queue.append(("crashed", event.worker.error))
+            self.queue.append(Crashed(event.worker.error))
         if event.state == WorkerState.CANCELLED:  # the app is closing
             self.release_engine()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
@@ -232,14 +234,12 @@ class ProgressScreen(Responsive, Screen):
                 self.update_running_status()
             elif isinstance(ev, e.RunFinished):
                 self.on_run_finished(ev)
-            elif isinstance(ev, tuple):
-                kind, payload = ev
-                if kind == "plan":
-                    self.build_tree(payload)
-                elif kind == "connect-failed":
-                    self.on_connect_failed(payload)
-                elif kind == "crashed":
-                    self.on_crashed(payload)
+            elif isinstance(ev, PlanReady):
+                self.build_tree(ev.plan)
+            elif isinstance(ev, ConnectFailed):
+                self.on_connect_failed(ev.error)
+            elif isinstance(ev, Crashed):
+                self.on_crashed(ev.error)
         self.flush()
         self.relabel_all(relabel)
 
@@ -286,7 +286,7 @@ class ProgressScreen(Responsive, Screen):
         sv = self.steps.get(ev.step_id)
         if sv is None:
             return
-        sv.status, sv.started, sv.attempt, sv.progress = "running", self.app.clock(), ev.attempt, None
+        sv.status, sv.started, sv.attempt, sv.progress = Status.RUNNING, self.app.clock(), ev.attempt, None
         sv.duration = None
         self.running_id = ev.step_id
         self.note = ""
@@ -302,8 +302,8 @@ class ProgressScreen(Responsive, Screen):
         sv = self.steps.get(ev.step_id)
         if sv is None:
             return
-        sv.status, sv.duration, sv.error = ev.status.value, ev.duration, ev.error
-        if ev.error is not None and ev.status.value == "failed":
+        sv.status, sv.duration, sv.error = Status(ev.status), ev.duration, ev.error
+        if ev.error is not None and sv.status is Status.FAILED:
             extra = failure_lines(ev.error)
             sv.lines.extend(extra)
             if self.shown == ev.step_id:
@@ -368,7 +368,7 @@ class ProgressScreen(Responsive, Screen):
     def bar_update(self) -> None:
         done: float = steps_done(self.steps)
         running = self.steps.get(self.running_id or "")
-        if running is not None and running.status == "running" and running.progress:
+        if running is not None and running.status is Status.RUNNING and running.progress:
             d, t, _ = running.progress  # the running step's share moves the bar too
             done += min(max(d / t, 0.0), 1.0) if t > 0 else 0.0
         total = self.total or len(self.steps) or 1

@@ -10,19 +10,42 @@ from typing import Any
 
 from rich.text import Text
 
+from ..tasks.engine import Status
 from .common import fmt_duration
 
 LOG_LINES = 2000          # per step, and in the log pane
 ICONS = {
-    "pending": ("·", "dim"),
-    "running": ("▶", "bold cyan"),
-    "done": ("✓", "green"),
-    "already done": ("=", "green"),
-    "skipped": ("↷", "yellow"),
-    "failed": ("✗", "bold red"),
+    Status.PENDING: ("·", "dim"),
+    Status.RUNNING: ("▶", "bold cyan"),
+    Status.DONE: ("✓", "green"),
+    Status.ALREADY_DONE: ("=", "green"),
+    Status.SKIPPED: ("↷", "yellow"),
+    Status.FAILED: ("✗", "bold red"),
 }
+COUNTED = (Status.DONE, Status.ALREADY_DONE, Status.SKIPPED)   # finished, for the bar
 LEGEND = Text.assemble(("✓", "green"), " done ", ("=", "green"), " already done ",
                        ("↷", "yellow"), " skipped ", ("✗", "bold red"), " failed")
+
+
+@dataclass(frozen=True)
+class PlanReady:
+    """The worker connected and built the plan: the screen draws its tree."""
+
+    plan: Any
+
+
+@dataclass(frozen=True)
+class ConnectFailed:
+    """The worker could not connect (or could not read the saved run state)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The worker or the engine raised: the run stopped."""
+
+    error: BaseException
 
 
 @dataclass
@@ -30,7 +53,7 @@ class StepView:
     step_id: str
     title: str
     phase_id: str
-    status: str = "pending"
+    status: Status = Status.PENDING
     duration: float | None = None
     started: float | None = None
     attempt: int = 1
@@ -54,7 +77,7 @@ class RunReport:
     log_path: Any
     platform: str = ""
     problems: list[str] = field(default_factory=list)
-    statuses: dict[str, str] = field(default_factory=dict)    # step id -> status
+    statuses: dict[str, Status] = field(default_factory=dict)    # step id -> status
 
 
 def step_label(sv: StepView, now: float) -> Text:
@@ -62,20 +85,20 @@ def step_label(sv: StepView, now: float) -> Text:
     icon, style = ICONS.get(sv.status, ("?", ""))
     t = Text()
     t.append(f"{icon} ", style=style)
-    if sv.status == "running":
+    if sv.status is Status.RUNNING:
         el = max(0.0, now - (sv.started or now))
         t.append(f"{fmt_duration(el):>7} ", style="cyan")
-    elif sv.duration is not None and sv.status != "pending":
+    elif sv.duration is not None and sv.status is not Status.PENDING:
         t.append(f"{fmt_duration(sv.duration):>7} ", style="dim")
     else:
         t.append(" " * 8)
-    if sv.status == "running" and sv.progress:  # before the title: long titles are cut
+    if sv.status is Status.RUNNING and sv.progress:  # before the title: long titles are cut
         p = sv.progress[2].split(":")[0] or f"{sv.progress[0]}/{sv.progress[1]}"
         t.append(f"[{p}] ", style="cyan")
-    t.append(sv.title, style="bold" if sv.status == "running" else
-             "dim" if sv.status == "pending" else "")
+    t.append(sv.title, style="bold" if sv.status is Status.RUNNING else
+             "dim" if sv.status is Status.PENDING else "")
     extra = []
-    if sv.status == "running" and sv.attempt > 1:
+    if sv.status is Status.RUNNING and sv.attempt > 1:
         extra.append(f"attempt {sv.attempt}")
     if extra:
         t.append(f" ({', '.join(extra)})", style="cyan")
@@ -85,15 +108,15 @@ def step_label(sv: StepView, now: float) -> Text:
 def phase_label(title: str, svs: list[StepView]) -> Text:
     """A phase's line in the tree: its icon, title, steps done and time."""
     sts = [sv.status for sv in svs]
-    ok = sum(1 for s in sts if s in ("done", "already done", "skipped"))
-    if "failed" in sts:
-        icon, style = ICONS["failed"]
-    elif "running" in sts:
-        icon, style = ICONS["running"]
+    ok = sum(1 for s in sts if s in COUNTED)
+    if Status.FAILED in sts:
+        icon, style = ICONS[Status.FAILED]
+    elif Status.RUNNING in sts:
+        icon, style = ICONS[Status.RUNNING]
     elif ok == len(sts):
-        icon, style = ICONS["skipped"] if "skipped" in sts else ICONS["done"]
+        icon, style = ICONS[Status.SKIPPED if Status.SKIPPED in sts else Status.DONE]
     else:
-        icon, style = ICONS["pending"]
+        icon, style = ICONS[Status.PENDING]
     total = sum(sv.duration or 0 for sv in svs)
     t = Text.assemble((f"{icon} ", style), (title, "bold"), (f"  {ok}/{len(sts)}", "dim"))
     if ok == len(sts) and total:
@@ -102,13 +125,13 @@ def phase_label(title: str, svs: list[StepView]) -> Text:
 
 
 def steps_done(steps: dict[str, StepView]) -> int:
-    return sum(1 for sv in steps.values() if sv.status in ("done", "already done", "skipped"))
+    return sum(1 for sv in steps.values() if sv.status in COUNTED)
 
 
 def log_title(sv: StepView, follow: bool) -> Text:
     """The log pane's title: the step, what it is at now (e.g. the current package)."""
     how = "following" if follow else "f: follow running"
-    if sv.status == "running" and sv.progress and sv.progress[2]:
+    if sv.status is Status.RUNNING and sv.progress and sv.progress[2]:
         t = Text.assemble((sv.progress[2], "bold cyan"), " · ", sv.title)
     else:
         t = Text.assemble(("Output: ", "bold"), sv.title)
@@ -143,8 +166,8 @@ def running_status(prof, plan, resumed: bool, steps: dict[str, StepView], runnin
 def finished_status(ev) -> Text:
     """The status line when the run is over: the outcome, the counts, what to press."""
     c = ev.counts
-    counts = (f"{c.get('done', 0)} done, {c.get('already done', 0)} already done, "
-              f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed")
+    counts = (f"{c.get(Status.DONE, 0)} done, {c.get(Status.ALREADY_DONE, 0)} already done, "
+              f"{c.get(Status.SKIPPED, 0)} skipped, {c.get(Status.FAILED, 0)} failed")
     if ev.ok:
         return Text.assemble(("✓ Installed and verified. ", "bold green"),
                              f"{counts} in {fmt_duration(ev.duration)}. ",
@@ -175,17 +198,19 @@ def phase_outcomes(plan, steps: dict[str, StepView]) -> list[tuple[str, float, s
         svs = [steps[s.id] for s in phase.steps if s.id in steps]
         secs = sum(sv.duration or 0 for sv in svs)
         sts = [sv.status for sv in svs]
-        outcome = ("failed" if "failed" in sts else "skipped" if "skipped" in sts
-                   else "not run" if "pending" in sts else
-                   "already done" if all(s == "already done" for s in sts) else "done")
+        outcome = (Status.FAILED.value if Status.FAILED in sts
+                   else Status.SKIPPED.value if Status.SKIPPED in sts
+                   else "not run" if Status.PENDING in sts
+                   else Status.ALREADY_DONE.value if all(s is Status.ALREADY_DONE for s in sts)
+                   else Status.DONE.value)
         phases.append((phase.title, secs, outcome))
     return phases
 
 
 def problems(steps: dict[str, StepView]) -> list[str]:
-    return [f"{sv.title}: {sv.status}"
+    return [f"{sv.title}: {sv.status.value}"
             + (f" ({sv.error.what})" if getattr(sv.error, "what", "") else "")
-            for sv in steps.values() if sv.status in ("failed", "skipped")]
+            for sv in steps.values() if sv.status in (Status.FAILED, Status.SKIPPED)]
 
 
 @dataclass

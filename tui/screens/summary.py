@@ -11,18 +11,19 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from .common import Responsive, fmt_duration, tildify
+from ..tasks.engine import Status
 from ..tasks.redact import strip_controls
 from ..tasks.services.common import url_host
 from .services import TITLES
 
 
-def image_outcome(prof, statuses: dict[str, str]) -> Text:
+def image_outcome(prof, statuses: dict[str, Status]) -> Text:
     """'; image cirros', or why there is none: not chosen, or its upload was skipped."""
     if not prof.image.upload:
         return Text("; no image (none chosen: Glance is empty)")
-    status = statuses.get("image.upload", "")
-    if status in ("skipped", "failed", "pending"):
-        why = "not run" if status == "pending" else status
+    status = statuses.get("image.upload")
+    if status in (Status.SKIPPED, Status.FAILED, Status.PENDING):
+        why = "not run" if status == Status.PENDING else Status(status).value
         return Text.assemble("; ", (f"image {prof.image.name} not uploaded ({why})",
                                     "bold yellow"))
     return Text(f"; image {prof.image.name}")

@@ -178,19 +178,28 @@ def glance_client(ctx, session=None):
                   endpoint=f"http://127.0.0.1:{forward(ctx, 9292)}")
 
 
-def image_source(ctx) -> Path:
+def image_path(ctx) -> tuple[str, Path]:
+    """The image's source (the profile's file or URL) and where its bytes are or will be
+    on this machine (a URL's download lands in the cache). Looks, never fetches."""
     img = ctx.profile.image
     if img.file:
         path = Path(img.file).expanduser()
-        if not path.is_file():
-            raise StepError(f"The image file {path} does not exist.", "",
-                            "fix [image] file in the profile")
-        return path
+        return str(path), path
     url = img.source()
     if not url:
         raise StepError("The profile asks for no image ([image] upload = false).", "",
                         "set upload = true, or skip this step")
-    dest = paths.cache_dir() / "images" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    return url, paths.cache_dir() / "images" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def image_source(ctx) -> Path:
+    """The image file on this machine, downloading a URL's image into the cache first."""
+    url, dest = image_path(ctx)
+    if ctx.profile.image.file:
+        if not dest.is_file():
+            raise StepError(f"The image file {dest} does not exist.", "",
+                            "fix [image] file in the profile")
+        return dest
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         ctx.output(f"downloading {url}")
@@ -253,11 +262,35 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _image_check(ctx) -> bool:
-    md5 = file_md5(image_source(ctx))
-    gc = glance_client(ctx)
+def _known_md5(ctx) -> str | None:
+    """The image's md5 without fetching anything: read from the local file when it is
+    here, else the one an earlier run recorded for the same source, else unknown."""
+    source, path = image_path(ctx)
+    if path.is_file():
+        return file_md5(path)
+    seen = ctx.facts.get("image")
+    if isinstance(seen, dict) and seen.get("source") == _source_key(source):
+        return seen.get("md5")
+    return None
+
+
+def _source_key(source: str) -> str:
+    """What the state file records of the source: a digest, as a URL may hold a password."""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _in_glance(gc, name: str, md5: str) -> bool:
     return any(i.get("checksum") == md5 and i.get("status") == "active"
-               for i in gc.images.list(filters={"name": ctx.profile.image.name}))
+               for i in gc.images.list(filters={"name": name}))
+
+
+def _image_check(ctx) -> bool:
+    """Done when Glance holds an active image of this name with the source's checksum.
+    Only reads: a source not on this machine yet is "not done"; the run downloads it."""
+    md5 = _known_md5(ctx)
+    if md5 is None:
+        return False
+    return _in_glance(glance_client(ctx), ctx.profile.image.name, md5)
 
 
 def glance_log_tail(ctx) -> list[str]:
@@ -270,7 +303,11 @@ def _image_run(ctx) -> None:
     src = image_source(ctx)
     md5 = file_md5(src)
     img = ctx.profile.image
+    ctx.facts["image"] = {"source": _source_key(image_path(ctx)[0]), "md5": md5}
     gc = glance_client(ctx)
+    if _in_glance(gc, img.name, md5):
+        ctx.output(f"image {img.name} is already in Glance (md5 {md5})")
+        return
     for old in list(gc.images.list(filters={"name": img.name})):
         if old.get("status") != "active" or old.get("checksum") != md5:
             if "stack-tui" in (old.get("tags") or []):

@@ -6,7 +6,7 @@ preflight and not one package gets installed.
 
 The preflight tests that need an installed host (a wrong /etc/hosts entry, a held apt
 lock, a bad MariaDB setting, the support bundle) run on the fault suite's installed host
-(tests/test_faults_e2e.py, section 8): one full install serves both.
+(tests/e2e/test_faults_e2e.py, section 8): one full install serves both.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT = "/root/stack-tui"
 SETUP_TIMEOUT = 1200.0      # apt-get update + install + pip install, cold caches
 PANE = ("-x", "120", "-y", "40")
