@@ -1,6 +1,7 @@
 """Hardening, fuzz-style: every profile field and every secret gets a list of hostile values.
 Each is either refused with a ProfileError naming the key, or saved and loaded back unchanged.
-Fast on purpose (< 5 s): no host, no subprocess."""
+Fast on purpose (a few seconds): no host, no subprocess; the 60 s bound catches a per-character
+scan of the 10 MB values without flaking on a busy machine."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def test_every_profile_field_refuses_or_round_trips_every_hostile_value(tmp_path
         for key in ("host.address", "openstack.endpoint_host"):
             if value not in ("fe80::1%eth0",):
                 assert seen[key, value[:20]] == "refused", (key, value[:20])
-    assert time.monotonic() - t0 < 5
+    # a bound against a per-character scan of the 10 MB values (minutes), not a timing test
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536, 10**30])
@@ -143,7 +145,8 @@ def test_every_secret_refuses_or_round_trips_every_hostile_value(tmp_path):
                     assert why and exc.key == f"secrets.{name}" and "from env" in str(exc)
                 else:
                     assert why is None and got[name] == value
-    assert time.monotonic() - t0 < 5
+    # a bound against a per-character scan of the 10 MB values (minutes), not a timing test
+    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.parametrize("key,line", [
