@@ -80,6 +80,12 @@ class Platform:
     # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
     # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
     keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
+    # Placement under the same Apache: its vhost, how it is enabled, the packaged uWSGI unit
+    # to keep off, and its WSGI entry (placement.wsgi.api from 2025.1 on; a factory before).
+    placement_vhost: str = "/etc/apache2/sites-available/placement.conf"
+    placement_vhost_enable: str = "a2ensite -q placement"
+    placement_distro_service: str | None = "placement-api"
+    placement_wsgi_module: str = "placement.wsgi:init_application"
     # Support status, said by preflight, plan and the Host screen; an unmaintained
     # OpenStack release gets a warning (never a block).
     support: str = ""
@@ -124,12 +130,14 @@ _DEB_PKGS = {
     "memcached": ["memcached", "python3-memcache"],
     "keystone": ["keystone", "apache2", "libapache2-mod-wsgi-py3"],
     "glance": ["glance-api"],
+    "placement": ["placement-api"],
 }
 
 DEBIAN_13 = Platform(
     id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)",
     verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
     keystone_wsgi_module="keystone.wsgi.api:application",
+    placement_wsgi_module="placement.wsgi.api:application",
     support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
 )
 
@@ -155,6 +163,9 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
                    "/etc/apt/sources.list.d/",
         packages={**_DEB_PKGS, "glance": ["glance-api"]},
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
+        placement_vhost="/etc/apache2/sites-available/placement-api.conf",  # replaces its own
+        placement_vhost_enable="a2ensite -q placement-api",
+        placement_distro_service=None,
         maintained=release != "zed",  # the Zed cloud archive is past upstream maintenance
         glance_checks_disk_format=release != "zed",
     )
@@ -175,6 +186,7 @@ EL9 = Platform(
         "memcached": ["memcached", "python3-memcached"],
         "keystone": ["openstack-keystone", "httpd", "python3-mod_wsgi"],
         "glance": ["openstack-glance"],
+        "placement": ["openstack-placement-api"],
     },
     mariadb_conf="/etc/my.cnf.d/openstack.cnf",
     memcached_conf="/etc/sysconfig/memcached",
@@ -186,6 +198,9 @@ EL9 = Platform(
     servername_enable="true",
     glance_service="openstack-glance-api",
     distro_keystone_service=None,
+    placement_vhost="/etc/httpd/conf.d/00-placement-api.conf",  # replaces the package's own
+    placement_vhost_enable="true",
+    placement_distro_service=None,
 )
 
 PLATFORMS = {

@@ -31,6 +31,8 @@ from .tomldoc import merge, where_in
 
 PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
+# What a new profile selects: the control plane; compute (Placement, Nova, Neutron) is opt-in.
+DEFAULT_SERVICES = tuple(s.id for s in REGISTRY if s.default)
 # What each service needs to be useful.
 DEPENDS = {s.id: s.requires for s in REGISTRY}
 PLATFORMS = ("auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9")
@@ -78,7 +80,7 @@ class HostConfig:
 class OpenStackConfig:
     region: str = "RegionOne"
     endpoint_host: str | None = None
-    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    services: list[str] = field(default_factory=lambda: list(DEFAULT_SERVICES))
     demo: bool = True
     platform: str = "auto"
     fix_hosts: bool = True
