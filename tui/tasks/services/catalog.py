@@ -8,7 +8,7 @@ import urllib.parse
 
 from .. import inifile
 from ..engine import StepError
-from .common import admin_session, api, find_one, ks_base, url_host, ep
+from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
 
 INTERFACES = ("public", "internal", "admin")
 
@@ -70,8 +70,6 @@ def _region_exists(ctx, region: str) -> bool:
 def authtoken(ctx, user: str, secret: str) -> dict:
     """[keystone_authtoken] of a service user (the same keys as Glance's)."""
     ks = f"http://{url_host(ep(ctx))}:5000"
-    from .common import mgmt
-
     return {
         ("keystone_authtoken", "www_authenticate_uri"): ks,
         ("keystone_authtoken", "auth_url"): ks,
@@ -120,3 +118,30 @@ Listen {port}
     </Directory>
 </VirtualHost>
 """
+
+
+def transport_url(ctx) -> str:
+    pw = urllib.parse.quote(ctx.secrets["rabbit_password"], safe="")
+    return inifile.oslo_value(f"rabbit://openstack:{pw}@{url_host(mgmt(ctx))}:5672/")
+
+
+def messaging(ctx) -> dict:
+    """transport_url and, on RabbitMQ 4 (Epoxy), quorum queues (classic mirroring is gone)."""
+    out = {("DEFAULT", "transport_url"): transport_url(ctx)}
+    for key in platform_of(ctx).quorum_queue_options:
+        out[("oslo_messaging_rabbit", key)] = "true"
+    return out
+
+
+def service_auth(ctx, section: str, user: str, secret: str) -> dict:
+    """A keystoneauth password section ([service_user], [placement], [neutron], [nova])."""
+    return {
+        (section, "auth_url"): f"http://{url_host(ep(ctx))}:5000/v3",
+        (section, "auth_type"): "password",
+        (section, "project_domain_name"): "Default",
+        (section, "user_domain_name"): "Default",
+        (section, "project_name"): "service",
+        (section, "username"): user,
+        (section, "password"): inifile.oslo_value(ctx.secrets[secret]),
+        (section, "region_name"): ctx.profile.openstack.region,
+    }
