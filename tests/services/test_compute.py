@@ -62,7 +62,7 @@ def test_config_files_are_written_once_with_quorum_queues_on_debian_12_without(t
     assert "local_ip = 10.0.0.5" in lb
     assert "mechanism_drivers = linuxbridge,l2population" in host.read_file(neutron.ML2_CONF)
     nconf = host.read_file(neutron.NEUTRON_CONF)
-    assert "[experimental]" not in nconf and "interface_driver = linuxbridge" in nconf
+    assert "[experimental]\nlinuxbridge = true" in nconf and "interface_driver = linuxbridge" in nconf
     assert not any(v in c for c in host.commands for v in SECRETS.values())
 
     mark = host.mark()

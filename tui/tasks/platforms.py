@@ -166,6 +166,9 @@ DEBIAN_13 = Platform(
 DEBIAN_12 = Platform(
     id="debian-12", name="Debian 12 (bookworm)", openstack="zed", verified=True,
     repo_setup=(), repo_check="true", packages=_DEB_PKGS, glance_checks_disk_format=False,
+    # Neutron 21 (Zed) already calls linuxbridge experimental: the server refuses the
+    # mechanism ("has to be explicitly enabled in 'cfg.CONF.experimental'") unless enabled.
+    linuxbridge_experimental=True,
     neutron_server_units=("neutron-api", "neutron-rpc-server"),
     support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
             "(unmaintained since 2024): prefer Debian 13",

@@ -11,6 +11,9 @@ from ..engine import StepError
 from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
 
 INTERFACES = ("public", "internal", "admin")
+# Debian runs the Nova and Neutron APIs under uWSGI: the listening process is named after
+# the plugin of its Python (uwsgi_python311 on Debian 12, uwsgi_python313 on Debian 13).
+UWSGI = frozenset({"uwsgi", "uwsgi_python3", "uwsgi_python311", "uwsgi_python313"})
 
 
 def service_url(ctx, port: int, path: str = "") -> str:

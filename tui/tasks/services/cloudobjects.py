@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from ..engine import Phase, Step, StepError
-from .common import LOOK, admin_session, forward, user_session
+from .common import LOOK, admin_session, forward, marker_check, marker_set, user_session
 
 FLAVOR = "stack-tui.tiny"
 NET, SUBNET, ROUTER = "demo-net", "demo-subnet", "demo-router"
@@ -152,8 +152,21 @@ def _image_id(ctx, sess) -> str:
     return imgs[0]["id"]
 
 
+def _boot_value(ctx) -> str:
+    """What a recorded boot proved: this image on this network with this flavor."""
+    s = _state(ctx)
+    parts = [_image_id(ctx, _demo(ctx)), (s["net"] or {}).get("id", ""),
+             (s["flavor"] or {}).get("id", "")]
+    return " ".join(parts)
+
+
 def _boot_check(ctx) -> bool:
-    return False  # the proof is a boot: always run (the server is removed afterwards)
+    # A boot proved once for the same image, network and flavor is not repeated (a re-run
+    # changes nothing); a new image or network boots again.
+    try:
+        return marker_check(ctx, "cloud.boot", _boot_value(ctx))
+    except StepError:  # no image yet: nothing was proved
+        return False
 
 
 def _cleanup(ctx, demo) -> None:
@@ -180,7 +193,10 @@ def _boot_run(ctx) -> None:
                     json={"os-getConsoleOutput": {"length": 50}}).get("output", "")
         ctx.output(f"{SERVER} is {cur['status']} on {cur.get('OS-EXT-SRV-ATTR:host', 'this host')}"
                    f"; console has {len(log.splitlines())} lines; {fip} answers ping")
-        ctx.facts["verify_console"] = log[-2000:]
+        last = [ln.strip() for ln in log.splitlines() if ln.strip()][-8:]
+        for ln in last:
+            ctx.output(f"console: {ln[:200]}")
+        marker_set(ctx, "cloud.boot", _boot_value(ctx))
     finally:
         _cleanup(ctx, demo)
 

@@ -15,8 +15,8 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Secret, Service
-from .catalog import (authtoken, endpoints_ok, ensure_endpoints, messaging, one_line_settings,
-                      service_auth, service_url)
+from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
+                      one_line_settings, service_auth, service_url)
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ini_target,
                      marker_check, marker_set, mgmt, pkg_version, platform_of, put_file, q,
                      read_remote, service_ok, wait_http)
@@ -31,8 +31,10 @@ META_CONF = "/etc/neutron/metadata_agent.ini"
 
 PHYSNET = "provider"
 PROVIDER_IF, PROVIDER_PEER = "stk-ext", "stk-ext-p"
-PROVIDER_CIDR, PROVIDER_GATEWAY = "203.0.113.0/24", "203.0.113.1"
-PROVIDER_POOL = ("203.0.113.100", "203.0.113.199")
+# DevStack's public range.  Not a documentation range: our machines resolve their package
+# mirror into 203.0.113.0/24, which a provider network there took away from apt.
+PROVIDER_CIDR, PROVIDER_GATEWAY = "172.24.4.0/24", "172.24.4.1"
+PROVIDER_POOL = ("172.24.4.100", "172.24.4.199")
 PROVIDER_UNIT = "stack-tui-provider.service"
 PROVIDER_UNIT_PATH = f"/etc/systemd/system/{PROVIDER_UNIT}"
 
@@ -69,7 +71,7 @@ After=network.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'ip link show {PROVIDER_IF} >/dev/null 2>&1 || ip link add {PROVIDER_IF} type veth peer name {PROVIDER_PEER}; ip addr replace {PROVIDER_GATEWAY}/24 dev {PROVIDER_IF}; ip link set {PROVIDER_IF} up; ip link set {PROVIDER_PEER} up'
+ExecStart=/bin/sh -c 'ip link show {PROVIDER_IF} >/dev/null 2>&1 || ip link add {PROVIDER_IF} type veth peer name {PROVIDER_PEER}; ip addr flush dev {PROVIDER_IF}; ip addr add {PROVIDER_GATEWAY}/24 dev {PROVIDER_IF}; ip link set {PROVIDER_IF} up; ip link set {PROVIDER_PEER} up'
 
 [Install]
 WantedBy=multi-user.target
@@ -301,7 +303,7 @@ SERVICE = Service(
     secrets=(Secret("neutron_db_password", "MariaDB user 'neutron'", "database"),
              Secret("neutron_password", "Keystone 'neutron' service user", "keystone"),
              Secret("metadata_secret", "Shared secret of Nova's metadata proxy")),
-    ports=(Port(PORT, frozenset({"uwsgi", "neutron-server", "neutron-api"}), "Neutron API"),),
+    ports=(Port(PORT, UWSGI | {"neutron-server", "neutron-api"}, "Neutron API"),),
     database="neutron",
     default=False,
     configs=lambda plat: (NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF),

@@ -8,8 +8,8 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Secret, Service
-from .catalog import (authtoken, endpoints_ok, ensure_endpoints, messaging, one_line_settings,
-                      service_auth, service_url)
+from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
+                      one_line_settings, service_auth, service_url)
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ep, ini_target,
                      manage, marker_check, marker_set, mgmt, platform_of, put_file, q, root_sql,
                      service_ok, sql_literal, url_host, wait_http)
@@ -96,14 +96,31 @@ def _settings(ctx) -> dict:
     return one_line_settings(NOVA_CONF, v)
 
 
+# Debian's nova-consoleproxy runs one proxy, chosen here (spicehtml5 by default: the
+# nova-novncproxy unit then exits at once, "Deactivated successfully").
+CONSOLE_DEFAULTS = "/etc/default/nova-consoleproxy"
+
+
+def _console_target(ctx) -> tuple[str | None, str | None]:
+    old = ctx.transport.read_file(CONSOLE_DEFAULTS)
+    if old is None:
+        return None, None
+    lines = [ln for ln in old.splitlines() if not ln.startswith("NOVA_CONSOLE_PROXY_TYPE=")]
+    return old, "\n".join(lines + ["NOVA_CONSOLE_PROXY_TYPE=novnc"]) + "\n"
+
+
 def _conf_check(ctx) -> bool:
     old, new = ini_target(ctx, NOVA_CONF, _settings(ctx))
-    return old == new
+    c_old, c_new = _console_target(ctx)
+    return old == new and c_old == c_new
 
 
 def _conf_run(ctx) -> None:
     old, new = ini_target(ctx, NOVA_CONF, _settings(ctx))
     if put_file(ctx, NOVA_CONF, new, mode=0o640, owner="root", group="nova", old=old):
+        ctx.cache["nova_conf_changed"] = True
+    c_old, c_new = _console_target(ctx)
+    if c_new is not None and put_file(ctx, CONSOLE_DEFAULTS, c_new, old=c_old):
         ctx.cache["nova_conf_changed"] = True
 
 
@@ -148,44 +165,66 @@ def _in_container(ctx) -> bool:
     return r.ok and r.stdout.strip() not in ("", "none")
 
 
-def _libvirt_targets(ctx) -> list[tuple[str, dict]]:
-    out = [(NOVA_COMPUTE_CONF, {("libvirt", "virt_type"): virt_type(ctx)})]
+LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
+
+
+def _libvirt_lines(ctx) -> list[tuple[str, dict[str, str], str]]:
+    """(file, key -> value lines, why) for libvirt's own files (not ini: `key = value`)."""
+    out = [(LIBVIRTD_CONF, {"unix_sock_group": '"libvirt"', "unix_sock_rw_perms": '"0770"',
+                            "auth_unix_rw": '"none"'},
+            "nova (group libvirt) talks to libvirtd through the socket's group, without polkit "
+            "(not installed: libvirt's polkit check times out)")]
     if _in_container(ctx):
-        # A container's cgroup hierarchies are read-only: libvirt must not try to make its own.
-        out.append((QEMU_CONF, None))
+        out.append((QEMU_CONF, {"cgroup_controllers": "[ ]"},
+                    "in a container the cgroup hierarchies are read-only: libvirt must not "
+                    "create its own"))
     return out
 
 
-def _qemu_conf(old: str) -> str:
-    lines = [ln for ln in old.splitlines() if not ln.startswith("cgroup_controllers")]
-    return "\n".join(lines) + "\n# stack-tui: in a container libvirt may not create cgroups\n" \
-        "cgroup_controllers = [ ]\n"
+def with_lines(old: str, values: dict[str, str], why: str) -> str:
+    """``old`` without any line setting one of ``values``' keys, then those lines."""
+    keep = [ln for ln in old.splitlines()
+            if not any(ln.replace(" ", "").startswith(k + "=") for k in values)]
+    while keep and not keep[-1].strip():
+        keep.pop()
+    body = "\n".join(keep) + ("\n\n" if keep else "")
+    return body + f"# stack-tui: {why}\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+
+
+def _lines_ok(old: str | None, values: dict[str, str]) -> bool:
+    have = [ln.strip() for ln in (old or "").splitlines()]
+    return all(have.count(f"{k} = {v}") == 1 and
+               sum(ln.replace(" ", "").startswith(k + "=") for ln in have) == 1
+               for k, v in values.items())
+
+
+def _compute_conf(ctx) -> dict:
+    return {("libvirt", "virt_type"): virt_type(ctx)}
 
 
 def _libvirt_check(ctx) -> bool:
-    for path, settings in _libvirt_targets(ctx):
-        old = ctx.transport.read_file(path)
-        if settings is None:
-            if "\ncgroup_controllers = [ ]\n" not in "\n" + (old or ""):
-                return False
-        elif old != inifile.set_values(old or "", settings):
+    for path, values, _why in _libvirt_lines(ctx):
+        if not _lines_ok(ctx.transport.read_file(path), values):
             return False
-    return service_ok(ctx, "libvirtd")
+    old, new = ini_target(ctx, NOVA_COMPUTE_CONF, _compute_conf(ctx))
+    return old == new and service_ok(ctx, "libvirtd")
 
 
 def _libvirt_run(ctx) -> None:
     changed = False
-    for path, settings in _libvirt_targets(ctx):
+    for path, values, why in _libvirt_lines(ctx):
         old = ctx.transport.read_file(path)
-        if settings is None:
-            if "\ncgroup_controllers = [ ]\n" not in "\n" + (old or ""):
-                changed |= put_file(ctx, path, _qemu_conf(old or ""), mode=0o600, old=old)
-        else:
-            changed |= put_file(ctx, path, inifile.set_values(old or "", settings), mode=0o640,
-                                group="nova", old=old)
+        if not _lines_ok(old, values):
+            changed |= put_file(ctx, path, with_lines(old or "", values, why), mode=0o644,
+                                old=old)
+    old, new = ini_target(ctx, NOVA_COMPUTE_CONF, _compute_conf(ctx))
+    if put_file(ctx, NOVA_COMPUTE_CONF, new, mode=0o640, group="nova", old=old):
+        ctx.cache["nova_conf_changed"] = True
     ctx.output(f"virt_type = {virt_type(ctx)}"
                + ("" if virt_type(ctx) == "kvm" else " (no usable /dev/kvm: QEMU emulation, slow)"))
     ensure_service(ctx, "libvirtd", restart=changed)
+    if changed:
+        ctx.cache["nova_compute_restart"] = True
 
 
 # -- services and discovery ----------------------------------------------------------------------
@@ -195,16 +234,17 @@ UNITS = ("nova-api", "nova-api-metadata", "nova-scheduler", "nova-conductor", "n
 
 
 def _services_check(ctx) -> bool:
-    if ctx.cache.get("nova_conf_changed"):
+    if ctx.cache.get("nova_conf_changed") or ctx.cache.get("nova_compute_restart"):
         return False
     return all(service_ok(ctx, u) for u in UNITS)
 
 
 def _services_run(ctx) -> None:
-    restart = bool(ctx.cache.get("nova_conf_changed"))
+    every = bool(ctx.cache.get("nova_conf_changed"))
     for unit in UNITS:
+        restart = every or (unit == "nova-compute" and ctx.cache.get("nova_compute_restart"))
         active = ctx.sh(f"systemctl is-active -q {q(unit)}", check=False, quiet=True).ok
-        ensure_service(ctx, unit, restart=restart and active)
+        ensure_service(ctx, unit, restart=bool(restart and active))
     wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Nova API", "nova-api",
               "/var/log/nova/nova-api.log")
 
@@ -251,7 +291,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_extra_dbs_run, check=_extra_dbs_check,
              detail="CREATE DATABASE IF NOT EXISTS; GRANT to nova@localhost and nova@%"),
         Step("nova.config", "nova.conf: messaging, databases, keystone, placement, vnc",
-             run=_conf_run, check=_conf_check, files=[NOVA_CONF],
+             run=_conf_run, check=_conf_check, files=[NOVA_CONF, CONSOLE_DEFAULTS],
              detail="transport_url (quorum queues on RabbitMQ 4), [api_database], [database], "
                     "[keystone_authtoken], [service_user], [vnc], [glance], [placement]"
                     + (", [neutron] with the metadata secret"
@@ -261,9 +301,11 @@ def phases(profile, plat: Platform) -> list[Phase]:
              detail="nova-manage api_db sync; cell_v2 map_cell0; cell_v2 create_cell "
                     "--name=cell1 (when missing); db sync"),
         Step("nova.libvirt", "libvirt for nova-compute (KVM when usable, else QEMU)",
-             run=_libvirt_run, check=_libvirt_check, files=[NOVA_COMPUTE_CONF, QEMU_CONF],
-             detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; in a "
-                    "container qemu.conf cgroup_controllers = [ ]"),
+             run=_libvirt_run, check=_libvirt_check,
+             files=[NOVA_COMPUTE_CONF, LIBVIRTD_CONF, QEMU_CONF],
+             detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; libvirtd.conf: "
+                    "socket group libvirt, no polkit; in a container qemu.conf "
+                    "cgroup_controllers = [ ]"),
         Step("nova.services", "Start nova-api, scheduler, conductor, novncproxy, compute",
              run=_services_run, check=_services_check,
              detail="systemctl enable --now each; wait until :8774 answers"),
@@ -278,8 +320,8 @@ SERVICE = Service(
     requires=("keystone", "mariadb", "memcached", "rabbitmq", "glance", "placement", "neutron"),
     secrets=(Secret("nova_db_password", "MariaDB user 'nova'", "database"),
              Secret("nova_password", "Keystone 'nova' service user", "keystone")),
-    ports=(Port(PORT, frozenset({"uwsgi", "nova-api"}), "Nova API"),
-           Port(8775, frozenset({"uwsgi", "nova-api-metadata"}), "Nova metadata API"),
+    ports=(Port(PORT, UWSGI | {"nova-api"}, "Nova API"),
+           Port(8775, UWSGI | {"nova-api-metadata"}, "Nova metadata API"),
            Port(VNC_PORT, frozenset({"nova-novncproxy"}), "Nova noVNC proxy")),
     database="nova",
     default=False,
