@@ -58,6 +58,16 @@ def info(what, why="", hint="", tail=(), kind="error"):
      ["keystonemiddleware.auth_token [-] Identity response: 401"], "glance-auth", False),
     ("Could not start rabbitmq-server.", ["Job for rabbitmq-server.service failed because the "
                                           "control process exited"], "service-failed", False),
+    # compute: lines seen on a real host (docs/compute.md)
+    ("nova-compute did not register this host in cell1 within 2 minutes.",
+     ["libvirt.libvirtError: error from service: GDBus.Error:org.freedesktop.DBus.Error.TimedOut:"
+      " Failed to activate service 'org.freedesktop.PolicyKit1': timed out"],
+     "libvirt-polkit", False),
+    ("Neutron API does not answer at http://127.0.0.1:9696/ (last HTTP status 500).",
+     ["ERROR neutron.common.experimental [-] Feature 'linuxbridge' is experimental and has to "
+      "be explicitly enabled in 'cfg.CONF.experimental'"], "neutron-experimental", False),
+    ("The test server ended ERROR, not ACTIVE.",
+     ["KVM internal error. Suberror: 1", "emulation failure"], "kvm-emulation", False),
 ])
 def test_known_failures(what, tail, rule, transient):
     text = "\n".join([what, *tail])

@@ -160,6 +160,28 @@ RULES: list[Rule] = [
          "policy forbids it",
          "Retry (keystone.bootstrap re-grants admin); the Keystone log tail is below",
          logs=("keystone",)),
+    Rule("libvirt-polkit",
+         re.compile(r"PolicyKit1.*timed out|HypervisorUnavailable|Connection to the hypervisor "
+                    r"is broken", re.I),
+         "error",
+         "nova-compute cannot talk to libvirtd: its socket is authorised by polkit, which is "
+         "not installed, or libvirtd is down",
+         "check /etc/libvirt/libvirtd.conf (unix_sock_group = \"libvirt\", auth_unix_rw = "
+         "\"none\"; Retry the nova.libvirt step writes it) and `systemctl status libvirtd`"),
+    Rule("neutron-experimental",
+         re.compile(r"Feature '\w+' is experimental and has to be explicitly enabled", re.I),
+         "error",
+         "Neutron refuses a mechanism its release calls experimental (linuxbridge) unless "
+         "[experimental] enables it",
+         "Retry the neutron.config step (it writes [experimental] linuxbridge = true), then "
+         "neutron.services"),
+    Rule("kvm-emulation",
+         re.compile(r"KVM internal error|emulation failure", re.I),
+         "error",
+         "the machine's KVM cannot run this guest (a nested or paravirtual KVM that fails "
+         "to emulate an instruction)",
+         "use virt_type = qemu: remove /dev/kvm from the host (or do not pass it into a "
+         "container), Retry nova.libvirt, then boot again"),
     Rule("server-error",
          re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable|InternalServerError|"
                     r"ServiceUnavailable|HttpServerError|Bad Gateway", re.I),

@@ -57,10 +57,11 @@ grep -qx virtio_net "$R/mods/order" || { echo "no virtio_net module in $K" >&2; 
 chmod 755 "$R/init" "$R/bin/dhcp-event"
 (cd "$R" && python3 "$W/cpio.py" .) | gzip -9 > "$W/initrd.gz"
 cd "$W"
-"$X"/usr/sbin/mkfs.fat -C -n GUEST guest.img 32768 >/dev/null
+MKFS=$(first "$X"/usr/sbin/mkfs.fat "$X"/sbin/mkfs.fat)   # Debian 12 is not usr-merged
+"$MKFS" -C -n GUEST guest.img 32768 >/dev/null
 cp "$(first "$X"/boot/vmlinuz-*)" vmlinuz
 printf 'DEFAULT guest\nPROMPT 0\nTIMEOUT 1\nLABEL guest\n  KERNEL vmlinuz\n  APPEND initrd=initrd.gz console=tty0 console=ttyS0 quiet\n' > syslinux.cfg
-export MTOOLS_SKIP_CHECK=1 PATH="$X/usr/bin:$X/usr/sbin:$PATH"
+export MTOOLS_SKIP_CHECK=1 PATH="$X/usr/bin:$X/usr/sbin:$X/bin:$X/sbin:$PATH"
 mcopy -i guest.img vmlinuz initrd.gz syslinux.cfg ::
 syslinux --install guest.img
 echo "kernel $K"
