@@ -100,3 +100,20 @@ virsh -q domstate t1; grep -ac 'stack-tui-guest: booted' /tmp/t1.log; ip -br lin
 virsh -q destroy t1 >/dev/null; virsh -q undefine t1 >/dev/null""", timeout=150)
     assert domain.returncode == 0, domain.stderr
     assert domain.stdout.split() == ["running", "1", "1"]
+
+
+def test_module_dependencies_come_from_modinfo_in_load_order(tmp_path):
+    import lzma
+    import sys
+
+    kdir = tmp_path / "kernel" / "drivers"
+    kdir.mkdir(parents=True)
+    (kdir / "virtio_net.ko.xz").write_bytes(lzma.compress(b"\x7fELF..\0depends=net_failover\0"))
+    (kdir / "net_failover.ko").write_bytes(b"\x7fELF..\0depends=failover\0vermagic=6.1\0")
+    (kdir / "failover.ko").write_bytes(b"\x7fELF..\0depends=\0")
+    (kdir / "unrelated.ko").write_bytes(b"\x7fELF..\0depends=failover\0")
+    script = tmp_path / "moddeps.py"
+    script.write_text(guest.MODDEPS_PY)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), "virtio_pci", "virtio_net"],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    assert [ln.split()[0] for ln in out if ln] == ["failover", "net_failover", "virtio_net"]

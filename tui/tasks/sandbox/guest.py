@@ -20,7 +20,7 @@ from pathlib import Path
 from .base import Log, SandboxError, SandboxInfo, _cache, _flock, _run, _say, suite_of
 from .processes import _container_leader, _is_our_nspawn
 
-GUEST_VERSION = 1
+GUEST_VERSION = 2  # 2: module dependencies from .modinfo (Debian 12 guest had no network)
 GUEST_BANNER = "stack-tui-guest: booted"
 BUILD_DIR = "/root/stack-tui-guest"
 
@@ -52,6 +52,40 @@ entry("TRAILER!!!", T, b"")
 """
 
 
+# Resolves a module's dependencies from its own .modinfo ("depends=" entries): dpkg -x runs
+# no depmod, and the list differs between kernels (Debian 12's virtio_net needs more than 13's).
+MODDEPS_PY = r"""
+import lzma, os, sys
+md, tops = sys.argv[1], sys.argv[2:]
+index = {}
+for d, _dirs, files in os.walk(os.path.join(md, "kernel")):
+    for f in files:
+        if ".ko" in f:
+            index[f.split(".ko")[0].replace("-", "_")] = os.path.join(d, f)
+def deps(path):
+    raw = open(path, "rb").read()
+    if path.endswith(".xz"):
+        raw = lzma.decompress(raw)
+    i = raw.find(b"\0depends=")
+    if i < 0:
+        return []
+    end = raw.find(b"\0", i + 1)
+    return [x for x in raw[i + 9:end].decode().split(",") if x]
+order = []
+def visit(name):
+    name = name.replace("-", "_")
+    if name in order or name not in index:
+        return
+    for dep in deps(index[name]):
+        visit(dep)
+    order.append(name)
+for top in tops:
+    visit(top)
+for name in order:
+    print(name, index[name])
+"""
+
+
 def guest_image_path(release: str) -> Path:
     return _cache() / f"{suite_of(release)}-guest-v{GUEST_VERSION}.qcow2"
 
@@ -70,8 +104,9 @@ def guest_image(info: SandboxInfo, log: Log = None) -> Path:
         _say(log, "building the tiny guest image from Debian packages (once; cached afterwards)")
         start = time.monotonic()
         enter = ["nsenter", "-t", str(leader), "-a", "--"]
-        _run([*enter, "sh", "-c", f"mkdir -p {BUILD_DIR} && cat > {BUILD_DIR}/cpio.py"],
-             input=CPIO_PY.encode(), timeout=30)
+        for name, body in (("cpio.py", CPIO_PY), ("moddeps.py", MODDEPS_PY)):
+            _run([*enter, "sh", "-c", f"mkdir -p {BUILD_DIR} && cat > {BUILD_DIR}/{name}"],
+                 input=body.encode(), timeout=30)
         _run([*enter, "env", f"W={BUILD_DIR}", f"BANNER={GUEST_BANNER}", "bash", "-eu", "-o",
               "pipefail"], input=BUILD_SCRIPT.read_bytes(), timeout=900,
              hint="The sandbox could not download or unpack the kernel/busybox/syslinux packages.")

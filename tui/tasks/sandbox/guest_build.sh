@@ -1,5 +1,5 @@
 # Builds the tiny guest image inside a sandbox (run as root with bash -eu -o pipefail).
-# Input: $W (work dir, holds cpio.py), $BANNER.  Output: $W/guest.img.  Installs nothing.
+# Input: $W (work dir, holds cpio.py and moddeps.py), $BANNER.  Output: $W/guest.img.  Installs nothing.
 cd "$W"
 rm -rf debs x rd guest.img
 mkdir -p debs x rd
@@ -18,20 +18,18 @@ MD=$(first "$X"/usr/lib/modules/"$V" "$X"/lib/modules/"$V")
 R="$W/rd"
 mkdir -p "$R/bin" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/mods"
 cp "$BB" "$R/bin/busybox"
-# virtio_net and what it needs, in load order (virtio and virtio_pci are built into
-# Debian's kernel); dpkg -x runs no depmod, so the list is fixed here.
+# virtio_net and what it needs, in load order, from the modules' own .modinfo (dpkg -x
+# runs no depmod); virtio and virtio_pci are built into Debian 13's kernel, modules on others.
 : > "$R/mods/order"
-for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
-  n=$(basename "$m")
-  f=$(first "$MD/kernel/$m".ko*)
-  [ -n "$f" ] || continue
+python3 "$W/moddeps.py" "$MD" virtio_pci virtio_net > "$W/modlist"
+while read -r n f; do
   case "$f" in
     *.xz) "$BB" unxz -c "$f" > "$R/mods/$n.ko" ;;
     *.ko) cp "$f" "$R/mods/$n.ko" ;;
     *) echo "cannot unpack $f" >&2; exit 4 ;;
   esac
   echo "$n" >> "$R/mods/order"
-done
+done < "$W/modlist"
 grep -qx virtio_net "$R/mods/order" || { echo "no virtio_net module in $K" >&2; exit 4; }
 {
   echo '#!/bin/busybox sh'
