@@ -96,3 +96,15 @@ def test_the_openstack_cli_agrees(compute_cloud):
     assert all(a["Alive"] in (True, ":-)") for a in agents), agents
     assert len(osc("hypervisor", "list")) == 1
     assert [f["Name"] for f in osc("flavor", "list")].count("stack-tui.tiny") == 1
+
+
+def test_the_apis_run_few_processes(compute_cloud):
+    """Debian's uWSGI defaults (nova-api 16 processes, neutron-api 8 x 32 threads) are cut
+    for one host: each process holds ~170-220 MB."""
+    assert compute_cloud["first"].returncode == 0
+    # (free(1) in the container shows the machine's memory: sum the container's processes)
+    r = cloud.ssh(compute_cloud["info"], "ps -eo comm | grep -c '^uwsgi'; ps -eo rss= | "
+                                         "awk '{s += $1} END {print int(s / 1024)}'", timeout=30)
+    count, rss = (int(x) for x in r.stdout.split())
+    print(f"uwsgi processes: {count}; sum of RSS on the host after install: {rss} MiB")
+    assert count <= 8, count  # nova-api 2, metadata 1, neutron-api 2, plus their masters

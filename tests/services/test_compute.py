@@ -94,3 +94,20 @@ def test_compute_services_are_opt_in_and_nova_brings_the_boot_check():
     assert not {"placement", "neutron", "nova"} & set(Profile(name="x").openstack.services)
     ids = [ph.id for ph in nova.phases(_profile(), PLATFORMS["debian-12"])]
     assert ids == ["nova", "cloud"]
+
+
+def test_uwsgi_process_counts_are_cut_once_and_duplicates_removed(tmp_path):
+    host = _host()
+    host.put("/etc/nova/nova-api-metadata-uwsgi.ini",
+             "[uwsgi]\nprocesses = 4\nmaster = true\nprocesses = 8\nthreads = 32\n")
+    host.put("/etc/nova/nova-api-uwsgi.ini", "[uwsgi]\nprocesses = 16\nthreads = 1\n")
+    assert _run(host, tmp_path, "debian-12", ("nova.config",)) == {"nova.config": Status.DONE}
+    meta = host.read_file("/etc/nova/nova-api-metadata-uwsgi.ini")
+    assert [ln for ln in meta.splitlines() if ln.startswith("processes")] == ["processes = 1"]
+    assert "threads = 32" in meta and "master = true" in meta
+    assert "processes = 2\n" in host.read_file("/etc/nova/nova-api-uwsgi.ini")
+    assert "[conductor]\nworkers = 2" in host.read_file(nova.NOVA_CONF)
+    mark = host.mark()
+    assert _run(host, tmp_path, "debian-12", ("nova.config",)) == {
+        "nova.config": Status.ALREADY_DONE}
+    assert host.since(mark)[1] == []

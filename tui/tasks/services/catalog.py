@@ -148,3 +148,42 @@ def service_auth(ctx, section: str, user: str, secret: str) -> dict:
         (section, "password"): inifile.oslo_value(ctx.secrets[secret]),
         (section, "region_name"): ctx.profile.openstack.region,
     }
+
+
+def with_lines(old: str, values: dict[str, str], why: str) -> str:
+    """``old`` without any line setting one of ``values``' keys, then those lines."""
+    keep = [ln for ln in old.splitlines()
+            if not any(ln.replace(" ", "").startswith(k + "=") for k in values)]
+    while keep and not keep[-1].strip():
+        keep.pop()
+    body = "\n".join(keep) + ("\n\n" if keep else "")
+    return body + f"# stack-tui: {why}\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+
+
+def lines_ok(old: str | None, values: dict[str, str]) -> bool:
+    have = [ln.strip() for ln in (old or "").splitlines()]
+    return all(have.count(f"{k} = {v}") == 1 and
+               sum(ln.replace(" ", "").startswith(k + "=") for ln in have) == 1
+               for k, v in values.items())
+
+
+def uwsgi_ok(ctx, processes: dict[str, str]) -> bool:
+    """Each existing uWSGI ini sets ``processes`` once, to the value given."""
+    for path, n in processes.items():
+        old = ctx.transport.read_file(path)
+        if old is not None and not lines_ok(old, {"processes": n}):
+            return False
+    return True
+
+
+def uwsgi_run(ctx, processes: dict[str, str]) -> bool:
+    """Write the process counts into the uWSGI inis that exist; True when one changed."""
+    from .common import put_file
+
+    changed = False
+    for path, n in processes.items():
+        old = ctx.transport.read_file(path)
+        if old is not None and not lines_ok(old, {"processes": n}):
+            changed |= put_file(ctx, path, with_lines(old, {"processes": n},
+                                                     "one host needs few API processes"), old=old)
+    return changed

@@ -16,7 +16,7 @@ from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
-                      one_line_settings, service_auth, service_url)
+                      one_line_settings, service_auth, service_url, uwsgi_ok, uwsgi_run)
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ini_target,
                      marker_check, marker_set, mgmt, pkg_version, platform_of, put_file, q,
                      read_remote, service_ok, wait_http)
@@ -106,6 +106,9 @@ def _neutron_values(ctx) -> dict:
         ("database", "connection"): db_url(ctx, "neutron", "neutron_db_password"),
         **authtoken(ctx, "neutron", "neutron_password"),
         ("oslo_concurrency", "lock_path"): "/var/lib/neutron/tmp",
+        # one host: one RPC worker each, not one per CPU
+        ("DEFAULT", "rpc_workers"): "1",
+        ("DEFAULT", "rpc_state_report_workers"): "1",
     }
     if "nova" in ctx.profile.openstack.services:
         v.update(service_auth(ctx, "nova", "nova", "nova_password"))
@@ -156,14 +159,21 @@ def _targets(ctx):
         yield path, old, new, group
 
 
+# Debian's neutron-api runs 8 uWSGI processes of 32 threads; one host needs 2.
+UWSGI_PROCESSES = {"/etc/neutron/neutron-api-uwsgi.ini": "2"}
+
+
 def _conf_check(ctx) -> bool:
-    return all(old == new for _p, old, new, _g in _targets(ctx))
+    return (all(old == new for _p, old, new, _g in _targets(ctx))
+            and uwsgi_ok(ctx, UWSGI_PROCESSES))
 
 
 def _conf_run(ctx) -> None:
     for path, old, new, group in _targets(ctx):
         if put_file(ctx, path, new, mode=0o640, owner="root", group=group, old=old):
             ctx.cache["neutron_conf_changed"] = True
+    if uwsgi_run(ctx, UWSGI_PROCESSES):
+        ctx.cache["neutron_conf_changed"] = True
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -265,7 +275,8 @@ def _no_mechanism_phases(plat: Platform) -> list[Phase]:
 def phases(profile, plat: Platform) -> list[Phase]:
     if not plat.neutron_mechanism:
         return _no_mechanism_phases(plat)
-    conf_files = [NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF]
+    conf_files = [NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF,
+                  *UWSGI_PROCESSES]
     exp = (" ([experimental] linuxbridge = true: experimental on this release)"
            if plat.linuxbridge_experimental else "")
     return [Phase("neutron", "Neutron (networking)", [

@@ -8,8 +8,9 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Secret, Service
-from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
-                      one_line_settings, service_auth, service_url)
+from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok, messaging,
+                      one_line_settings, service_auth, service_url, uwsgi_ok, uwsgi_run,
+                      with_lines)
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ep, ini_target,
                      manage, marker_check, marker_set, mgmt, platform_of, put_file, q, root_sql,
                      service_ok, sql_literal, url_host, wait_http)
@@ -87,6 +88,9 @@ def _settings(ctx) -> dict:
         ("oslo_concurrency", "lock_path"): "/var/lib/nova/tmp",
         **service_auth(ctx, "placement", "placement", "placement_password"),
         ("scheduler", "discover_hosts_in_cells_interval"): "300",
+        # one host: a few workers, not one per CPU (each is a ~150 MB Python process)
+        ("scheduler", "workers"): "1",
+        ("conductor", "workers"): "2",
     }
     if "neutron" in ctx.profile.openstack.services:
         v.update(service_auth(ctx, "neutron", "neutron", "neutron_password"))
@@ -109,10 +113,16 @@ def _console_target(ctx) -> tuple[str | None, str | None]:
     return old, "\n".join(lines + ["NOVA_CONSOLE_PROXY_TYPE=novnc"]) + "\n"
 
 
+# Debian's uWSGI units: nova-api ships with 16 processes, the metadata API with 4 and 8
+# (the key twice); on one host 2 and 1 serve (each process holds ~170-220 MB).
+UWSGI_PROCESSES = {"/etc/nova/nova-api-uwsgi.ini": "2",
+                   "/etc/nova/nova-api-metadata-uwsgi.ini": "1"}
+
+
 def _conf_check(ctx) -> bool:
     old, new = ini_target(ctx, NOVA_CONF, _settings(ctx))
     c_old, c_new = _console_target(ctx)
-    return old == new and c_old == c_new
+    return old == new and c_old == c_new and uwsgi_ok(ctx, UWSGI_PROCESSES)
 
 
 def _conf_run(ctx) -> None:
@@ -121,6 +131,8 @@ def _conf_run(ctx) -> None:
         ctx.cache["nova_conf_changed"] = True
     c_old, c_new = _console_target(ctx)
     if c_new is not None and put_file(ctx, CONSOLE_DEFAULTS, c_new, old=c_old):
+        ctx.cache["nova_conf_changed"] = True
+    if uwsgi_run(ctx, UWSGI_PROCESSES):
         ctx.cache["nova_conf_changed"] = True
 
 
@@ -181,30 +193,13 @@ def _libvirt_lines(ctx) -> list[tuple[str, dict[str, str], str]]:
     return out
 
 
-def with_lines(old: str, values: dict[str, str], why: str) -> str:
-    """``old`` without any line setting one of ``values``' keys, then those lines."""
-    keep = [ln for ln in old.splitlines()
-            if not any(ln.replace(" ", "").startswith(k + "=") for k in values)]
-    while keep and not keep[-1].strip():
-        keep.pop()
-    body = "\n".join(keep) + ("\n\n" if keep else "")
-    return body + f"# stack-tui: {why}\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-
-
-def _lines_ok(old: str | None, values: dict[str, str]) -> bool:
-    have = [ln.strip() for ln in (old or "").splitlines()]
-    return all(have.count(f"{k} = {v}") == 1 and
-               sum(ln.replace(" ", "").startswith(k + "=") for ln in have) == 1
-               for k, v in values.items())
-
-
 def _compute_conf(ctx) -> dict:
     return {("libvirt", "virt_type"): virt_type(ctx)}
 
 
 def _libvirt_check(ctx) -> bool:
     for path, values, _why in _libvirt_lines(ctx):
-        if not _lines_ok(ctx.transport.read_file(path), values):
+        if not lines_ok(ctx.transport.read_file(path), values):
             return False
     old, new = ini_target(ctx, NOVA_COMPUTE_CONF, _compute_conf(ctx))
     return old == new and service_ok(ctx, "libvirtd")
@@ -214,7 +209,7 @@ def _libvirt_run(ctx) -> None:
     changed = False
     for path, values, why in _libvirt_lines(ctx):
         old = ctx.transport.read_file(path)
-        if not _lines_ok(old, values):
+        if not lines_ok(old, values):
             changed |= put_file(ctx, path, with_lines(old or "", values, why), mode=0o644,
                                 old=old)
     old, new = ini_target(ctx, NOVA_COMPUTE_CONF, _compute_conf(ctx))
@@ -291,7 +286,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_extra_dbs_run, check=_extra_dbs_check,
              detail="CREATE DATABASE IF NOT EXISTS; GRANT to nova@localhost and nova@%"),
         Step("nova.config", "nova.conf: messaging, databases, keystone, placement, vnc",
-             run=_conf_run, check=_conf_check, files=[NOVA_CONF, CONSOLE_DEFAULTS],
+             run=_conf_run, check=_conf_check, files=[NOVA_CONF, CONSOLE_DEFAULTS, *UWSGI_PROCESSES],
              detail="transport_url (quorum queues on RabbitMQ 4), [api_database], [database], "
                     "[keystone_authtoken], [service_user], [vnc], [glance], [placement]"
                     + (", [neutron] with the metadata secret"
