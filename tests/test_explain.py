@@ -67,6 +67,16 @@ KNOWN = [
      ["keystonemiddleware.auth_token [-] Identity response: 401"], "glance-auth", False),
     ("Could not start rabbitmq-server.", ["Job for rabbitmq-server.service failed because the "
                                           "control process exited"], "service-failed", False),
+    # compute: lines seen on a real host (docs/compute.md)
+    ("nova-compute did not register this host in cell1 within 2 minutes.",
+     ["libvirt.libvirtError: error from service: GDBus.Error:org.freedesktop.DBus.Error.TimedOut:"
+      " Failed to activate service 'org.freedesktop.PolicyKit1': timed out"],
+     "libvirt-polkit", False),
+    ("Neutron API does not answer at http://127.0.0.1:9696/ (last HTTP status 500).",
+     ["ERROR neutron.common.experimental [-] Feature 'linuxbridge' is experimental and has to "
+      "be explicitly enabled in 'cfg.CONF.experimental'"], "neutron-experimental", False),
+    ("The test server ended ERROR, not ACTIVE.",
+     ["KVM internal error. Suberror: 1", "emulation failure"], "kvm-emulation", False),
 ]
 
 
@@ -93,7 +103,9 @@ def test_each_service_declares_its_own_rules_and_explain_aggregates_them():
     own = {s.id: [r.name for r in s.rules] for s in REGISTRY}
     assert own == {"mariadb": ["db-denied", "db-down"], "rabbitmq": ["rabbitmq-down"],
                    "memcached": [], "keystone": ["keystone-401", "keystone-403"],
-                   "glance": ["glance-store", "glance-auth"]}
+                   "glance": ["glance-store", "glance-auth"], "placement": [],
+                   "nova": ["libvirt-polkit", "kvm-emulation"],
+                   "neutron": ["neutron-experimental"]}
     service_rules = {n for names in own.values() for n in names}
     assert not service_rules & {r.name for r in explain.RULES}   # explain keeps only its own
     assert explain.match("Keystone GET /users answered 401.") is None

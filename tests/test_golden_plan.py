@@ -15,7 +15,10 @@ import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
 PLATFORMS = ["auto", "debian-13", "debian-12", "ubuntu-22.04", "ubuntu-24.04", "el9"]
-CASES = [(p, "full") for p in PLATFORMS] + [("debian-13", "small")]
+CASES = ([(p, "full") for p in PLATFORMS] + [("debian-13", "small")]
+         + [(p, "compute") for p in ("debian-12", "debian-13")])
+COMPUTE = ('services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", '
+           '"neutron", "nova"]')
 
 PROFILE = """version = 1
 [host]
@@ -33,8 +36,8 @@ def test_plan_matches_golden(tmp_path, monkeypatch, platform, kind):
     from tui.cli import main
 
     monkeypatch.setenv("STACK_TUI_HOME", str(tmp_path / "home"))
-    extra = ('services = ["mariadb", "memcached", "keystone"]\ndemo = false'
-             if kind == "small" else "")
+    extra = {"small": 'services = ["mariadb", "memcached", "keystone"]\ndemo = false',
+             "compute": COMPUTE}.get(kind, "")
     path = tmp_path / "golden.toml"
     path.write_text(PROFILE.format(platform=platform, extra=extra))
     buf = io.StringIO()

@@ -124,7 +124,7 @@ def test_missing_host_address(tmp_path):
     ('user = "root"', 'user = "Root User"', "host.user", "not a valid user name"),
     ('region = "RegionOne"', 'region = "a b"', "openstack.region", "not a valid region"),
     ('services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance"]',
-     'services = ["glance", "nova"]', "openstack.services", "unknown service(s) nova"),
+     'services = ["glance", "swift"]', "openstack.services", "unknown service(s) swift"),
     ('services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance"]',
      'services = ["keystone", "memcached"]', "openstack.services", "keystone needs mariadb"),
     ('disk_format = "qcow2"', 'disk_format = "zip"', "image.disk_format", "'zip' is not one of"),

@@ -64,7 +64,7 @@ async def test_services_offers_the_cirros_url_and_says_what_a_suitable_image_is(
         await pilot.press("enter")
         await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
-        assert app.state.profile.openstack.services == list(pr.SERVICES)
+        assert app.state.profile.openstack.services == list(pr.DEFAULT_SERVICES)
         assert app.state.profile.image.source() == pr.DEFAULT_IMAGE_URL
         assert (f"Image cirros: downloaded by this machine from {pr.DEFAULT_IMAGE_URL}"
                 in text(app, "#target"))

@@ -268,7 +268,7 @@ def test_dependency_rules_pure():
     from tui.screens.services import dependents, requires, toggle
 
     assert requires("glance") == {"keystone", "mariadb", "memcached"}
-    assert dependents("mariadb") == {"keystone", "glance"}
+    assert dependents("mariadb") == {"keystone", "glance", "placement", "neutron", "nova"}
     sel, msg = toggle({"rabbitmq"}, "glance", True)
     assert sel == {"rabbitmq", "glance", "keystone", "mariadb", "memcached"}
     assert msg == "Glance needs MariaDB, Memcached and Keystone: turned on too."
@@ -299,7 +299,7 @@ async def test_dependency_rules_on_screen(home):
         sl.highlighted = 4
         await pilot.press("space")
         await pilot.pause()
-        assert set(sl.selected) == set(pr.SERVICES)
+        assert set(sl.selected) == set(pr.DEFAULT_SERVICES)
         assert "Glance needs MariaDB and Keystone: turned on too." in text(app, "#deps-note")
         # The stored profile is always consistent.
         app.store_all()

@@ -96,7 +96,7 @@ class StartScreen(Responsive, Screen):
                 last = Text(f"unfinished ({run[0]} done)", style="bold yellow")
             else:
                 last = self._last_run(p)
-            svc = ("all five" if set(p.openstack.services) == set(pr.SERVICES)
+            svc = ("all five" if set(p.openstack.services) == set(pr.DEFAULT_SERVICES)
                    else ", ".join(p.openstack.services))
             table.add_row(name, f"{p.host.user}@{p.host.address}:{p.host.port}", svc, last,
                           key=name)

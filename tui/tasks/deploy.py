@@ -23,7 +23,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     plat = platforms.by_id(platform_id or (forced if forced != "auto" else PLAN_ASSUMED))
     chosen = [s for s in REGISTRY if s.id in svc]
     pkgs = plat.packages_for(svc)
-    phases: list[Phase] = [preflight_phase()]  # first: blocks before anything is installed
+    phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:
         phases += s.phases(profile, plat)

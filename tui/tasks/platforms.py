@@ -83,6 +83,20 @@ class Platform:
     # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
     # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
     keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
+    # Placement under the same Apache: its vhost, how it is enabled, the packaged uWSGI unit
+    # to keep off, and its WSGI entry (placement.wsgi.api from 2025.1 on; a factory before).
+    placement_vhost: str = "/etc/apache2/sites-available/placement.conf"
+    placement_vhost_enable: str = "a2ensite -q placement"
+    placement_distro_service: str | None = "placement-api"
+    placement_wsgi_module: str = "placement.wsgi:init_application"
+    # Messaging for services with a transport_url (Nova, Neutron): RabbitMQ 4 has no classic
+    # mirroring; oslo.messaging 16 (2025.1) needs the quorum options turned on.
+    quorum_queue_options: tuple[str, ...] = ()
+    # Neutron: the ML2 mechanism (linuxbridge: no openvswitch module on our kernels; OVN
+    # later), whether it must be enabled as experimental, and the units of the API server.
+    neutron_mechanism: str = "linuxbridge"
+    linuxbridge_experimental: bool = False
+    neutron_server_units: tuple[str, ...] = ("neutron-server",)
     # Support status, said by preflight, plan and the Host screen; an unmaintained
     # OpenStack release gets a warning (never a block).
     support: str = ""
@@ -127,18 +141,38 @@ _DEB_PKGS = {
     "memcached": ["memcached", "python3-memcache"],
     "keystone": ["keystone", "apache2", "libapache2-mod-wsgi-py3"],
     "glance": ["glance-api"],
+    "placement": ["placement-api"],
+    "neutron": ["neutron-server", "neutron-linuxbridge-agent", "neutron-dhcp-agent",
+                "neutron-l3-agent", "neutron-metadata-agent",
+                "iputils-ping"],  # the verification pings a floating IP from the host
+    # nova-compute-kvm pulls qemu-system-x86 only (nova-compute-qemu pulls every architecture);
+    # the virt_type (kvm or qemu) is set in nova-compute.conf either way.
+    "nova": ["nova-api", "nova-conductor", "nova-scheduler", "nova-consoleproxy",
+             "nova-compute", "nova-compute-kvm"],
 }
 
 DEBIAN_13 = Platform(
     id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)",
     verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
     keystone_wsgi_module="keystone.wsgi.api:application",
+    placement_wsgi_module="placement.wsgi.api:application",
+    quorum_queue_options=("rabbit_quorum_queue", "rabbit_transient_quorum_queue",
+                          "use_queue_manager"),
+    # Neutron 26 (2025.1) removed the Linux bridge driver and agent (Debian's
+    # neutron-linuxbridge-agent is an empty leftover: no /usr/bin/neutron-linuxbridge-agent),
+    # and these kernels have no openvswitch module: no mechanism yet (OVN/OVS netdev later).
+    neutron_mechanism="",
+    neutron_server_units=("neutron-api", "neutron-rpc-server"),
     support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
 )
 
 DEBIAN_12 = Platform(
     id="debian-12", name="Debian 12 (bookworm)", openstack="zed", verified=True,
     repo_setup=(), repo_check="true", packages=_DEB_PKGS, glance_checks_disk_format=False,
+    # Neutron 21 (Zed) already calls linuxbridge experimental: the server refuses the
+    # mechanism ("has to be explicitly enabled in 'cfg.CONF.experimental'") unless enabled.
+    linuxbridge_experimental=True,
+    neutron_server_units=("neutron-api", "neutron-rpc-server"),
     support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
             "(unmaintained since 2024): prefer Debian 13",
     maintained=False,
@@ -158,6 +192,9 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
                    "/etc/apt/sources.list.d/",
         packages={**_DEB_PKGS, "glance": ["glance-api"]},
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
+        placement_vhost="/etc/apache2/sites-available/placement-api.conf",  # replaces its own
+        placement_vhost_enable="a2ensite -q placement-api",
+        placement_distro_service=None,
         maintained=release != "zed",  # the Zed cloud archive is past upstream maintenance
         glance_checks_disk_format=release != "zed",
     )
@@ -178,6 +215,12 @@ EL9 = Platform(
         "memcached": ["memcached", "python3-memcached"],
         "keystone": ["openstack-keystone", "httpd", "python3-mod_wsgi"],
         "glance": ["openstack-glance"],
+        "placement": ["openstack-placement-api"],
+        # not verified: RDO's names for the same pieces
+        "neutron": ["openstack-neutron", "openstack-neutron-ml2",
+                    "openstack-neutron-linuxbridge"],
+        "nova": ["openstack-nova-api", "openstack-nova-conductor", "openstack-nova-scheduler",
+                 "openstack-nova-novncproxy", "openstack-nova-compute"],
     },
     mariadb_conf="/etc/my.cnf.d/openstack.cnf",
     memcached_conf="/etc/sysconfig/memcached",
@@ -189,6 +232,9 @@ EL9 = Platform(
     servername_enable="true",
     glance_service="openstack-glance-api",
     distro_keystone_service=None,
+    placement_vhost="/etc/httpd/conf.d/00-placement-api.conf",  # replaces the package's own
+    placement_vhost_enable="true",
+    placement_distro_service=None,
 )
 
 PLATFORMS = {

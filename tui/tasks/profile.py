@@ -32,6 +32,8 @@ from .tomldoc import merge, where_in
 
 PROFILE_VERSION = 1
 SERVICES = tuple(s.id for s in REGISTRY)
+# What a new profile selects: the control plane; compute (Placement, Nova, Neutron) is opt-in.
+DEFAULT_SERVICES = tuple(s.id for s in REGISTRY if s.default)
 # What each service needs to be useful.
 DEPENDS = {s.id: s.requires for s in REGISTRY}
 # "auto" (detected from the host) or one of the platforms stack-tui knows, forced
@@ -85,7 +87,7 @@ class HostConfig:
 class OpenStackConfig:
     region: str = "RegionOne"
     endpoint_host: str | None = None
-    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    services: list[str] = field(default_factory=lambda: list(DEFAULT_SERVICES))
     demo: bool = True
     platform: str = "auto"
     fix_hosts: bool = True

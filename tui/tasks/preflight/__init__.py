@@ -143,12 +143,21 @@ def _step_run(ctx: Context) -> None:
         raise blocking_error(results)
 
 
-def phase() -> Phase:
+def _plan_ports(services) -> list[int]:
+    """The ports the plan names: every default service's (as before opt-in services existed)
+    and those of the selected ones."""
+    from ..services import REGISTRY
+
+    wanted = {s.id for s in REGISTRY if s.default} | set(services or ())
+    return [p for p, (owner, _holders, _label) in PORTS.items() if owner in wanted]
+
+
+def phase(services=None) -> Phase:
     return Phase("preflight", "Preflight checks", [
         Step("preflight.checks", "Preflight: can this host take the install?",
              run=_step_run, check=_step_check,
              detail="distribution and release, root/sudo without a TTY, memory, free disk in "
-                    "/var, host name resolution, ports " + ", ".join(str(p) for p in PORTS)
+                    "/var, host name resolution, ports " + ", ".join(str(p) for p in _plan_ports(services))
                     + ", time sync, package repositories and lock, endpoint reachable; changes "
                     "nothing unless fixes are allowed (--fix; fix_hosts for /etc/hosts)",
              files=["/etc/hosts (only with --fix or fix_hosts)"]),

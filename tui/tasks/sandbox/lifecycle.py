@@ -22,6 +22,7 @@ from .claims import (_claim_index, _claim_owner, _clean_index, _enable_ip_forwar
 from .network import _nft_exists, _netns_exists, _setup_network, _veth_exists
 from .processes import (_CHILDREN, _cgroup_dirs, _container_leader, _is_our_nspawn, _kill,
                         _log_tail, _pid_alive, _ssh_argv, _ssh_banner, _system_state)
+from .compute import compute_args, compute_env
 from .rootfs import _customize, _harvest_debs, _mount_rootfs, ensure_base
 
 
@@ -130,6 +131,7 @@ def _boot(info: SandboxInfo, apt_cache: Path, log: Log) -> None:
         # dir, so concurrent sandboxes never contend for apt's archive lock and
         # apt can never delete shared debs.  down() harvests new debs into the cache.
         f"--overlay={apt_cache}:{info.dir}/apt-archives:/var/cache/apt/archives",
+        *compute_args(),
     ]
     for path in (str(apt_cache), info.dir):
         if ":" in path:
@@ -139,7 +141,7 @@ def _boot(info: SandboxInfo, apt_cache: Path, log: Log) -> None:
     # Move ourselves into the slot's own cgroup first, then become nspawn (same pid).
     script = ('for f in $STK_CGROUPS; do echo $$ > "$f" || '
               '{ echo "stack-tui: cannot move into cgroup $f" >&2; exit 121; }; done; exec "$@"')
-    env = dict(os.environ, STK_CGROUPS=" ".join(cgroup_procs), SYSTEMD_LOG_COLOR="0")
+    env = dict(os.environ, STK_CGROUPS=" ".join(cgroup_procs), SYSTEMD_LOG_COLOR="0", **compute_env())
     _say(log, f"booting {n['machine']} (systemd-nspawn -b)")
     with open(info.log_file, "ab") as out:
         proc = subprocess.Popen(["sh", "-c", script, "sh", *cmd], stdin=subprocess.DEVNULL, stdout=out,

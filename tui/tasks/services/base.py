@@ -52,6 +52,7 @@ class Service:
     secrets: tuple[Secret, ...] = ()
     ports: tuple[Port, ...] = ()
     database: str | None = None         # MariaDB database and user; password <db>_db_password
+    default: bool = True                # selected in a new profile (compute services are opt-in)
     # For the support bundle, per platform: config files, systemd units, log files.
     configs: Callable = lambda plat: ()
     units: Callable = lambda plat: ()

@@ -1,0 +1,189 @@
+"""The service catalogue for services after Glance: a service entity and its three endpoints
+(look first; create what is missing, fix a wrong URL, drop duplicates), and the Apache
+mod_wsgi vhost an API service is served from."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from .. import inifile
+from ..engine import StepError
+from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
+
+INTERFACES = ("public", "internal", "admin")
+# Debian runs the Nova and Neutron APIs under uWSGI: the listening process is named after
+# the plugin of its Python (uwsgi_python311 on Debian 12, uwsgi_python313 on Debian 13).
+UWSGI = frozenset({"uwsgi", "uwsgi_python3", "uwsgi_python311", "uwsgi_python313"})
+
+
+def service_url(ctx, port: int, path: str = "") -> str:
+    return f"http://{url_host(ep(ctx))}:{port}{path}"
+
+
+def _state(ctx, stype: str):
+    svc = find_one(ctx, "services", type=stype)
+    region = ctx.profile.openstack.region
+    eps = api(ctx, "GET", f"/endpoints?service_id={svc['id']}")["endpoints"] if svc else []
+    return svc, [e for e in eps if e.get("region_id") == region]
+
+
+def endpoints_ok(ctx, stype: str, url: str) -> bool:
+    svc, eps = _state(ctx, stype)
+    if not svc:
+        return False
+    have = {(e["interface"], e["url"].rstrip("/")) for e in eps}
+    return have == {(i, url.rstrip("/")) for i in INTERFACES}
+
+
+def ensure_endpoints(ctx, name: str, stype: str, description: str, url: str) -> None:
+    """Service ``name`` of type ``stype`` with exactly one endpoint per interface at ``url``."""
+    svc, eps = _state(ctx, stype)
+    if not svc:
+        ctx.output(f"creating service {name} ({stype})")
+        svc = api(ctx, "POST", "/services", json={"service": {
+            "name": name, "type": stype, "description": description, "enabled": True}})["service"]
+    region = ctx.profile.openstack.region
+    if not _region_exists(ctx, region):
+        api(ctx, "POST", "/regions", json={"region": {"id": region}})
+    want = url.rstrip("/")
+    for iface in INTERFACES:
+        mine = [e for e in eps if e["interface"] == iface]
+        keep = next((e for e in mine if e["url"].rstrip("/") == want), None)
+        if keep is None and mine:
+            keep = mine[0]
+            ctx.output(f"updating {iface} {stype} endpoint to {url}")
+            api(ctx, "PATCH", f"/endpoints/{keep['id']}", json={"endpoint": {"url": url}})
+        elif keep is None:
+            ctx.output(f"creating {iface} {stype} endpoint {url}")
+            api(ctx, "POST", "/endpoints", json={"endpoint": {
+                "service_id": svc["id"], "interface": iface, "url": url,
+                "region_id": region, "enabled": True}})
+        for extra in mine:
+            if keep is not None and extra["id"] != keep["id"]:
+                ctx.output(f"removing duplicate {iface} {stype} endpoint {extra['url']}")
+                api(ctx, "DELETE", f"/endpoints/{extra['id']}")
+
+
+def _region_exists(ctx, region: str) -> bool:
+    sess = admin_session(ctx)
+    return sess.get(f"{ks_base(ctx)}/regions/{urllib.parse.quote(region)}",
+                    raise_exc=False).status_code == 200
+
+
+def authtoken(ctx, user: str, secret: str) -> dict:
+    """[keystone_authtoken] of a service user (the same keys as Glance's)."""
+    ks = f"http://{url_host(ep(ctx))}:5000"
+    return {
+        ("keystone_authtoken", "www_authenticate_uri"): ks,
+        ("keystone_authtoken", "auth_url"): ks,
+        ("keystone_authtoken", "memcached_servers"): f"{mgmt(ctx)}:11211",
+        ("keystone_authtoken", "auth_type"): "password",
+        ("keystone_authtoken", "project_domain_name"): "Default",
+        ("keystone_authtoken", "user_domain_name"): "Default",
+        ("keystone_authtoken", "project_name"): "service",
+        ("keystone_authtoken", "username"): user,
+        ("keystone_authtoken", "password"): inifile.oslo_value(ctx.secrets[secret]),
+        ("keystone_authtoken", "region_name"): ctx.profile.openstack.region,
+        ("keystone_authtoken", "service_token_roles_required"): "true",
+        ("keystone_authtoken", "service_token_roles"): "service",
+    }
+
+
+def one_line_settings(path: str, values: dict) -> dict:
+    try:  # the last line of defence: every value stays one line of the file
+        return inifile.one_line(path, values)
+    except inifile.UnsafeValue as exc:
+        raise StepError(f"A setting for {path} cannot be written.", str(exc),
+                        "fix the profile value it comes from (endpoint host, region)") from None
+
+
+def wsgi_vhost(*, title: str, port: int, group: str, script: str, user: str, processes: int,
+               server_name: str, log_dir: str, log: str) -> str:
+    """An Apache vhost serving one WSGI application; one thread per process (as Keystone:
+    the OpenStack WSGI services keep per-request context on shared objects)."""
+    return f"""# Written by stack-tui: {title} on port {port} under mod_wsgi
+Listen {port}
+
+<VirtualHost *:{port}>
+    ServerName {server_name}
+    WSGIScriptAlias / {script}
+    WSGIDaemonProcess {group} processes={processes} threads=1 user={user} group={user} display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
+    WSGIProcessGroup {group}
+    WSGIApplicationGroup %{{GLOBAL}}
+    WSGIPassAuthorization On
+    LimitRequestBody 114688
+    ErrorLogFormat "%{{cu}}t %M"
+    ErrorLog {log_dir}/{log}.log
+    CustomLog {log_dir}/{log}_access.log combined
+
+    <Directory /usr/share/stack-tui>
+        Require all granted
+    </Directory>
+</VirtualHost>
+"""
+
+
+def transport_url(ctx) -> str:
+    pw = urllib.parse.quote(ctx.secrets["rabbit_password"], safe="")
+    return inifile.oslo_value(f"rabbit://openstack:{pw}@{url_host(mgmt(ctx))}:5672/")
+
+
+def messaging(ctx) -> dict:
+    """transport_url and, on RabbitMQ 4 (Epoxy), quorum queues (classic mirroring is gone)."""
+    out = {("DEFAULT", "transport_url"): transport_url(ctx)}
+    for key in platform_of(ctx).quorum_queue_options:
+        out[("oslo_messaging_rabbit", key)] = "true"
+    return out
+
+
+def service_auth(ctx, section: str, user: str, secret: str) -> dict:
+    """A keystoneauth password section ([service_user], [placement], [neutron], [nova])."""
+    return {
+        (section, "auth_url"): f"http://{url_host(ep(ctx))}:5000/v3",
+        (section, "auth_type"): "password",
+        (section, "project_domain_name"): "Default",
+        (section, "user_domain_name"): "Default",
+        (section, "project_name"): "service",
+        (section, "username"): user,
+        (section, "password"): inifile.oslo_value(ctx.secrets[secret]),
+        (section, "region_name"): ctx.profile.openstack.region,
+    }
+
+
+def with_lines(old: str, values: dict[str, str], why: str) -> str:
+    """``old`` without any line setting one of ``values``' keys, then those lines."""
+    keep = [ln for ln in old.splitlines()
+            if not any(ln.replace(" ", "").startswith(k + "=") for k in values)]
+    while keep and not keep[-1].strip():
+        keep.pop()
+    body = "\n".join(keep) + ("\n\n" if keep else "")
+    return body + f"# stack-tui: {why}\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+
+
+def lines_ok(old: str | None, values: dict[str, str]) -> bool:
+    have = [ln.strip() for ln in (old or "").splitlines()]
+    return all(have.count(f"{k} = {v}") == 1 and
+               sum(ln.replace(" ", "").startswith(k + "=") for ln in have) == 1
+               for k, v in values.items())
+
+
+def uwsgi_ok(ctx, processes: dict[str, str]) -> bool:
+    """Each existing uWSGI ini sets ``processes`` once, to the value given."""
+    for path, n in processes.items():
+        old = ctx.transport.read_file(path)
+        if old is not None and not lines_ok(old, {"processes": n}):
+            return False
+    return True
+
+
+def uwsgi_run(ctx, processes: dict[str, str]) -> bool:
+    """Write the process counts into the uWSGI inis that exist; True when one changed."""
+    from .common import put_file
+
+    changed = False
+    for path, n in processes.items():
+        old = ctx.transport.read_file(path)
+        if old is not None and not lines_ok(old, {"processes": n}):
+            changed |= put_file(ctx, path, with_lines(old, {"processes": n},
+                                                     "one host needs few API processes"), old=old)
+    return changed

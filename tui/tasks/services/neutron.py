@@ -1,0 +1,340 @@
+"""Neutron (networking): service user, endpoints, neutron.conf, ML2 with linuxbridge (a flat
+provider network on a local veth pair and VXLAN self-service networks), the L3, DHCP and
+metadata agents, schema and services.
+
+The mechanism is the platform's ``neutron_mechanism`` (linuxbridge: these kernels have bridge
+and vxlan but no openvswitch module; on Epoxy linuxbridge is experimental and is enabled
+explicitly).  The provider network is a veth pair made at boot by a small unit: the host
+keeps ``PROVIDER_GATEWAY`` on one end, the linuxbridge agent takes the other, so floating IPs
+answer from the host without touching its management interface.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .. import inifile
+from ..engine import Phase, Step, StepError
+from ..platforms import Platform
+from .base import Port, Rule, Secret, Service
+from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
+                      one_line_settings, service_auth, service_url, uwsgi_ok, uwsgi_run)
+from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ini_target,
+                     marker_check, marker_set, mgmt, pkg_version, platform_of, put_file, q,
+                     read_remote, service_ok, wait_http)
+
+PORT = 9696
+NEUTRON_CONF = "/etc/neutron/neutron.conf"
+ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
+LB_CONF = "/etc/neutron/plugins/ml2/linuxbridge_agent.ini"
+L3_CONF = "/etc/neutron/l3_agent.ini"
+DHCP_CONF = "/etc/neutron/dhcp_agent.ini"
+META_CONF = "/etc/neutron/metadata_agent.ini"
+
+PHYSNET = "provider"
+PROVIDER_IF, PROVIDER_PEER = "stk-ext", "stk-ext-p"
+# DevStack's public range.  Not a documentation range: our machines resolve their package
+# mirror into 203.0.113.0/24, which a provider network there took away from apt.
+PROVIDER_CIDR, PROVIDER_GATEWAY = "172.24.4.0/24", "172.24.4.1"
+PROVIDER_POOL = ("172.24.4.100", "172.24.4.199")
+PROVIDER_UNIT = "stack-tui-provider.service"
+PROVIDER_UNIT_PATH = f"/etc/systemd/system/{PROVIDER_UNIT}"
+
+
+def network_url(ctx) -> str:
+    return service_url(ctx, PORT)
+
+
+def _user_check(ctx) -> bool:
+    return ensure_user(ctx, "neutron", ctx.secrets["neutron_password"], "service", SERVICE_ROLES,
+                       check_only=True)
+
+
+def _user_run(ctx) -> None:
+    ensure_user(ctx, "neutron", ctx.secrets["neutron_password"], "service", SERVICE_ROLES)
+
+
+def _endpoints_check(ctx) -> bool:
+    return endpoints_ok(ctx, "network", network_url(ctx))
+
+
+def _endpoints_run(ctx) -> None:
+    ensure_endpoints(ctx, "neutron", "network", "OpenStack Networking", network_url(ctx))
+
+
+# -- the provider network's veth pair -------------------------------------------------------
+
+PROVIDER_UNIT_BODY = f"""# Written by stack-tui: the local end of Neutron's flat provider network
+[Unit]
+Description=stack-tui provider network ({PROVIDER_IF} <-> {PROVIDER_PEER})
+Before=neutron-linuxbridge-agent.service
+After=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'ip link show {PROVIDER_IF} >/dev/null 2>&1 || ip link add {PROVIDER_IF} type veth peer name {PROVIDER_PEER}; ip addr flush dev {PROVIDER_IF}; ip addr add {PROVIDER_GATEWAY}/24 dev {PROVIDER_IF}; ip link set {PROVIDER_IF} up; ip link set {PROVIDER_PEER} up'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _provider_check(ctx) -> bool:
+    if read_remote(ctx, PROVIDER_UNIT_PATH) != PROVIDER_UNIT_BODY:
+        return False
+    r = ctx.sh(f"ip -o -4 addr show dev {PROVIDER_IF} 2>/dev/null", check=False, quiet=True)
+    return service_ok(ctx, PROVIDER_UNIT) and f"{PROVIDER_GATEWAY}/24" in r.stdout
+
+
+def _provider_run(ctx) -> None:
+    if put_file(ctx, PROVIDER_UNIT_PATH, PROVIDER_UNIT_BODY):
+        ctx.sh("systemctl daemon-reload", quiet=True)
+    ensure_service(ctx, PROVIDER_UNIT, restart=True)
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+def _neutron_values(ctx) -> dict:
+    plat = platform_of(ctx)
+    v = {
+        ("DEFAULT", "core_plugin"): "ml2",
+        ("DEFAULT", "service_plugins"): "router",
+        ("DEFAULT", "interface_driver"): plat.neutron_mechanism,
+        ("DEFAULT", "auth_strategy"): "keystone",
+        ("DEFAULT", "notify_nova_on_port_status_changes"): "true",
+        ("DEFAULT", "notify_nova_on_port_data_changes"): "true",
+        **messaging(ctx),
+        ("database", "connection"): db_url(ctx, "neutron", "neutron_db_password"),
+        **authtoken(ctx, "neutron", "neutron_password"),
+        ("oslo_concurrency", "lock_path"): "/var/lib/neutron/tmp",
+        # one host: one RPC worker each, not one per CPU
+        ("DEFAULT", "rpc_workers"): "1",
+        ("DEFAULT", "rpc_state_report_workers"): "1",
+    }
+    if "nova" in ctx.profile.openstack.services:
+        v.update(service_auth(ctx, "nova", "nova", "nova_password"))
+    if plat.neutron_mechanism == "linuxbridge" and plat.linuxbridge_experimental:
+        v[("experimental", "linuxbridge")] = "true"
+    return v
+
+
+def _files(ctx) -> list[tuple[str, dict, str]]:
+    """(path, settings, group) of every Neutron file stack-tui writes."""
+    m = mgmt(ctx)
+    secret = inifile.oslo_value(ctx.secrets["metadata_secret"])
+    return [
+        (NEUTRON_CONF, _neutron_values(ctx), "neutron"),
+        (ML2_CONF, {
+            ("ml2", "type_drivers"): "flat,vxlan",
+            ("ml2", "tenant_network_types"): "vxlan",
+            ("ml2", "mechanism_drivers"): "linuxbridge,l2population",
+            ("ml2", "extension_drivers"): "port_security",
+            ("ml2_type_flat", "flat_networks"): PHYSNET,
+            ("ml2_type_vxlan", "vni_ranges"): "1:1000",
+        }, "neutron"),
+        (LB_CONF, {
+            ("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}",
+            ("vxlan", "enable_vxlan"): "true",
+            ("vxlan", "local_ip"): m,
+            ("vxlan", "l2_population"): "true",
+            ("securitygroup", "enable_security_group"): "true",
+            ("securitygroup", "firewall_driver"):
+                "neutron.agent.linux.iptables_firewall.IptablesFirewallDriver",
+        }, "neutron"),
+        (L3_CONF, {("DEFAULT", "interface_driver"): "linuxbridge"}, "neutron"),
+        (DHCP_CONF, {
+            ("DEFAULT", "interface_driver"): "linuxbridge",
+            ("DEFAULT", "dhcp_driver"): "neutron.agent.linux.dhcp.Dnsmasq",
+            ("DEFAULT", "enable_isolated_metadata"): "true",
+        }, "neutron"),
+        (META_CONF, {
+            ("DEFAULT", "nova_metadata_host"): m,
+            ("DEFAULT", "metadata_proxy_shared_secret"): secret,
+        }, "neutron"),
+    ]
+
+
+def _targets(ctx):
+    for path, values, group in _files(ctx):
+        old, new = ini_target(ctx, path, one_line_settings(path, values))
+        yield path, old, new, group
+
+
+# Debian's neutron-api runs 8 uWSGI processes of 32 threads; one host needs 2.
+UWSGI_PROCESSES = {"/etc/neutron/neutron-api-uwsgi.ini": "2"}
+
+
+def _conf_check(ctx) -> bool:
+    return (all(old == new for _p, old, new, _g in _targets(ctx))
+            and uwsgi_ok(ctx, UWSGI_PROCESSES))
+
+
+def _conf_run(ctx) -> None:
+    for path, old, new, group in _targets(ctx):
+        if put_file(ctx, path, new, mode=0o640, owner="root", group=group, old=old):
+            ctx.cache["neutron_conf_changed"] = True
+    if uwsgi_run(ctx, UWSGI_PROCESSES):
+        ctx.cache["neutron_conf_changed"] = True
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+def _schema_value(ctx) -> str:
+    import hashlib
+
+    return (f"{pkg_version(ctx, 'neutron-common')} "
+            f"{hashlib.sha256(mgmt(ctx).encode()).hexdigest()[:12]}")
+
+
+def _schema_check(ctx) -> bool:
+    return marker_check(ctx, "neutron.schema", _schema_value(ctx))
+
+
+def _schema_run(ctx) -> None:
+    r = ctx.sh(f"runuser -u neutron -- neutron-db-manage --config-file {NEUTRON_CONF} "
+               f"--config-file {ML2_CONF} upgrade head 2>&1", check=False, quiet=True,
+               timeout=900)
+    if not r.ok:
+        raise StepError(f"neutron-db-manage upgrade head failed (exit {r.status}).", "",
+                        "read the output below and /var/log/neutron/ on the host",
+                        tail=r.lines[-20:])
+    marker_set(ctx, "neutron.schema", _schema_value(ctx))
+
+
+# -- services ---------------------------------------------------------------------------------
+
+def units(plat: Platform) -> tuple[str, ...]:
+    return plat.neutron_server_units + (
+        "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-l3-agent",
+        "neutron-metadata-agent")
+
+
+def _services_check(ctx) -> bool:
+    if ctx.cache.get("neutron_conf_changed"):
+        return False
+    return all(service_ok(ctx, u) for u in units(platform_of(ctx)))
+
+
+def _services_run(ctx) -> None:
+    restart = bool(ctx.cache.get("neutron_conf_changed"))
+    for unit in units(platform_of(ctx)):
+        active = ctx.sh(f"systemctl is-active -q {q(unit)}", check=False, quiet=True).ok
+        ensure_service(ctx, unit, restart=restart and active)
+    wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Neutron API", units(platform_of(ctx))[0],
+              "/var/log/neutron/neutron-api.log")
+
+
+def _agents_ok(ctx) -> tuple[bool, list[str]]:
+    r = ctx.sh("mysql --batch --skip-column-names -e \"SELECT agent_type, "
+               "TIMESTAMPDIFF(SECOND, heartbeat_timestamp, UTC_TIMESTAMP()) FROM neutron.agents\" "
+               "2>/dev/null", check=False, quiet=True, timeout=LOOK)
+    alive = {ln.rsplit("\t", 1)[0] for ln in r.stdout.splitlines()
+             if ln.rsplit("\t", 1)[-1].lstrip("-").isdigit() and int(ln.rsplit("\t", 1)[-1]) < 75}
+    want = ["Linux bridge agent", "DHCP agent", "L3 agent", "Metadata agent"]
+    return all(w in alive for w in want), [w for w in want if w not in alive]
+
+
+def _agents_check(ctx) -> bool:
+    return _agents_ok(ctx)[0]
+
+
+def _agents_run(ctx) -> None:
+    import time
+
+    deadline = time.monotonic() + 90
+    while True:
+        ok, missing = _agents_ok(ctx)
+        if ok:
+            ctx.output("agents alive: linuxbridge, DHCP, L3, metadata")
+            return
+        if time.monotonic() > deadline:
+            tail = ctx.sh("grep -hE 'ERROR|CRITICAL' /var/log/neutron/*.log | tail -n 12",
+                          check=False, quiet=True, timeout=LOOK).lines
+            raise StepError(f"Neutron agents did not report in: {', '.join(missing)}.",
+                            "an agent failed to start or cannot reach RabbitMQ",
+                            "read the agents' logs below (/var/log/neutron/)", tail=tail)
+        ctx.cancel.wait(2)
+
+
+def _no_mechanism(ctx) -> None:
+    plat = platform_of(ctx)
+    raise StepError(f"Neutron cannot be installed on {plat.name} by stack-tui yet.",
+                    f"OpenStack {plat.openstack} removed the Linux bridge agent, and Open vSwitch "
+                    "needs a kernel module (or a userspace datapath) stack-tui does not set up",
+                    "deselect Neutron and Nova, or use Debian 12 (Zed, Linux bridge) for compute")
+
+
+def _no_mechanism_phases(plat: Platform) -> list[Phase]:
+    return [Phase("neutron", "Neutron (networking)", [
+        Step("neutron.mechanism", "Neutron needs a network mechanism on this platform",
+             run=_no_mechanism, check=None,
+             detail=f"{plat.name}: no Linux bridge in OpenStack {plat.openstack}, no "
+                    "openvswitch module; stops here with an explanation"),
+    ])]
+
+
+def phases(profile, plat: Platform) -> list[Phase]:
+    if not plat.neutron_mechanism:
+        return _no_mechanism_phases(plat)
+    conf_files = [NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF,
+                  *UWSGI_PROCESSES]
+    exp = (" ([experimental] linuxbridge = true: experimental on this release)"
+           if plat.linuxbridge_experimental else "")
+    return [Phase("neutron", "Neutron (networking)", [
+        Step("neutron.user", "User neutron with roles admin and service on project service",
+             run=_user_run, check=_user_check,
+             detail="keystoneauth1: user neutron, password ********, admin+service on service"),
+        Step("neutron.endpoints", f"Service network and its three endpoints on {PORT}",
+             run=_endpoints_run, check=_endpoints_check,
+             detail=f"service neutron (type network); http://<endpoint host>:{PORT}"),
+        Step("neutron.provider", f"Provider network link {PROVIDER_IF} ({PROVIDER_GATEWAY}/24)",
+             run=_provider_run, check=_provider_check, files=[PROVIDER_UNIT_PATH],
+             detail=f"a veth pair made at boot by {PROVIDER_UNIT}: the host keeps "
+                    f"{PROVIDER_GATEWAY} on {PROVIDER_IF}, the agent bridges {PROVIDER_PEER}"),
+        Step("neutron.config", f"neutron.conf, ML2 and agents: {plat.neutron_mechanism}{exp}",
+             run=_conf_run, check=_conf_check, files=conf_files,
+             detail="ML2 flat (physnet provider) + VXLAN self-service, l2population, "
+                    "port security; L3/DHCP interface_driver linuxbridge; metadata shared "
+                    "secret; transport_url with quorum queues on RabbitMQ 4"),
+        Step("neutron.schema", "Create the Neutron database schema", run=_schema_run,
+             check=_schema_check,
+             detail="runuser -u neutron -- neutron-db-manage upgrade head"),
+        Step("neutron.services", "Start neutron server and agents", run=_services_run,
+             check=_services_check,
+             detail="systemctl enable --now " + ", ".join(units(plat))
+                    + f"; wait until :{PORT} answers"),
+        Step("neutron.agents", "Neutron agents report alive", run=_agents_run,
+             check=_agents_check,
+             detail="neutron.agents heartbeats: linuxbridge, DHCP, L3, metadata"),
+    ])]
+
+
+RULES = (
+    Rule("neutron-experimental",
+         re.compile(r"Feature '\w+' is experimental and has to be explicitly enabled", re.I),
+         "error",
+         "Neutron refuses a mechanism its release calls experimental (linuxbridge) unless "
+         "[experimental] enables it",
+         "Retry the neutron.config step (it writes [experimental] linuxbridge = true), then "
+         "neutron.services"),
+)
+
+
+SERVICE = Service(
+    "neutron", "Neutron", "networking", phases,
+    requires=("keystone", "mariadb", "memcached", "rabbitmq"),
+    secrets=(Secret("neutron_db_password", "MariaDB user 'neutron'", "database"),
+             Secret("neutron_password", "Keystone 'neutron' service user", "keystone"),
+             Secret("metadata_secret", "Shared secret of Nova's metadata proxy")),
+    ports=(Port(PORT, UWSGI | {"neutron-server", "neutron-api"}, "Neutron API"),),
+    database="neutron",
+    default=False,
+    rules=RULES,
+    configs=lambda plat: (NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF),
+    units=units,
+    logs=lambda plat: ("/var/log/neutron/neutron-api.log",
+                       "/var/log/neutron/neutron-linuxbridge-agent.log",
+                       "/var/log/neutron/neutron-l3-agent.log",
+                       "/var/log/neutron/neutron-dhcp-agent.log"),
+)
