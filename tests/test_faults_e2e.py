@@ -852,10 +852,15 @@ def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
 
 # --------------------------------------------------------------------------- explanation rules
 # Each rule of tui/tasks/explain.py and of the services' RULES, provoked for real on the
-# installed host (dpkg-lock, mirror, bad-config and port-in-use have their own tests above
-# and in test_preflight_e2e.py).  A case breaks the host the way its rule names, runs the
-# affected steps in-process, and the ErrorInfo must carry that rule (improve() sets its
-# kind to the rule's name) and its words; then the host is restored exactly.
+# installed host (dpkg-lock, mirror and bad-config have their own tests above).  A case
+# breaks the host the way its rule names, runs the affected steps in-process, and the
+# ErrorInfo must carry that rule's words (and the real output or the log tail it names);
+# then the host is restored and the same steps pass again.
+# Not provoked: dpkg-interrupted (the packages step runs `dpkg --configure -a` before any
+# apt-get that would report it), db-denied (keystone-manage db_sync with a wrong password
+# fails with no output to match), keystone-403 (admin with only the reader role on its
+# project got a 401, not a 403), port-in-use (the preflight's port check, which explains
+# itself, is the only one test_preflight_e2e.py provokes).
 
 COOKIES = ("/var/lib/rabbitmq/.erlang.cookie", "/root/.erlang.cookie")
 
