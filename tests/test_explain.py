@@ -55,6 +55,13 @@ KNOWN = [
      "db-denied", False),
     ("keystone-manage failed (exit 1).",
      ["(2003, \"Can't connect to MySQL server on '10.0.0.1'\")"], "db-down", False),
+    # the real failures (tests/test_faults_e2e.py provokes them): MariaDB 11's client with
+    # the server stopped; Glance's 401 when its own [keystone_authtoken] password is wrong
+    ("Remote command failed with exit status 1: mysql --batch --skip-column-names",
+     ["ERROR 2002 (HY000): Can't connect to local server through socket "
+      "'/run/mysqld/mysqld.sock' (2)"], "db-down", False),
+    ("Unexpected error: HTTPUnauthorized: HTTP 401 Unauthorized: This server could not verify "
+     "that you are authorized to access the document you requested.", [], "glance-auth", False),
     ("Keystone GET /users answered 401.", [], "keystone-401", False),
     ("Keystone POST /projects answered 403.", ["You are not authorized to perform the requested "
                                                 "action"], "keystone-403", False),

@@ -21,6 +21,10 @@ it is done once and every later test reuses the installed host):
    repairs it; another package manager's lock is waited for, explained, and Retry
    completes the install; a bad MariaDB setting shows its journal; the support bundle
    holds the promised files and no secret;
+   each explanation rule not proven above provoked for real (MariaDB stopped, a wrong
+   Erlang cookie, a changed admin password, a masked unit, a 500 from Keystone, an
+   unwritable image store, Glance's own wrong password, a 407 proxy, a missing package):
+   the failure carries that rule's words and, where it names one, the log tail;
 9. (last, it breaks the host for stack-tui) regenerated host keys: refused, nothing run.
 
 Every step of the real product runs: the `stack-tui` command line as a subprocess
@@ -844,6 +848,213 @@ def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
         for f in forms:
             assert f not in body, f"a secret leaked into {name}"
     print(f"bundle: {len(names)} files in {took:.1f} s")
+
+
+# --------------------------------------------------------------------------- explanation rules
+# Each rule of tui/tasks/explain.py and of the services' RULES, provoked for real on the
+# installed host (dpkg-lock, mirror and bad-config have their own tests above).  A case
+# breaks the host the way its rule names, runs the affected steps in-process, and the
+# ErrorInfo must carry that rule's words (and the real output or the log tail it names);
+# then the host is restored and the same steps pass again.
+# Not provoked: dpkg-interrupted (the packages step runs `dpkg --configure -a` before any
+# apt-get that would report it), db-denied (keystone-manage db_sync with a wrong password
+# fails with no output to match), keystone-403 (admin with only the reader role on its
+# project got a 401, not a 403), port-in-use (the preflight's port check, which explains
+# itself, is the only one test_preflight_e2e.py provokes).
+
+COOKIES = ("/var/lib/rabbitmq/.erlang.cookie", "/root/.erlang.cookie")
+
+
+def _ks_bootstrap_as(password: str) -> str:
+    return ("runuser -u keystone -- env OS_BOOTSTRAP_PASSWORD=" + shlex.quote(password)
+            + " keystone-manage bootstrap --bootstrap-username admin "
+              "--bootstrap-project-name admin --bootstrap-role-name admin >/dev/null 2>&1")
+
+
+def _cookie_swap(restore: bool) -> str:
+    if restore:
+        return "; ".join(f"[ -e {c}.faults ] && mv -f {c}.faults {c}" for c in COOKIES) + "; true"
+    return "; ".join(f"[ -e {c} ] && cp -p {c} {c}.faults && chmod 600 {c} && "
+                     f"echo WRONGCOOKIEFROMTEST > {c} && chmod 400 {c}" for c in COOKIES) + "; true"
+
+
+APT_PROXY_CONF = "/etc/apt/apt.conf.d/99zz-faults-proxy"
+PROXY_407 = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        c.recv(65536)
+        c.sendall(b"HTTP/1.1 407 Proxy Authentication Required\\r\\n"
+                  b"Proxy-Authenticate: Basic realm=faults\\r\\n"
+                  b"Content-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+@contextlib.contextmanager
+def proxy_407(info):
+    """A proxy that answers every request 407, on this machine's address of the sandbox link."""
+    proc = subprocess.Popen([sys.executable, "-c", PROXY_407, info.host_address],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        yield f"{info.host_address}:{port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+KEYSTONE_RESTART = ("systemctl restart apache2 && for i in $(seq 120); do [ \"$(curl -s -o "
+                    "/dev/null -w '%{http_code}' http://127.0.0.1:5000/v3/)\" = 200 ] && break; "
+                    "sleep 0.5; done")
+GLANCE_RESTART = ("systemctl restart glance-api && for i in $(seq 120); do curl -s -o /dev/null "
+                  "http://127.0.0.1:9292/ && break; sleep 0.5; done")
+# rule: (host commands that break, host commands that restore, phase, first step, the words
+# of the rule's explanation, a line the tail must hold)
+EXPLAIN_CASES = {
+    # mariadb.databases' check asks MariaDB over its unix socket: nothing listens
+    "db-down": ("systemctl stop mariadb", "systemctl start mariadb",
+                "mariadb", "mariadb.databases", "MariaDB does not answer", "2002"),
+    # the node runs, but the CLI's Erlang cookie no longer matches: rabbitmqctl cannot reach it
+    "rabbitmq-down": (_cookie_swap(False), _cookie_swap(True), "rabbitmq", "rabbitmq.user",
+                      "RabbitMQ node is down or unreachable", "Erlang distribution failed"),
+    # the admin password changed behind stack-tui's back: Keystone answers 401
+    "keystone-401": (_ks_bootstrap_as("NotTheProfilesPassword1"), None, "keystone",
+                     "keystone.projects", "Keystone refused the credentials (401)", None),
+    # memcached masked: systemctl cannot start it
+    "service-failed": ("systemctl stop memcached && systemctl mask -q memcached",
+                       "systemctl unmask -q memcached && systemctl start memcached",
+                       "memcached", "memcached.config", "a system service failed to start",
+                       "masked"),
+    # Keystone cannot reach its database (a wrong password, apache restarted): a 500 for
+    # every login; the log tail below it is Keystone's own
+    "server-error": ("cp -p /etc/keystone/keystone.conf /root/keystone.conf.faults && "
+                     "sed -i -E 's#^(connection = mysql\\+pymysql://keystone:)[^@]*@#\\1wrongpw@#' "
+                     f"/etc/keystone/keystone.conf && {KEYSTONE_RESTART}",
+                     "mv -f /root/keystone.conf.faults /etc/keystone/keystone.conf && "
+                     + KEYSTONE_RESTART,
+                     "keystone", "keystone.projects", "the OpenStack API answered with a server "
+                     "error", "Access denied"),
+    # Glance's file store is not writable: a new image cannot be stored (another name,
+    # set in-process, so the installed image stays as it is)
+    "glance-store": ("stat -c %a /var/lib/glance/images > /root/gimg.faults && "
+                     "chmod 000 /var/lib/glance/images",
+                     "chmod \"$(cat /root/gimg.faults)\" /var/lib/glance/images && "
+                     "rm -f /root/gimg.faults", "image", "image.upload",
+                     "Glance could not write the image to its store", "glance"),
+    # apt goes through an HTTP proxy (on this machine's end of the sandbox link) that
+    # wants credentials: the packages step downloads a package (removed, its .deb too)
+    "apt-proxy": (f"printf 'Acquire::http::Proxy \"http://{{proxy}}/\";\\n' > {APT_PROXY_CONF} && "
+                  f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {PACKAGE} >/dev/null && "
+                  f"rm -f /var/cache/apt/archives/{PACKAGE}_*.deb",
+                  f"rm -f {APT_PROXY_CONF}",
+                  "prepare", "prepare.packages", "the HTTP proxy between the host and the package "
+                  "mirror wants credentials", "407"),
+    # glance-api's own [keystone_authtoken] password is wrong: it cannot validate tokens
+    "glance-auth": ("cp -p /etc/glance/glance-api.conf /root/glance-api.conf.faults && "
+                    "sed -i '/^\\[keystone_authtoken\\]/,/^\\[/ s/^password = .*/password = "
+                    "wrongpw/' /etc/glance/glance-api.conf && grep -q '^password = wrongpw' "
+                    f"/etc/glance/glance-api.conf && {GLANCE_RESTART}",
+                    "mv -f /root/glance-api.conf.faults /etc/glance/glance-api.conf && "
+                    + GLANCE_RESTART, "image", "image.upload",
+                    "Glance could not validate tokens with Keystone", "Identity response"),
+    # a package the repositories do not have (the platform's list patched in-process)
+    "no-package": (None, None, "prepare", "prepare.packages",
+                   "a package is not in the host's configured repositories",
+                   "stack-tui-no-such-package"),
+}
+
+
+STORE_TEST_IMAGE = "faults-store-test"
+
+
+def _run_phase(phase: str, first: str, decide, image_name: str | None = None):
+    from tui.tasks import profile as pr
+    from tui.tasks import runner
+
+    prof = pr.load(PROFILE)
+    if image_name:
+        prof.image.name = image_name
+    session = runner.open_session(prof)
+    try:
+        runner.connect_and_plan(session)
+        return runner.make_engine(session, decide=decide, only_phase=phase,
+                                  from_step=first).run()
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("rule", sorted(EXPLAIN_CASES))
+def test_explanation_rule_on_the_real_failure(ready, rule, monkeypatch):
+    from tui.tasks import engine as e
+    from tui.tasks import platforms
+
+    info = ready
+    brk, restore, phase, first, words, tail_word = EXPLAIN_CASES[rule]
+    if rule == "no-package":
+        base = platforms.DEBIAN_13.packages["base"]
+        monkeypatch.setitem(platforms.DEBIAN_13.packages, "base",
+                            [*base, "stack-tui-no-such-package"])
+    image_name = STORE_TEST_IMAGE if rule == "glance-store" else None
+    asked = []
+
+    def decide(step, err):
+        asked.append((step.id, err))
+        return e.Decision.ABORT
+
+    stack = contextlib.ExitStack()
+    if rule == "apt-proxy":
+        brk = brk.replace("{proxy}", stack.enter_context(proxy_407(info)))
+    try:
+        if brk:
+            r = ssh(info, brk, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+        t0 = time.monotonic()
+        result = _run_phase(phase, first, decide, image_name)
+        took = time.monotonic() - t0
+    finally:
+        if restore:
+            assert ssh(info, restore, timeout=60).returncode == 0
+        monkeypatch.undo()
+        stack.close()
+        _delete_images(info, image_name)
+    dump = json.dumps([(s, err.to_dict()) for s, err in asked], indent=1)
+    print(f"{rule}: {dump}")
+    assert not result.ok and len(asked) == 1, dump
+    step, err = asked[0]
+    assert words in err.why and err.hint, dump  # the rule's own words
+    if tail_word:  # the real output (or the log tail the rule fetches), not a canned one
+        assert any(tail_word in ln for ln in err.tail), dump
+    print(f"{rule}: {step} failed in {took:.1f} s: {err.why}")
+    # restored: the same steps now pass (the admin password is put back by keystone.bootstrap)
+    try:
+        again = _run_phase(phase, "keystone.bootstrap" if rule == "keystone-401" else first,
+                           lambda s, err: e.Decision.ABORT, image_name)
+    finally:
+        _delete_images(info, image_name)
+    assert again.ok, rule
+
+
+def _delete_images(info, name: str | None) -> None:
+    """The images a case uploaded under its own name (none when it uses the profile's)."""
+    if not name:
+        return
+    from glanceclient import Client
+
+    sess = cloud.session(info.address, "admin", PASSWORDS["admin_password"], "admin")
+    gc = Client("2", session=sess, endpoint=f"http://{info.address}:9292")
+    for img in list(gc.images.list(filters={"name": name})):
+        gc.images.delete(img["id"])
+    assert not list(gc.images.list(filters={"name": name}))
 
 
 # --------------------------------------------------------------------------- 5. host key (last)

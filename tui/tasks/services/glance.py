@@ -405,7 +405,7 @@ RULES = (
          re.compile(r"(glance|9292|image)[^\n]*(\b401\b|Unauthorized)|"
                     r"(\b401\b|Unauthorized)[^\n]*(glance|9292)|Identity response: 40[13]|"
                     r"Unable to validate token|Bad response code while validating token|"
-                    r"keystonemiddleware", re.I),
+                    r"keystonemiddleware|HTTPUnauthorized", re.I),  # glanceclient's 401
          "error",
          "Glance could not validate tokens with Keystone: the [keystone_authtoken] settings in "
          "glance-api.conf (the glance user's password, auth_url, memcached) do not work",

@@ -126,7 +126,8 @@ RULES = (
          "Retry (the mariadb.databases step re-applies users, passwords and grants); check the "
          "*_db_password secrets"),
     Rule("db-down",
-         re.compile(r"Can't connect to (local )?(MySQL|MariaDB) server|Lost connection to "
+         # MariaDB 11's client: "ERROR 2002 (HY000): Can't connect to local server through socket"
+         re.compile(r"Can't connect to (local )?((MySQL|MariaDB) )?server|Lost connection to "
                     r"(MySQL|MariaDB)|\((2002|2003|2013),", re.I),
          "error",
          "MariaDB does not answer: it is not running, or listens on another address "
