@@ -90,3 +90,19 @@ def test_an_unsupported_system_blocks_naming_it(tmp_path):
     plat = results[0]
     assert plat.blocking and "Debian GNU/Linux 11 (bullseye) is not supported" in plat.why
     assert len(host.commands) == 1           # no package probe for a platform it does not know
+
+
+def test_neutron_without_a_mechanism_blocks_before_any_package():
+    from tests.fakehost import FakeHost
+    from tui.tasks.preflight import checks
+
+    p = Profile(name="t")
+    p.host.address = "10.0.0.5"
+    p.openstack.services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance",
+                            "placement", "neutron", "nova"]
+    ctx = FakeHost().ctx(p)
+    (res,) = checks._compute(ctx, PLATFORMS["debian-13"])
+    assert res.blocking and "Linux bridge" in res.why and "Debian 12" in res.fix_hint
+    assert checks._compute(ctx, PLATFORMS["debian-12"]) == []
+    p.openstack.services = ["mariadb", "memcached", "keystone"]
+    assert checks._compute(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []

@@ -64,6 +64,18 @@ def test_apply_boots_a_server_that_answers_ping(compute_cloud):
     assert "stack-tui-verify is ACTIVE" in log and "answers ping" in log, log[-3000:]
     # the guest's own console: it booted and got its address by DHCP on demo-net
     assert "console: stack-tui-guest: address 192.168.100." in log, log[-3000:]
+    # no secret (Nova's, Neutron's, the metadata secret, RabbitMQ's in transport_url) in it
+    import tomllib
+    import urllib.parse
+
+    from tui.tasks import paths
+
+    secrets_file = paths.profiles_dir() / f"{compute_cloud['name']}.secrets.toml"
+    values = [v for v in tomllib.loads(secrets_file.read_text()).values() if isinstance(v, str)]
+    assert len(values) >= 13
+    leaked = [v[:2] + "..." for v in values for form in {v, urllib.parse.quote(v, safe="")}
+              if form in log or form in r.stdout]
+    assert not leaked, leaked
     print(f"compute all-in-one install: {compute_cloud['install']:.1f} s")
 
 

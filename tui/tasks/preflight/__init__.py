@@ -19,7 +19,7 @@ from __future__ import annotations
 from ..engine import Context, Notice, Phase, Step, StepError
 from ..pkglock import lock_wait_seconds, run_lock_wait
 from ..platforms import Platform
-from .checks import (PORTS, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
+from .checks import (PORTS, _compute, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
                      _repos, _sudo, _time)
 from .facts import (FACTS_SH, _mem_bytes, _probe_sh, _sections, parse_probes, parse_ss,
                     repo_urls, yum_urls)
@@ -46,6 +46,7 @@ def run_checks(ctx: Context, *, wait_for_lock: bool = True) -> list[Result]:
     results += _ports(ctx, s.get("ss", ""))
     results.append(_time(ctx, s.get("time", "")))
     if plat is not None:
+        results += _compute(ctx, plat)
         results += _package_checks(ctx, plat, s, wait_for_lock)
     results.append(endpoint())
     return results

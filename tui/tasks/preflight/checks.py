@@ -27,6 +27,18 @@ def _sudo_mode(transport) -> str | None:
     return getattr(mode, "value", mode)
 
 
+def _compute(ctx: Context, plat: Platform) -> list[Result]:
+    """Neutron needs a network mechanism on the platform: say so before any package is
+    installed (Debian 13's Neutron 2025.1 has no Linux bridge agent, our kernels no OVS)."""
+    if "neutron" not in ctx.profile.openstack.services or plat.neutron_mechanism:
+        return []
+    return [Result("neutron-mechanism", BLOCKING, "Neutron network mechanism",
+                   f"{plat.name} gets Neutron from OpenStack {plat.openstack}, which removed the "
+                   "Linux bridge agent; Open vSwitch needs a kernel module (or a userspace "
+                   "datapath) stack-tui does not set up yet",
+                   fix_hint="deselect Neutron and Nova, or install compute on Debian 12")]
+
+
 def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:
     name = describe(os_text)
     found = detect(os_text)
