@@ -7,7 +7,6 @@ from __future__ import annotations
 import urllib.parse
 
 from .. import inifile
-from ..engine import StepError
 from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
 
 INTERFACES = ("public", "internal", "admin")
@@ -87,14 +86,6 @@ def authtoken(ctx, user: str, secret: str) -> dict:
         ("keystone_authtoken", "service_token_roles_required"): "true",
         ("keystone_authtoken", "service_token_roles"): "service",
     }
-
-
-def one_line_settings(path: str, values: dict) -> dict:
-    try:  # the last line of defence: every value stays one line of the file
-        return inifile.one_line(path, values)
-    except inifile.UnsafeValue as exc:
-        raise StepError(f"A setting for {path} cannot be written.", str(exc),
-                        "fix the profile value it comes from (endpoint host, region)") from None
 
 
 def wsgi_vhost(*, title: str, port: int, group: str, script: str, user: str, processes: int,

@@ -6,17 +6,17 @@ import re
 
 import hashlib
 import time
-import urllib.parse
 from pathlib import Path
 
-from .. import inifile, paths
+from .. import paths
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Service, Port, Secret, Rule
+from .catalog import authtoken, endpoints_ok, ensure_endpoints
 from .common import (
-    db_sync_step, manage, url_host, wait_http, admin_session, api, db_url, ensure_service,
-    ensure_user, ep, find_one, forward, image_url, ini_target, ks_base, mgmt, platform_of,
-    one_line_settings, put_file, service_ok, SERVICE_ROLES, LOOK, SQL,
+    db_sync_step, manage, wait_http, admin_session, db_url, ensure_service, ensure_user,
+    forward, image_url, ini_target, platform_of, one_line_settings, put_file, service_ok,
+    SERVICE_ROLES, LOOK, SQL,
 )
 
 
@@ -34,53 +34,12 @@ def _glance_user_run(ctx) -> None:
     ensure_user(ctx, "glance", ctx.secrets["glance_password"], "service", SERVICE_ROLES)
 
 
-def _image_endpoints_state(ctx):
-    svc = find_one(ctx, "services", type="image")
-    region = ctx.profile.openstack.region
-    eps = api(ctx, "GET", f"/endpoints?service_id={svc['id']}")["endpoints"] if svc else []
-    return svc, [e for e in eps if e.get("region_id") == region]
-
-
 def _image_endpoints_check(ctx) -> bool:
-    svc, eps = _image_endpoints_state(ctx)
-    if not svc:
-        return False
-    have = {(e["interface"], e["url"].rstrip("/")) for e in eps}
-    return have == {(i, image_url(ctx)) for i in ("public", "internal", "admin")}
+    return endpoints_ok(ctx, "image", image_url(ctx))
 
 
 def _image_endpoints_run(ctx) -> None:
-    svc, eps = _image_endpoints_state(ctx)
-    if not svc:
-        ctx.output("creating service glance (image)")
-        svc = api(ctx, "POST", "/services", json={"service": {
-            "name": "glance", "type": "image", "description": "OpenStack Image",
-            "enabled": True}})["service"]
-    region = ctx.profile.openstack.region
-    if not find_one(ctx, "regions", id=region) and not _region_exists(ctx, region):
-        api(ctx, "POST", "/regions", json={"region": {"id": region}})
-    for iface in ("public", "internal", "admin"):
-        mine = [e for e in eps if e["interface"] == iface]
-        keep = next((e for e in mine if e["url"].rstrip("/") == image_url(ctx)), None)
-        if keep is None and mine:
-            keep = mine[0]
-            ctx.output(f"updating {iface} image endpoint to {image_url(ctx)}")
-            api(ctx, "PATCH", f"/endpoints/{keep['id']}", json={"endpoint": {"url": image_url(ctx)}})
-        elif keep is None:
-            ctx.output(f"creating {iface} image endpoint {image_url(ctx)}")
-            api(ctx, "POST", "/endpoints", json={"endpoint": {
-                "service_id": svc["id"], "interface": iface, "url": image_url(ctx),
-                "region_id": region, "enabled": True}})
-        for extra in mine:
-            if keep is not None and extra["id"] != keep["id"]:
-                ctx.output(f"removing duplicate {iface} image endpoint {extra['url']}")
-                api(ctx, "DELETE", f"/endpoints/{extra['id']}")
-
-
-def _region_exists(ctx, region: str) -> bool:
-    sess = admin_session(ctx)
-    return sess.get(f"{ks_base(ctx)}/regions/{urllib.parse.quote(region)}",
-                    raise_exc=False).status_code == 200
+    ensure_endpoints(ctx, "glance", "image", "OpenStack Image", image_url(ctx))
 
 
 def _glance_settings(ctx) -> dict:
@@ -88,21 +47,9 @@ def _glance_settings(ctx) -> dict:
 
 
 def _glance_values(ctx) -> dict:
-    ks = f"http://{url_host(ep(ctx))}:5000"
     s = {
         ("database", "connection"): db_url(ctx, "glance", "glance_db_password"),
-        ("keystone_authtoken", "www_authenticate_uri"): ks,
-        ("keystone_authtoken", "auth_url"): ks,
-        ("keystone_authtoken", "memcached_servers"): f"{mgmt(ctx)}:11211",
-        ("keystone_authtoken", "auth_type"): "password",
-        ("keystone_authtoken", "project_domain_name"): "Default",
-        ("keystone_authtoken", "user_domain_name"): "Default",
-        ("keystone_authtoken", "project_name"): "service",
-        ("keystone_authtoken", "username"): "glance",
-        ("keystone_authtoken", "password"): inifile.oslo_value(ctx.secrets["glance_password"]),
-        ("keystone_authtoken", "region_name"): ctx.profile.openstack.region,
-        ("keystone_authtoken", "service_token_roles_required"): "true",
-        ("keystone_authtoken", "service_token_roles"): "service",
+        **authtoken(ctx, "glance", "glance_password"),
         ("paste_deploy", "flavor"): "keystone",
     }
     # Multi-store on every release (Zed has it too): the legacy stores/default_store

@@ -18,7 +18,8 @@ from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
-                      one_line_settings, service_auth, service_url, uwsgi_ok, uwsgi_run)
+                      service_auth, service_url, uwsgi_ok, uwsgi_run)
+from .common import one_line_settings
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ini_target,
                      marker_check, marker_set, mgmt, pkg_version, platform_of, put_file, q,
                      read_remote, service_ok, wait_http)

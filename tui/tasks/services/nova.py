@@ -11,8 +11,9 @@ from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok, messaging,
-                      one_line_settings, service_auth, service_url, uwsgi_ok, uwsgi_run,
+                      service_auth, service_url, uwsgi_ok, uwsgi_run,
                       with_lines)
+from .common import one_line_settings
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ep, ini_target,
                      manage, marker_check, marker_set, mgmt, put_file, q, root_sql,
                      service_ok, sql_literal, url_host, wait_http)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Secret, Service
-from .catalog import (authtoken, endpoints_ok, ensure_endpoints, one_line_settings, service_url,
+from .catalog import (authtoken, endpoints_ok, ensure_endpoints, service_url,
                       wsgi_vhost)
+from .common import one_line_settings
 from .common import (SERVICE_ROLES, admin_session, db_sync_step, db_url, ensure_service,
                      ensure_user, ep, forward, ini_target, platform_of, put_file, q, read_remote,
                      service_ok, wait_http)
