@@ -106,12 +106,14 @@ class StackApp(App):
         self._stale: list[str] = []     # installed screens of earlier sessions
 
     # -- start -----------------------------------------------------------------
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         from .screens.start import StartScreen
 
-        self.push_screen(StartScreen())
+        # Wait until Start is mounted: switching it away while it is still composing leaves
+        # the next screen half-built (seen on a loaded 2-core CI machine).
+        await self.push_screen(StartScreen())
         if self.initial_profile is not None:
-            self.call_after_refresh(self.open_profile, self.initial_profile)
+            self.open_profile(self.initial_profile)
 
     def on_unmount(self) -> None:
         self.closing.set()
