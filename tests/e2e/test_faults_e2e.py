@@ -857,8 +857,7 @@ def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
 # ErrorInfo must carry that rule's words (and the real output or the log tail it names);
 # then the host is restored and the same steps pass again.
 # Not provoked: dpkg-interrupted (the packages step runs `dpkg --configure -a` before any
-# apt-get that would report it), db-denied (keystone-manage db_sync with a wrong password
-# fails with no output to match), keystone-403 (admin with only the reader role on its
+# apt-get that would report it), keystone-403 (admin with only the reader role on its
 # project got a 401, not a 403), port-in-use (the preflight's port check, which explains
 # itself, is the only one test_preflight_e2e.py provokes).
 
@@ -967,6 +966,15 @@ EXPLAIN_CASES = {
                     "mv -f /root/glance-api.conf.faults /etc/glance/glance-api.conf && "
                     + GLANCE_RESTART, "image", "image.upload",
                     "Glance could not validate tokens with Keystone", "Identity response"),
+    # the keystone database user's password changed behind stack-tui's back, the schema
+    # marker gone: keystone-manage db_sync fails saying nothing on the terminal; the 1045
+    # is in the log it writes (keystone.log on Debian), which the step's tail must carry.
+    # mariadb.databases puts the password back (run before the steps again, below).
+    "db-denied": ("mysql -e \"ALTER USER 'keystone'@'localhost' IDENTIFIED BY 'wrongpw'; "
+                  "ALTER USER 'keystone'@'%' IDENTIFIED BY 'wrongpw'\" && "
+                  "rm -f /var/lib/stack-tui/keystone.db_sync", None,
+                  "keystone", "keystone.db_sync", "the database refused the login",
+                  "Access denied"),
     # a package the repositories do not have (the platform's list patched in-process)
     "no-package": (None, None, "prepare", "prepare.packages",
                    "a package is not in the host's configured repositories",
@@ -1035,7 +1043,10 @@ def test_explanation_rule_on_the_real_failure(ready, rule, monkeypatch):
     if tail_word:  # the real output (or the log tail the rule fetches), not a canned one
         assert any(tail_word in ln for ln in err.tail), dump
     print(f"{rule}: {step} failed in {took:.1f} s: {err.why}")
-    # restored: the same steps now pass (the admin password is put back by keystone.bootstrap)
+    # restored: the same steps now pass (the admin password is put back by keystone.bootstrap,
+    # the database user's by mariadb.databases)
+    if rule == "db-denied":
+        assert _run_phase("mariadb", "mariadb.databases", lambda s, err: e.Decision.ABORT).ok
     try:
         again = _run_phase(phase, "keystone.bootstrap" if rule == "keystone-401" else first,
                            lambda s, err: e.Decision.ABORT, image_name)

@@ -371,16 +371,18 @@ def manage(ctx, user: str, cmd: str, *, secrets=None, timeout=600):
         if ln not in noise:
             ctx.output(ln)
     if r.status != 0:
-        log = {"keystone": "/var/log/keystone/keystone-manage.log",
-               "glance": "/var/log/glance/glance-manage.log"}.get(user, "")
-        extra = ctx.sh(f"tail -n 400 {q(log)} 2>/dev/null | grep -E 'ERROR|CRITICAL|Error' | "
-                       "tail -n 8", check=False, quiet=True, timeout=LOOK).lines if log else []
+        # The *-manage tools often fail silently on the terminal and log the cause to the
+        # service's log file, which differs by package (Debian's keystone-manage writes to
+        # keystone.log): the newest log in the service's directory is the one just written.
+        found = ctx.sh(f"ls -t /var/log/{q(user)}/*.log 2>/dev/null | head -n 1; "
+                       f"f=$(ls -t /var/log/{q(user)}/*.log 2>/dev/null | head -n 1); "
+                       "[ -n \"$f\" ] && tail -n 400 \"$f\" | grep -E 'ERROR|CRITICAL|Error' "
+                       "| tail -n 8", check=False, quiet=True, timeout=LOOK).lines
+        log, extra = (found[0], found[1:]) if found else (f"/var/log/{user}/", [])
         raise StepError(f"{cmd.split()[0]} failed (exit {r.status}).", "",
-                        f"look at {log or '/var/log/' + user + '/'} on the host",
+                        f"look at {log} on the host",
                         tail=[ln for ln in shown if ln not in noise][-20:] + extra)
     return r
-
-
 
 
 def eventlet_noise(lines: list[str]) -> set[str]:
@@ -413,8 +415,6 @@ def db_sync_step(service: str, cmd: str, pkg: str) -> tuple:
         marker_set(ctx, name, value(ctx))
 
     return check, run
-
-
 
 
 def wait_http(ctx, url: str, what: str, unit: str, log: str, timeout: int = 60) -> None:
