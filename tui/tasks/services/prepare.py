@@ -80,7 +80,8 @@ def _repo_run(ctx: Context) -> None:
         ctx.sh(cmd, timeout=900)
 
 
-# Installed with any selection: the client the steps and the user drive the cloud with.
+# Installed with any selection: the client the steps and the user drive the cloud with (and,
+# on EL, RDO's SELinux policies for the services).
 BASE_PACKAGES = PerPlatform(deb=("python3-openstackclient",),
                             rpm=("python3-openstackclient", "openstack-selinux"))
 
