@@ -39,7 +39,7 @@ def test_service_builds_and_describes_its_steps(sid, pid):
         assert step.id.split(".")[0] in {ph.id for ph in phases}, step.id
         assert step.title and step.detail, f"{step.id} says nothing about what it does"
         assert callable(step.run) and (step.check is None or callable(step.check))
-    assert plat.packages.get(sid), f"{pid} names no packages for {sid}"
+    assert svc.packages(plat), f"{sid} names no packages for {pid}"
     for declared in (svc.configs(plat), svc.units(plat), svc.logs(plat)):
         assert all(isinstance(x, str) and x for x in declared)
     for port in svc.ports:

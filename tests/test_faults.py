@@ -15,7 +15,7 @@ import pytest
 
 from tui.tasks import deploy
 from tui.tasks.platforms import PLATFORMS
-from tui.tasks.services import prepare
+from tui.tasks.services import all_packages, prepare
 from tui.tasks import engine as e
 from tui.tasks.profile import Profile
 from tui.tasks.redact import Redactor
@@ -125,7 +125,7 @@ def _packages_table(state):
     """dpkg-query says nothing is installed until the install command ran."""
     def query():
         if state["installed"]:
-            return "\n".join(f"{p} installed" for p in PLATFORMS["debian-12"].all_packages)
+            return "\n".join(f"{p} installed" for p in all_packages(PLATFORMS["debian-12"]))
         return ""
 
     def install():

@@ -6,6 +6,7 @@ import configparser
 
 from tui.tasks import inifile
 from tui.tasks.platforms import PLATFORMS, detect
+from tui.tasks.services import all_packages, glance
 
 ORIGINAL = """# keystone.conf shipped by the distribution
 [DEFAULT]
@@ -89,8 +90,8 @@ def test_platform_tables_follow_the_notes():
     assert deb.repo_setup == () and deb.openstack == "zed" and deb.verified
     assert "--no-install-recommends" in deb.install_cmd(["x"])
     assert any("centos-release-openstack" in c for c in el9.repo_setup)
-    assert {"openstack-keystone", "httpd", "python3-mod_wsgi"} <= set(el9.all_packages)
-    assert el9.glance_service == "openstack-glance-api" and el9.web_service == "httpd"
+    assert {"openstack-keystone", "httpd", "python3-mod_wsgi"} <= set(all_packages(el9))
+    assert glance.layout(el9).service == "openstack-glance-api" and el9.web_service == "httpd"
     for pid in ("ubuntu-22.04", "ubuntu-24.04"):
         assert any("cloud-archive:" in c for c in PLATFORMS[pid].repo_setup)
         assert not PLATFORMS[pid].verified

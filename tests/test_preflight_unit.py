@@ -8,6 +8,7 @@ import pytest
 from tests.fakehost import FakeHost
 from tui.tasks import preflight
 from tui.tasks.platforms import PLATFORMS
+from tui.tasks.services import all_packages
 from tui.tasks.profile import Profile
 
 GiB = 1024 ** 3
@@ -44,7 +45,7 @@ def _ctx(host: FakeHost, tmp_path, platform: str = "debian-13"):
     return ctx
 
 
-DEB_ALL = "".join(f"{p} installed\n" for p in PLATFORMS["debian-13"].all_packages)
+DEB_ALL = "".join(f"{p} installed\n" for p in all_packages(PLATFORMS["debian-13"]))
 
 
 def test_check_reads_and_decides_without_writing_or_recording(tmp_path):

@@ -1004,14 +1004,15 @@ def _run_phase(phase: str, first: str, decide, image_name: str | None = None):
 @pytest.mark.parametrize("rule", sorted(EXPLAIN_CASES))
 def test_explanation_rule_on_the_real_failure(ready, rule, monkeypatch):
     from tui.tasks import engine as e
-    from tui.tasks import platforms
 
     info = ready
     brk, restore, phase, first, words, tail_word = EXPLAIN_CASES[rule]
     if rule == "no-package":
-        base = platforms.DEBIAN_13.packages["base"]
-        monkeypatch.setitem(platforms.DEBIAN_13.packages, "base",
-                            [*base, "stack-tui-no-such-package"])
+        from tui.tasks.services import PerPlatform, prepare
+
+        base = prepare.BASE_PACKAGES
+        monkeypatch.setattr(prepare, "BASE_PACKAGES", PerPlatform(
+            deb=(*base.deb, "stack-tui-no-such-package"), rpm=base.rpm))
     image_name = STORE_TEST_IMAGE if rule == "glance-store" else None
     asked = []
 

@@ -126,7 +126,7 @@ def test_unresolved_name_is_fixed_in_etc_hosts_when_allowed(tmp_path):
     assert "/etc/hosts" in host.writes
 
 
-def test_packages_ask_the_package_manager_not_the_family(tmp_path):
+def test_packages_ask_the_package_manager_not_the_family(tmp_path, monkeypatch):
     import dataclasses
     import inspect
 
@@ -135,7 +135,8 @@ def test_packages_ask_the_package_manager_not_the_family(tmp_path):
     # no policy-rc.d grep, the installed set comes from the strategy's parser
     pm = dataclasses.replace(PLATFORMS["debian-13"].pm, blocks_service_starts=False,
                              installed=lambda pkgs, out: set(pkgs))
-    plat = dataclasses.replace(PLATFORMS["debian-13"], pm=pm, distro_keystone_service="")
+    plat = dataclasses.replace(PLATFORMS["debian-13"], pm=pm)
+    monkeypatch.setattr(prepare, "distro_unit", lambda plat: None)  # no packaged keystone unit
     host = FakeHost().on(r"^dpkg-query", (0, "nothing parsable\n"))
     ctx = host.ctx(_profile(), state_path=tmp_path / "s.json")
     ctx.facts["platform"] = "debian-13"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .engine import Phase, Plan
 from . import explain, platforms
 from .platforms import PLAN_ASSUMED, PLATFORMS
-from .services import REGISTRY, finish, prepare
+from .services import REGISTRY, finish, packages_for, prepare
 
 
 def build_plan(profile, platform_id: str | None = None) -> Plan:
@@ -22,7 +22,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     forced = profile.openstack.platform
     plat = platforms.by_id(platform_id or (forced if forced != "auto" else PLAN_ASSUMED))
     chosen = [s for s in REGISTRY if s.id in svc]
-    pkgs = plat.packages_for(svc)
+    pkgs = packages_for(plat, svc)
     phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:

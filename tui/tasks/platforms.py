@@ -1,14 +1,17 @@
-"""What differs between distributions: repos, packages, services, paths.
+"""What differs between distributions: the OS-level facts (repos, package manager, web server).
 
 Behaviour that differs by family is a strategy held by the platform: ``pm`` (the package
-manager, tui/tasks/pkgmgr.py) and ``web`` (the web server serving Keystone), so callers
-ask the platform instead of branching on ``family``.  ``resolve`` is the one way from a
+manager, tui/tasks/pkgmgr.py) and ``web`` (the Apache the API services run under), so
+callers ask the platform instead of branching on ``family``.  What a *service* needs per
+platform (its packages, unit names, vhost paths) lives in its own module under
+tui/tasks/services/ (``base.PerPlatform``: a family default, then per-platform overrides),
+so adding a service never touches this file.  ``resolve`` is the one way from a
 profile and /etc/os-release text to a Platform; an unknown system is an error naming it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import Failure
 from .pkgmgr import APT, DNF, PackageManager
@@ -68,41 +71,17 @@ class Platform:
     verified: bool               # proven end to end on a real host
     repo_setup: tuple[str, ...]  # commands enabling the OpenStack repository
     repo_check: str              # command that succeeds when the repo is enabled
-    packages: dict = field(default_factory=dict)  # component -> packages
-    mariadb_conf: str = "/etc/mysql/mariadb.conf.d/99-openstack.cnf"
-    memcached_conf: str = "/etc/memcached.conf"
-    memcached_style: str = "debian"   # "debian" (-l line) | "sysconfig" (OPTIONS=)
     pm: PackageManager = APT
     web: WebServer = APACHE_DEBIAN
-    keystone_vhost: str = "/etc/apache2/sites-available/keystone.conf"
-    keystone_vhost_enable: str = "a2ensite -q keystone"
     servername_conf: str = "/etc/apache2/conf-available/servername.conf"
     servername_enable: str = "a2enconf -q servername"
-    glance_service: str = "glance-api"
-    distro_keystone_service: str | None = "keystone"   # packaged uWSGI keystone to keep off
-    # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
-    # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
-    keystone_wsgi_module: str = "keystone.server.wsgi:initialize_public_application"
-    # Placement under the same Apache: its vhost, how it is enabled, the packaged uWSGI unit
-    # to keep off, and its WSGI entry (placement.wsgi.api from 2025.1 on; a factory before).
-    placement_vhost: str = "/etc/apache2/sites-available/placement.conf"
-    placement_vhost_enable: str = "a2ensite -q placement"
-    placement_distro_service: str | None = "placement-api"
-    placement_wsgi_module: str = "placement.wsgi:init_application"
-    # Messaging for services with a transport_url (Nova, Neutron): RabbitMQ 4 has no classic
-    # mirroring; oslo.messaging 16 (2025.1) needs the quorum options turned on.
+    # Messaging for services with a transport_url: the release's RabbitMQ 4 has no classic
+    # mirroring; its oslo.messaging 16 (2025.1) needs the quorum options turned on.
     quorum_queue_options: tuple[str, ...] = ()
-    # Neutron: the ML2 mechanism (linuxbridge: no openvswitch module on our kernels; OVN
-    # later), whether it must be enabled as experimental, and the units of the API server.
-    neutron_mechanism: str = "linuxbridge"
-    linuxbridge_experimental: bool = False
-    neutron_server_units: tuple[str, ...] = ("neutron-server",)
     # Support status, said by preflight, plan and the Host screen; an unmaintained
     # OpenStack release gets a warning (never a block).
     support: str = ""
     maintained: bool = True
-    # Glance checks an upload against its disk_format (Glance 30, Epoxy); Zed's accepts anything.
-    glance_checks_disk_format: bool = True
 
     @property
     def family(self) -> str:
@@ -117,16 +96,6 @@ class Platform:
     def apache_log_dir(self) -> str:
         return self.web.log_dir
 
-    def packages_for(self, services) -> list[str]:
-        """The base packages, then each selected service's, in the table's (registry) order."""
-        chosen = set(services)
-        return [p for comp, pkgs in self.packages.items() if comp == "base" or comp in chosen
-                for p in pkgs]
-
-    @property
-    def all_packages(self) -> list[str]:
-        return [p for pkgs in self.packages.values() for p in pkgs]
-
     def install_cmd(self, pkgs: list[str]) -> str:
         return self.pm.install_cmd(pkgs)
 
@@ -134,45 +103,17 @@ class Platform:
         return self.pm.installed_check_cmd(pkgs)
 
 
-_DEB_PKGS = {
-    "base": ["python3-openstackclient"],
-    "mariadb": ["mariadb-server", "python3-pymysql"],
-    "rabbitmq": ["rabbitmq-server"],
-    "memcached": ["memcached", "python3-memcache"],
-    "keystone": ["keystone", "apache2", "libapache2-mod-wsgi-py3"],
-    "glance": ["glance-api"],
-    "placement": ["placement-api"],
-    "neutron": ["neutron-server", "neutron-linuxbridge-agent", "neutron-dhcp-agent",
-                "neutron-l3-agent", "neutron-metadata-agent",
-                "iputils-ping"],  # the verification pings a floating IP from the host
-    # nova-compute-kvm pulls qemu-system-x86 only (nova-compute-qemu pulls every architecture);
-    # the virt_type (kvm or qemu) is set in nova-compute.conf either way.
-    "nova": ["nova-api", "nova-conductor", "nova-scheduler", "nova-consoleproxy",
-             "nova-compute", "nova-compute-kvm"],
-}
-
 DEBIAN_13 = Platform(
     id="debian-13", name="Debian 13 (trixie)", openstack="2025.1 (Epoxy)",
-    verified=True, repo_setup=(), repo_check="true", packages=_DEB_PKGS,
-    keystone_wsgi_module="keystone.wsgi.api:application",
-    placement_wsgi_module="placement.wsgi.api:application",
+    verified=True, repo_setup=(), repo_check="true",
     quorum_queue_options=("rabbit_quorum_queue", "rabbit_transient_quorum_queue",
                           "use_queue_manager"),
-    # Neutron 26 (2025.1) removed the Linux bridge driver and agent (Debian's
-    # neutron-linuxbridge-agent is an empty leftover: no /usr/bin/neutron-linuxbridge-agent),
-    # and these kernels have no openvswitch module: no mechanism yet (OVN/OVS netdev later).
-    neutron_mechanism="",
-    neutron_server_units=("neutron-api", "neutron-rpc-server"),
     support="Debian stable; OpenStack 2025.1 Epoxy is maintained upstream",
 )
 
 DEBIAN_12 = Platform(
     id="debian-12", name="Debian 12 (bookworm)", openstack="zed", verified=True,
-    repo_setup=(), repo_check="true", packages=_DEB_PKGS, glance_checks_disk_format=False,
-    # Neutron 21 (Zed) already calls linuxbridge experimental: the server refuses the
-    # mechanism ("has to be explicitly enabled in 'cfg.CONF.experimental'") unless enabled.
-    linuxbridge_experimental=True,
-    neutron_server_units=("neutron-api", "neutron-rpc-server"),
+    repo_setup=(), repo_check="true",
     support="Debian oldstable; its OpenStack (Zed) is past upstream maintenance "
             "(unmaintained since 2024): prefer Debian 13",
     maintained=False,
@@ -190,13 +131,7 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
         ),
         repo_check=f"grep -rqs 'cloud-archive.*{codename}-updates/{release}' "
                    "/etc/apt/sources.list.d/",
-        packages={**_DEB_PKGS, "glance": ["glance-api"]},
-        distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
-        placement_vhost="/etc/apache2/sites-available/placement-api.conf",  # replaces its own
-        placement_vhost_enable="a2ensite -q placement-api",
-        placement_distro_service=None,
         maintained=release != "zed",  # the Zed cloud archive is past upstream maintenance
-        glance_checks_disk_format=release != "zed",
     )
 
 
@@ -208,33 +143,9 @@ EL9 = Platform(
         "dnf config-manager --set-enabled crb",
     ),
     repo_check="rpm -q centos-release-openstack-caracal",
-    packages={
-        "base": ["python3-openstackclient", "openstack-selinux"],
-        "mariadb": ["mariadb", "mariadb-server", "python3-PyMySQL"],
-        "rabbitmq": ["rabbitmq-server"],
-        "memcached": ["memcached", "python3-memcached"],
-        "keystone": ["openstack-keystone", "httpd", "python3-mod_wsgi"],
-        "glance": ["openstack-glance"],
-        "placement": ["openstack-placement-api"],
-        # not verified: RDO's names for the same pieces
-        "neutron": ["openstack-neutron", "openstack-neutron-ml2",
-                    "openstack-neutron-linuxbridge"],
-        "nova": ["openstack-nova-api", "openstack-nova-conductor", "openstack-nova-scheduler",
-                 "openstack-nova-novncproxy", "openstack-nova-compute"],
-    },
-    mariadb_conf="/etc/my.cnf.d/openstack.cnf",
-    memcached_conf="/etc/sysconfig/memcached",
-    memcached_style="sysconfig",
     web=HTTPD_EL,
-    keystone_vhost="/etc/httpd/conf.d/wsgi-keystone.conf",
-    keystone_vhost_enable="true",
     servername_conf="/etc/httpd/conf.d/servername.conf",
     servername_enable="true",
-    glance_service="openstack-glance-api",
-    distro_keystone_service=None,
-    placement_vhost="/etc/httpd/conf.d/00-placement-api.conf",  # replaces the package's own
-    placement_vhost_enable="true",
-    placement_distro_service=None,
 )
 
 PLATFORMS = {

@@ -22,6 +22,7 @@ from typing import Callable
 
 from . import inifile, paths, platforms
 from .errors import Failure
+from .services import glance
 from .services.common import url_host
 
 TEMPEST_VERSION = "47.0.0"
@@ -105,7 +106,7 @@ def config_text(profile, admin_password: str, platform_id: str, workdir: Path) -
     """tempest.conf for the profile's cloud: identity and image, dynamic credentials."""
     host = url_host(profile.endpoint_host)
     # Glance 30 (Epoxy) checks uploaded content against disk_format; Zed's accepts anything.
-    enforce = "true" if platforms.by_id(platform_id).glance_checks_disk_format else "false"
+    enforce = "true" if glance.layout(platforms.by_id(platform_id)).checks_disk_format else "false"
     services = set(profile.openstack.services)
     pw = inifile.oslo_value(admin_password)
     return f"""# Written by stack-tui from profile {profile.name}: regenerated on every run

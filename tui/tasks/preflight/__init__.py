@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..engine import Context, Notice, Phase, Step, StepError
 from ..pkglock import lock_wait_seconds, run_lock_wait
 from ..platforms import Platform
+from ..services import packages_for
 from .checks import (PORTS, _compute, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
                      _repos, _sudo, _time)
 from .facts import (FACTS_SH, _mem_bytes, _probe_sh, _sections, parse_probes, parse_ss,
@@ -56,7 +57,7 @@ def _package_checks(ctx: Context, plat: Platform, s: dict[str, str],
                     wait_for_lock: bool) -> list[Result]:
     """Repositories reachable and the package manager's lock, in one more round trip."""
     pm = plat.pm
-    pkgs = plat.packages_for(ctx.profile.openstack.services)
+    pkgs = packages_for(plat, ctx.profile.openstack.services)
     urls = pm.sources(s)
     script = "echo @@pkgs\n" + pm.installed_check_cmd(pkgs) + "\n" + _probe_sh(urls, pm)
     s2 = _sections(ctx.sh(script, check=False, quiet=True, timeout=60).stdout)

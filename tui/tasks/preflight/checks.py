@@ -11,7 +11,7 @@ from typing import Callable
 from ..engine import Context
 from ..pkglock import lock_wait_seconds
 from ..platforms import Platform, by_id, describe, detect
-from ..services import REGISTRY
+from ..services import REGISTRY, neutron
 from ..services.common import fix_hosts_file
 from .facts import parse_ss
 from .result import BLOCKING, GiB, OK, WARNING, Result, _fmt_gib
@@ -30,7 +30,7 @@ def _sudo_mode(transport) -> str | None:
 def _compute(ctx: Context, plat: Platform) -> list[Result]:
     """Neutron needs a network mechanism on the platform: say so before any package is
     installed (Debian 13's Neutron 2025.1 has no Linux bridge agent, our kernels no OVS)."""
-    if "neutron" not in ctx.profile.openstack.services or plat.neutron_mechanism:
+    if "neutron" not in ctx.profile.openstack.services or neutron.layout(plat).mechanism:
         return []
     return [Result("neutron-mechanism", BLOCKING, "Neutron network mechanism",
                    f"{plat.name} gets Neutron from OpenStack {plat.openstack}, which removed the "

@@ -4,13 +4,17 @@ A module gives ``phases(profile, plat) -> list[Phase]``: its steps (check / run 
 verify) with the plan text beside them.  ``REGISTRY`` is the order; ``build_plan``
 in ``tui/tasks/deploy.py`` composes the plan from it.  ``prepare`` (host and
 packages) and ``finish`` (credential files, verification) frame them.
+
+Adding a service is one module here (its steps, its ``Service`` with its packages and any
+per-platform layout, see ``base.PerPlatform``) and its line in ``REGISTRY``; platforms.py
+holds only what is about the operating system.
 """
 
 from __future__ import annotations
 
 from . import (finish, glance, keystone, mariadb, memcached, neutron, nova, placement, prepare,
                rabbitmq)
-from .base import Port, Secret, Service
+from .base import PerPlatform, Port, Secret, Service
 
 
 REGISTRY: tuple[Service, ...] = tuple(
@@ -22,4 +26,20 @@ def by_id(service_id: str) -> Service:
     return next(s for s in REGISTRY if s.id == service_id)
 
 
-__all__ = ["REGISTRY", "Port", "Secret", "Service", "by_id", "finish", "prepare"]
+def packages_for(plat, services) -> list[str]:
+    """The base packages, then each selected service's, in registry order (one transaction)."""
+    chosen = set(services)
+    pkgs = list(prepare.BASE_PACKAGES(plat))
+    for s in REGISTRY:
+        if s.id in chosen:
+            pkgs += s.packages(plat)
+    return pkgs
+
+
+def all_packages(plat) -> list[str]:
+    """Every package stack-tui may install on the platform (every service selected)."""
+    return packages_for(plat, [s.id for s in REGISTRY])
+
+
+__all__ = ["REGISTRY", "PerPlatform", "Port", "Secret", "Service", "all_packages", "by_id",
+           "finish", "packages_for", "prepare"]

@@ -7,12 +7,39 @@ secrets, preflight, the plan and the screens derive from it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Callable, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Mapping, TypeVar, Union
+
+T = TypeVar("T")
 
 # plain words, or a function of the whole error text that words them
 Text = Union[str, Callable[[str], str]]
+
+
+@dataclass(frozen=True, eq=False)
+class PerPlatform(Generic[T]):
+    """A service's fact that differs by platform: the family's default ("deb" or "rpm"), then
+    the overrides keyed by distribution ("ubuntu": the platform id before "-") and then by
+    platform id ("debian-12"), the more specific winning.  A dataclass value's override is a
+    dict of the fields it changes; any other value's override replaces it.  The one lookup
+    every service module uses (``LAYOUT(plat)``), so a new service needs no platforms.py edit."""
+    deb: T
+    rpm: T
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, plat) -> T:
+        value = self.deb if plat.family == "deb" else self.rpm
+        for key in dict.fromkeys((plat.id.split("-")[0], plat.id)):
+            if key in self.overrides:
+                change = self.overrides[key]
+                value = (dataclasses.replace(value, **change)
+                         if dataclasses.is_dataclass(value) else change)
+        return value
+
+
+NO_PACKAGES: PerPlatform[tuple[str, ...]] = PerPlatform((), ())
 
 
 @dataclass(frozen=True)
@@ -44,7 +71,7 @@ class Port:
 
 @dataclass(frozen=True)
 class Service:
-    id: str                    # name in [openstack] services and in Platform.packages
+    id: str                    # name in [openstack] services
     title: str                 # "Keystone"
     role: str                  # "identity"
     phases: Callable           # (profile, plat) -> list[Phase]
@@ -59,3 +86,5 @@ class Service:
     logs: Callable = lambda plat: ()
     # Its known failures, explained (explain.rules_for puts them in the plan's rules).
     rules: tuple[Rule, ...] = ()
+    # Its packages per platform, installed in the one transaction (services.packages_for).
+    packages: PerPlatform = NO_PACKAGES

@@ -6,12 +6,13 @@ import re
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port, Secret, Rule
+from .base import PerPlatform, Service, Port, Secret, Rule
 from .catalog import authtoken, endpoints_ok, ensure_endpoints
 from .common import (
     db_sync_step, manage, wait_http, admin_session, db_url, ensure_service, ensure_user,
@@ -23,6 +24,24 @@ from .common import (
 GLANCE_CONF = "/etc/glance/glance-api.conf"
 GLANCE_STAGING = "/var/lib/glance/staging/"
 GLANCE_TASKS = "/var/lib/glance/tasks_work_dir/"
+
+
+@dataclass(frozen=True)
+class Layout:
+    service: str                 # the glance-api systemd unit
+    # Glance checks an upload against its disk_format (Glance 30, Epoxy); Zed's accepts anything.
+    checks_disk_format: bool = True
+
+
+LAYOUT: PerPlatform[Layout] = PerPlatform(
+    deb=Layout("glance-api"), rpm=Layout("openstack-glance-api"),
+    overrides={"debian-12": {"checks_disk_format": False},
+               "ubuntu-22.04": {"checks_disk_format": False}})  # both Zed
+PACKAGES = PerPlatform(deb=("glance-api",), rpm=("openstack-glance",))
+
+
+def layout(plat: Platform) -> Layout:
+    return LAYOUT(plat)
 
 
 def _glance_user_check(ctx) -> bool:
@@ -98,23 +117,23 @@ def _metadefs_run(ctx) -> None:
 
 
 def _glance_service_check(ctx) -> bool:
-    plat = platform_of(ctx)
-    if not service_ok(ctx, plat.glance_service):
+    unit = layout(platform_of(ctx)).service
+    if not service_ok(ctx, unit):
         return False
     # A running glance-api started before its config last changed must be restarted.
     r = ctx.sh(f"test $(stat -c %Y {GLANCE_CONF}) -le "
-               f"$(date -d \"$(systemctl show -p ActiveEnterTimestamp --value {plat.glance_service})\" +%s)"
+               f"$(date -d \"$(systemctl show -p ActiveEnterTimestamp --value {unit})\" +%s)"
                " && curl -s -o /dev/null --max-time 5 http://127.0.0.1:9292/", check=False, quiet=True,
                timeout=LOOK)
     return r.ok
 
 
 def _glance_service_run(ctx) -> None:
-    plat = platform_of(ctx)
-    active = ctx.sh(f"systemctl is-active -q {plat.glance_service}", check=False, quiet=True,
+    unit = layout(platform_of(ctx)).service
+    active = ctx.sh(f"systemctl is-active -q {unit}", check=False, quiet=True,
                     timeout=LOOK).ok
-    ensure_service(ctx, plat.glance_service, restart=active)
-    wait_http(ctx, "http://127.0.0.1:9292/", "Glance", plat.glance_service,
+    ensure_service(ctx, unit, restart=active)
+    wait_http(ctx, "http://127.0.0.1:9292/", "Glance", unit,
                "/var/log/glance/glance-api.log")
 
 
@@ -300,7 +319,7 @@ def _image_run(ctx) -> None:
 def phases(profile, plat: Platform) -> list[Phase]:
     """The glance phase, then the image upload."""
     gl_sync_check, gl_sync_run = db_sync_step("glance", "glance-manage db_sync",
-                                               plat.packages["glance"][0])
+                                               PACKAGES(plat)[0])
     out: list[Phase] = []
     out.append(Phase("glance", "Glance (images)", [
         Step("glance.user", "User glance with role admin on project service",
@@ -320,9 +339,9 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_metadefs_run, check=_metadefs_check,
              detail="runuser -u glance -- glance-manage db_load_metadefs "
                     "(only when glance.metadef_namespaces is empty)"),
-        Step("glance.service", f"Start and enable {plat.glance_service}",
+        Step("glance.service", f"Start and enable {layout(plat).service}",
              run=_glance_service_run, check=_glance_service_check,
-             detail=f"systemctl enable --now {plat.glance_service}; wait until :9292 answers"),
+             detail=f"systemctl enable --now {layout(plat).service}; wait until :9292 answers"),
     ]))
     if profile.image.upload:
         out.append(Phase("image", "Image", [
@@ -370,7 +389,8 @@ SERVICE = Service(
     ports=(Port(9292, frozenset({"glance-api"}), "Glance API"),),
     database="glance",
     configs=lambda plat: (GLANCE_CONF,),
-    units=lambda plat: (plat.glance_service,),
+    units=lambda plat: (layout(plat).service,),
     logs=lambda plat: ("/var/log/glance/glance-api.log",),
     rules=RULES,
+    packages=PACKAGES,
 )

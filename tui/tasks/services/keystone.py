@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port, Secret, Rule
+from .base import PerPlatform, Service, Port, Secret, Rule
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -16,6 +17,39 @@ from .common import (
 
 
 KEYSTONE_CONF = "/etc/keystone/keystone.conf"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the platform's packages put Keystone under Apache."""
+    vhost: str                   # the Apache site stack-tui writes
+    vhost_enable: str            # how it is enabled ("true": conf.d needs nothing)
+    distro_service: str | None   # the packaged uWSGI keystone to keep off (None: there is none)
+    # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
+    # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
+    wsgi_module: str
+
+
+_FACTORY = "keystone.server.wsgi:initialize_public_application"
+LAYOUT: PerPlatform[Layout] = PerPlatform(
+    deb=Layout("/etc/apache2/sites-available/keystone.conf", "a2ensite -q keystone", "keystone",
+               _FACTORY),
+    rpm=Layout("/etc/httpd/conf.d/wsgi-keystone.conf", "true", None, _FACTORY),
+    overrides={
+        "ubuntu": {"distro_service": None},  # Ubuntu's keystone runs under apache2 already
+        "debian-13": {"wsgi_module": "keystone.wsgi.api:application"},
+    })
+PACKAGES = PerPlatform(deb=("keystone", "apache2", "libapache2-mod-wsgi-py3"),
+                       rpm=("openstack-keystone", "httpd", "python3-mod_wsgi"))
+
+
+def layout(plat: Platform) -> Layout:
+    return LAYOUT(plat)
+
+
+def distro_unit(plat: Platform) -> str | None:
+    """The packaged keystone unit the package step masks (Apache serves Keystone)."""
+    return LAYOUT(plat).distro_service
 
 
 def _keystone_settings(ctx) -> dict:
@@ -119,7 +153,7 @@ Listen 5000
 
 def wsgi_body(plat: Platform) -> str:
     """Keystone's WSGI script: the module entry where the package has it."""
-    module, name = plat.keystone_wsgi_module.split(":")
+    module, name = layout(plat).wsgi_module.split(":")
     head = "# Written by stack-tui: Keystone's public WSGI application\n"
     if name == "application":
         return head + f"from {module} import application  # noqa: F401\n"
@@ -135,7 +169,7 @@ def _apache_files(ctx) -> list[tuple[str, str]]:
                         "fix openstack.endpoint_host (or host.address) in the profile") from None
     return [
         (WSGI_KEYSTONE, wsgi_body(plat)),
-        (plat.keystone_vhost, _vhost(ctx)),
+        (layout(plat).vhost, _vhost(ctx)),
         (plat.servername_conf, f"# Written by stack-tui\nServerName {ep(ctx)}\n"),
     ]
 
@@ -147,7 +181,7 @@ def _apache_check(ctx) -> bool:
             return False
     if plat.web.a2en:
         web = plat.web
-        r = ctx.sh(f"{web.enabled_test(plat.keystone_vhost)} && "
+        r = ctx.sh(f"{web.enabled_test(layout(plat).vhost)} && "
                    f"{web.enabled_test(plat.servername_conf)} && "
                    f"{web.module_enabled_test('wsgi')}", check=False, quiet=True, timeout=LOOK)
         if not r.ok:
@@ -168,12 +202,12 @@ def _apache_run(ctx) -> None:
     for path, body in _apache_files(ctx):
         changed |= put_file(ctx, path, body)
     if plat.web.a2en:
-        ctx.sh(plat.web.enable_module("wsgi") + "; " + plat.keystone_vhost_enable + "; "
+        ctx.sh(plat.web.enable_module("wsgi") + "; " + layout(plat).vhost_enable + "; "
                + plat.servername_enable, quiet=True, timeout=SERVICE_LIMIT)
     r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=SERVICE_LIMIT)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", "apachectl configtest failed",
-                        f"fix {plat.keystone_vhost}", tail=r.lines[-15:])
+                        f"fix {layout(plat).vhost}", tail=r.lines[-15:])
     active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True,
                     timeout=LOOK).ok
     if active and changed:
@@ -254,7 +288,7 @@ def _projects_run(ctx) -> None:
 def phases(profile, plat: Platform) -> list[Phase]:
     """The keystone phase as the plan shows and runs it."""
     ks_sync_check, ks_sync_run = db_sync_step("keystone", "keystone-manage db_sync",
-                                               plat.packages["keystone"][0])
+                                               PACKAGES(plat)[0])
     return [Phase("keystone", "Keystone (identity)", [
         Step("keystone.config", "keystone.conf: database, fernet tokens, memcache",
              run=_keystone_conf_run, check=_keystone_conf_check, files=[KEYSTONE_CONF],
@@ -273,7 +307,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              files=["/etc/keystone/credential-keys/"]),
         Step("keystone.apache", f"Serve Keystone from {plat.web_service} on port 5000",
              run=_apache_run, check=_apache_check,
-             files=[WSGI_KEYSTONE, plat.keystone_vhost, plat.servername_conf],
+             files=[WSGI_KEYSTONE, layout(plat).vhost, plat.servername_conf],
              detail=f"mod_wsgi vhost on :5000 (ServerName set); systemctl enable --now "
                     f"{plat.web_service}; wait until /v3 answers"),
         Step("keystone.bootstrap", "Bootstrap admin user, role and identity endpoints",
@@ -313,10 +347,10 @@ SERVICE = Service(
              Secret("keystone_db_password", "MariaDB user 'keystone'", "database")),
     ports=(Port(5000, frozenset({"apache2", "httpd"}), "Keystone (Apache)"),),
     database="keystone",
-    configs=lambda plat: (KEYSTONE_CONF, plat.keystone_vhost),
-    units=lambda plat: (plat.web_service,) + ((plat.distro_keystone_service,)
-                                              if plat.distro_keystone_service else ()),
+    configs=lambda plat: (KEYSTONE_CONF, layout(plat).vhost),
+    units=lambda plat: (plat.web_service,) + ((distro_unit(plat),) if distro_unit(plat) else ()),
     logs=lambda plat: (f"{plat.apache_log_dir}/keystone.log",
                        "/var/log/keystone/keystone-manage.log"),
     rules=RULES,
+    packages=PACKAGES,
 )

@@ -6,7 +6,7 @@ import re
 
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
-from .base import Service, Port, Rule
+from .base import PerPlatform, Service, Port, Rule
 from .common import (
     LOOK, one_line, ensure_service, forward, mgmt, platform_of, put_file, read_remote, root_sql, service_ok,
     sql_literal,
@@ -14,10 +14,15 @@ from .common import (
 
 
 PORT = 3306
+# stack-tui's drop-in with the OpenStack settings
+CONF: PerPlatform[str] = PerPlatform(deb="/etc/mysql/mariadb.conf.d/99-openstack.cnf",
+                                     rpm="/etc/my.cnf.d/openstack.cnf")
+PACKAGES = PerPlatform(deb=("mariadb-server", "python3-pymysql"),
+                       rpm=("mariadb", "mariadb-server", "python3-PyMySQL"))
 
 
 def _mariadb_conf(ctx: Context) -> str:
-    addr = one_line(f"bind-address in {platform_of(ctx).mariadb_conf}", mgmt(ctx),
+    addr = one_line(f"bind-address in {CONF(platform_of(ctx))}", mgmt(ctx),
                     "fix host.address in the profile")
     return ("# Written by stack-tui: OpenStack settings (install guide)\n[mysqld]\n"
             f"bind-address = {addr}\n"
@@ -28,11 +33,11 @@ def _mariadb_conf(ctx: Context) -> str:
 
 
 def _mariadb_config_check(ctx):
-    return read_remote(ctx, platform_of(ctx).mariadb_conf) == _mariadb_conf(ctx)
+    return read_remote(ctx, CONF(platform_of(ctx))) == _mariadb_conf(ctx)
 
 
 def _mariadb_config_run(ctx):
-    changed = put_file(ctx, platform_of(ctx).mariadb_conf, _mariadb_conf(ctx))
+    changed = put_file(ctx, CONF(platform_of(ctx)), _mariadb_conf(ctx))
     if changed and ctx.sh("systemctl is-active -q mariadb", check=False, quiet=True,
                           timeout=LOOK).ok:
         _start(ctx, restart=True)
@@ -106,7 +111,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
     """The mariadb phase as the plan shows and runs it."""
     return [Phase("mariadb", "MariaDB", [
         Step("mariadb.config", "OpenStack settings for MariaDB", run=_mariadb_config_run,
-             check=_mariadb_config_check, files=[plat.mariadb_conf],
+             check=_mariadb_config_check, files=[CONF(plat)],
              detail="bind-address = management address, utf8mb4, max_connections = 4096"),
         Step("mariadb.service", "Start and enable MariaDB",
              run=_start,
@@ -140,7 +145,8 @@ RULES = (
 SERVICE = Service(
     "mariadb", "MariaDB", "database", phases,
     ports=(Port(PORT, frozenset({"mariadbd", "mysqld", "mariadb"}), "MariaDB"),),
-    configs=lambda plat: (plat.mariadb_conf,),
+    configs=lambda plat: (CONF(plat),),
     units=lambda plat: ("mariadb",),
     rules=RULES,
+    packages=PACKAGES,
 )

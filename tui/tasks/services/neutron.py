@@ -2,7 +2,7 @@
 provider network on a local veth pair and VXLAN self-service networks), the L3, DHCP and
 metadata agents, schema and services.
 
-The mechanism is the platform's ``neutron_mechanism`` (linuxbridge: these kernels have bridge
+The mechanism is ``layout(plat).mechanism`` (linuxbridge: these kernels have bridge
 and vxlan but no openvswitch module; on Epoxy linuxbridge is experimental and is enabled
 explicitly).  The provider network is a veth pair made at boot by a small unit: the host
 keeps ``PROVIDER_GATEWAY`` on one end, the linuxbridge agent takes the other, so floating IPs
@@ -12,11 +12,12 @@ answer from the host without touching its management interface.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Port, Rule, Secret, Service
+from .base import PerPlatform, Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
 from .common import one_line_settings
@@ -40,6 +41,39 @@ PROVIDER_CIDR, PROVIDER_GATEWAY = "172.24.4.0/24", "172.24.4.1"
 PROVIDER_POOL = ("172.24.4.100", "172.24.4.199")
 PROVIDER_UNIT = "stack-tui-provider.service"
 PROVIDER_UNIT_PATH = f"/etc/systemd/system/{PROVIDER_UNIT}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    # The ML2 mechanism (linuxbridge: no openvswitch module on our kernels; OVN later; ""
+    # none yet), whether it must be enabled as experimental, and the API server's units.
+    mechanism: str = "linuxbridge"
+    linuxbridge_experimental: bool = False
+    server_units: tuple[str, ...] = ("neutron-server",)
+
+
+_SPLIT_SERVER = ("neutron-api", "neutron-rpc-server")
+LAYOUT: PerPlatform[Layout] = PerPlatform(
+    deb=Layout(), rpm=Layout(),
+    overrides={
+        # Neutron 26 (2025.1) removed the Linux bridge driver and agent (Debian's
+        # neutron-linuxbridge-agent is an empty leftover: no /usr/bin/neutron-linuxbridge-agent),
+        # and these kernels have no openvswitch module: no mechanism yet (OVN/OVS netdev later).
+        "debian-13": {"mechanism": "", "server_units": _SPLIT_SERVER},
+        # Neutron 21 (Zed) already calls linuxbridge experimental: the server refuses the
+        # mechanism ("has to be explicitly enabled in 'cfg.CONF.experimental'") unless enabled.
+        "debian-12": {"linuxbridge_experimental": True, "server_units": _SPLIT_SERVER},
+    })
+PACKAGES = PerPlatform(
+    deb=("neutron-server", "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-l3-agent",
+         "neutron-metadata-agent",
+         "iputils-ping"),  # the verification pings a floating IP from the host
+    # not verified: RDO's names for the same pieces
+    rpm=("openstack-neutron", "openstack-neutron-ml2", "openstack-neutron-linuxbridge"))
+
+
+def layout(plat: Platform) -> Layout:
+    return LAYOUT(plat)
 
 
 def network_url(ctx) -> str:
@@ -97,11 +131,11 @@ def _provider_run(ctx) -> None:
 # -- configuration ------------------------------------------------------------------------------
 
 def _neutron_values(ctx) -> dict:
-    plat = platform_of(ctx)
+    lay = layout(platform_of(ctx))
     v = {
         ("DEFAULT", "core_plugin"): "ml2",
         ("DEFAULT", "service_plugins"): "router",
-        ("DEFAULT", "interface_driver"): plat.neutron_mechanism,
+        ("DEFAULT", "interface_driver"): lay.mechanism,
         ("DEFAULT", "auth_strategy"): "keystone",
         ("DEFAULT", "notify_nova_on_port_status_changes"): "true",
         ("DEFAULT", "notify_nova_on_port_data_changes"): "true",
@@ -115,7 +149,7 @@ def _neutron_values(ctx) -> dict:
     }
     if "nova" in ctx.profile.openstack.services:
         v.update(service_auth(ctx, "nova", "nova", "nova_password"))
-    if plat.neutron_mechanism == "linuxbridge" and plat.linuxbridge_experimental:
+    if lay.mechanism == "linuxbridge" and lay.linuxbridge_experimental:
         v[("experimental", "linuxbridge")] = "true"
     return v
 
@@ -206,7 +240,7 @@ def _schema_run(ctx) -> None:
 # -- services ---------------------------------------------------------------------------------
 
 def units(plat: Platform) -> tuple[str, ...]:
-    return plat.neutron_server_units + (
+    return layout(plat).server_units + (
         "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-l3-agent",
         "neutron-metadata-agent")
 
@@ -276,12 +310,13 @@ def _no_mechanism_phases(plat: Platform) -> list[Phase]:
 
 
 def phases(profile, plat: Platform) -> list[Phase]:
-    if not plat.neutron_mechanism:
+    lay = layout(plat)
+    if not lay.mechanism:
         return _no_mechanism_phases(plat)
     conf_files = [NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF,
                   *UWSGI_PROCESSES]
     exp = (" ([experimental] linuxbridge = true: experimental on this release)"
-           if plat.linuxbridge_experimental else "")
+           if lay.linuxbridge_experimental else "")
     return [Phase("neutron", "Neutron (networking)", [
         Step("neutron.user", "User neutron with roles admin and service on project service",
              run=_user_run, check=_user_check,
@@ -293,7 +328,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_provider_run, check=_provider_check, files=[PROVIDER_UNIT_PATH],
              detail=f"a veth pair made at boot by {PROVIDER_UNIT}: the host keeps "
                     f"{PROVIDER_GATEWAY} on {PROVIDER_IF}, the agent bridges {PROVIDER_PEER}"),
-        Step("neutron.config", f"neutron.conf, ML2 and agents: {plat.neutron_mechanism}{exp}",
+        Step("neutron.config", f"neutron.conf, ML2 and agents: {lay.mechanism}{exp}",
              run=_conf_run, check=_conf_check, files=conf_files,
              detail="ML2 flat (physnet provider) + VXLAN self-service, l2population, "
                     "port security; L3/DHCP interface_driver linuxbridge; metadata shared "
@@ -338,4 +373,5 @@ SERVICE = Service(
                        "/var/log/neutron/neutron-linuxbridge-agent.log",
                        "/var/log/neutron/neutron-l3-agent.log",
                        "/var/log/neutron/neutron-dhcp-agent.log"),
+    packages=PACKAGES,
 )

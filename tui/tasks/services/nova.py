@@ -9,7 +9,7 @@ import re
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Port, Rule, Secret, Service
+from .base import PerPlatform, Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run,
                       with_lines)
@@ -24,6 +24,13 @@ QEMU_CONF = "/etc/libvirt/qemu.conf"
 PORT = 8774
 VNC_PORT = 6080
 DATABASES = ("nova_api", "nova", "nova_cell0")
+PACKAGES = PerPlatform(
+    # nova-compute-kvm pulls qemu-system-x86 only (nova-compute-qemu pulls every architecture);
+    # the virt_type (kvm or qemu) is set in nova-compute.conf either way.
+    deb=("nova-api", "nova-conductor", "nova-scheduler", "nova-consoleproxy", "nova-compute",
+         "nova-compute-kvm"),
+    rpm=("openstack-nova-api", "openstack-nova-conductor", "openstack-nova-scheduler",
+         "openstack-nova-novncproxy", "openstack-nova-compute"))
 
 
 def compute_url(ctx) -> str:
@@ -346,4 +353,5 @@ SERVICE = Service(
     configs=lambda plat: (NOVA_CONF, NOVA_COMPUTE_CONF),
     units=lambda plat: UNITS + ("libvirtd",),
     logs=lambda plat: tuple(f"/var/log/nova/{u}.log" for u in UNITS),
+    packages=PACKAGES,
 )

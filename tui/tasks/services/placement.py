@@ -3,9 +3,11 @@ Apache mod_wsgi on 8778, and a check that the API lists resource providers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import Port, Secret, Service
+from .base import PerPlatform, Port, Secret, Service
 from .catalog import (authtoken, endpoints_ok, ensure_endpoints, service_url,
                       wsgi_vhost)
 from .common import one_line_settings
@@ -17,6 +19,33 @@ from .keystone import host_size, wsgi_processes
 PLACEMENT_CONF = "/etc/placement/placement.conf"
 PORT = 8778
 WSGI = "/usr/share/stack-tui/placement-api.wsgi"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Placement under the same Apache as Keystone, as the platform's packages lay it out."""
+    vhost: str                   # the Apache site stack-tui writes
+    vhost_enable: str            # how it is enabled ("true": conf.d needs nothing)
+    distro_service: str | None   # the packaged uWSGI unit to keep off (None: there is none)
+    wsgi_module: str             # placement.wsgi.api from 2025.1 on; a factory before
+
+
+LAYOUT: PerPlatform[Layout] = PerPlatform(
+    deb=Layout("/etc/apache2/sites-available/placement.conf", "a2ensite -q placement",
+               "placement-api", "placement.wsgi:init_application"),
+    # replaces the package's own vhost
+    rpm=Layout("/etc/httpd/conf.d/00-placement-api.conf", "true", None,
+               "placement.wsgi:init_application"),
+    overrides={
+        "ubuntu": {"vhost": "/etc/apache2/sites-available/placement-api.conf",  # its own
+                   "vhost_enable": "a2ensite -q placement-api", "distro_service": None},
+        "debian-13": {"wsgi_module": "placement.wsgi.api:application"},
+    })
+PACKAGES = PerPlatform(deb=("placement-api",), rpm=("openstack-placement-api",))
+
+
+def layout(plat: Platform) -> Layout:
+    return LAYOUT(plat)
 
 
 def placement_url(ctx) -> str:
@@ -62,7 +91,7 @@ def _conf_run(ctx) -> None:
 
 def wsgi_body(plat: Platform) -> str:
     """Placement's WSGI script: the module's application, or the older factory (Zed)."""
-    module, name = plat.placement_wsgi_module.split(":")
+    module, name = layout(plat).wsgi_module.split(":")
     head = "# Written by stack-tui: Placement's WSGI application\n"
     if name == "application":
         return head + f"from {module} import application  # noqa: F401\n"
@@ -74,16 +103,17 @@ def _files(ctx) -> list[tuple[str, str]]:
     vhost = wsgi_vhost(title="Placement", port=PORT, group="placement-api", script=WSGI,
                        user="placement", processes=min(4, wsgi_processes(*host_size(ctx))),
                        server_name=ep(ctx), log_dir=plat.apache_log_dir, log="placement")
-    return [(WSGI, wsgi_body(plat)), (plat.placement_vhost, vhost)]
+    return [(WSGI, wsgi_body(plat)), (layout(plat).vhost, vhost)]
 
 
 def _apache_check(ctx) -> bool:
     plat = platform_of(ctx)
     if any(read_remote(ctx, path) != body for path, body in _files(ctx)):
         return False
-    if not ctx.sh(plat.web.enabled_test(plat.placement_vhost), check=False, quiet=True).ok:
+    lay = layout(plat)
+    if not ctx.sh(plat.web.enabled_test(lay.vhost), check=False, quiet=True).ok:
         return False
-    if plat.placement_distro_service and not _distro_masked(ctx, plat.placement_distro_service):
+    if lay.distro_service and not _distro_masked(ctx, lay.distro_service):
         return False
     return service_ok(ctx, plat.web_service) and _http_ok(ctx)
 
@@ -101,7 +131,7 @@ def _http_ok(ctx) -> bool:
 
 def _apache_run(ctx) -> None:
     plat = platform_of(ctx)
-    unit = plat.placement_distro_service
+    unit = layout(plat).distro_service
     if unit:
         # Apache serves Placement: the packaged uWSGI service (8 x 32 threads) stays off.
         ctx.sh(f"systemctl disable -q {q(unit)} 2>/dev/null; "
@@ -113,11 +143,11 @@ def _apache_run(ctx) -> None:
         changed |= put_file(ctx, path, body)
     changed |= bool(ctx.cache.get("placement_conf_changed"))
     if plat.web.a2en:
-        ctx.sh(plat.web.enable_module("wsgi") + "; " + plat.placement_vhost_enable, quiet=True)
+        ctx.sh(plat.web.enable_module("wsgi") + "; " + layout(plat).vhost_enable, quiet=True)
     r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", f"{plat.web.configtest} failed",
-                        f"fix {plat.placement_vhost}", tail=r.lines[-15:])
+                        f"fix {layout(plat).vhost}", tail=r.lines[-15:])
     active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True).ok
     ensure_service(ctx, plat.web_service, restart=active and changed)
     wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Placement", plat.web_service,
@@ -147,7 +177,8 @@ def _verify_check(ctx) -> bool:
 
 def phases(profile, plat: Platform) -> list[Phase]:
     sync_check, sync_run = db_sync_step("placement", "placement-manage db sync",
-                                        plat.packages["placement"][0])
+                                        PACKAGES(plat)[0])
+    lay = layout(plat)
     return [Phase("placement", "Placement (resource inventory)", [
         Step("placement.user", "User placement with roles admin and service on project service",
              run=_user_run, check=_user_check,
@@ -163,10 +194,10 @@ def phases(profile, plat: Platform) -> list[Phase]:
         Step("placement.db_sync", "Create the Placement database schema", run=sync_run,
              check=sync_check, detail="runuser -u placement -- placement-manage db sync"),
         Step("placement.apache", f"Serve Placement from {plat.web_service} on port {PORT}",
-             run=_apache_run, check=_apache_check, files=[WSGI, plat.placement_vhost],
+             run=_apache_run, check=_apache_check, files=[WSGI, lay.vhost],
              detail=f"mod_wsgi vhost on :{PORT} (one thread per process)"
-                    + (f"; systemctl mask {plat.placement_distro_service} (its uWSGI)"
-                       if plat.placement_distro_service else "")
+                    + (f"; systemctl mask {lay.distro_service} (its uWSGI)"
+                       if lay.distro_service else "")
                     + "; wait until / answers"),
         Step("placement.verify", "Placement lists resource providers", run=_verify,
              check=_verify_check,
@@ -182,8 +213,9 @@ SERVICE = Service(
     ports=(Port(PORT, frozenset({"apache2", "httpd"}), "Placement API (Apache)"),),
     database="placement",
     default=False,
-    configs=lambda plat: (PLACEMENT_CONF, plat.placement_vhost),
+    configs=lambda plat: (PLACEMENT_CONF, layout(plat).vhost),
     units=lambda plat: (plat.web_service,),
     logs=lambda plat: (f"{plat.apache_log_dir}/placement.log",
                        "/var/log/placement/placement-manage.log"),
+    packages=PACKAGES,
 )

@@ -7,7 +7,9 @@ import re
 from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
 from ..pkglock import lock_wait_seconds, run_lock_wait
+from .base import PerPlatform
 from .common import LOOK, POLICY_RC, POLICY_RC_BODY, detect_platform, fix_hosts_file, platform_of, q
+from .keystone import distro_unit
 
 
 def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
@@ -78,10 +80,16 @@ def _repo_run(ctx: Context) -> None:
         ctx.sh(cmd, timeout=900)
 
 
+# Installed with any selection: the client the steps and the user drive the cloud with (and,
+# on EL, RDO's SELinux policies for the services).
+BASE_PACKAGES = PerPlatform(deb=("python3-openstackclient",),
+                            rpm=("python3-openstackclient", "openstack-selinux"))
+
+
 def wanted_packages(ctx: Context) -> list[str]:
-    plat = platform_of(ctx)
-    svc = set(ctx.profile.openstack.services)
-    return plat.packages_for(svc)
+    from . import packages_for  # the registry's: services/__init__.py imports this module
+
+    return packages_for(platform_of(ctx), ctx.profile.openstack.services)
 
 
 def _missing_packages(ctx: Context) -> list[str]:
@@ -100,8 +108,9 @@ def _packages_check(ctx: Context) -> bool:
     if plat.pm.blocks_service_starts and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
                                        quiet=True).ok:
         return False  # left behind by a killed run: the run step removes it
-    if plat.distro_keystone_service and "keystone" in ctx.profile.openstack.services:
-        r = ctx.sh(f"systemctl is-enabled {q(plat.distro_keystone_service)} 2>/dev/null",
+    ks = distro_unit(plat)
+    if ks and "keystone" in ctx.profile.openstack.services:
+        r = ctx.sh(f"systemctl is-enabled {q(ks)} 2>/dev/null",
                    check=False, quiet=True)
         return r.stdout.strip() == "masked"
     return True
@@ -126,7 +135,7 @@ def _packages_run(ctx: Context) -> None:
         # A killed run's policy-rc.d would keep blocking service starts for good.
         ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
     if plat.pm.blocks_service_starts:
-        ks = plat.distro_keystone_service
+        ks = distro_unit(plat)
         if missing:
             # A package manager still at work (e.g. the apt-get of a killed run, which goes
             # on without us) holds dpkg's lock and debconf's database: wait for it first.
@@ -276,8 +285,8 @@ def phases(profile, plat: Platform, pkgs: list[str]) -> list[Phase]:
         run=_packages_run, check=_packages_check, retries=3,
         detail=(("debconf-set-selections (no automatic db/endpoint setup); "
                  + "policy-rc.d blocks service starts during the install; "
-                 + (f"then systemctl mask {plat.distro_keystone_service} (Apache serves Keystone); "
-                    if plat.distro_keystone_service else ""))
+                 + (f"then systemctl mask {distro_unit(plat)} (Apache serves Keystone); "
+                    if distro_unit(plat) else ""))
                 if plat.pm.blocks_service_starts else "") + plat.install_cmd(pkgs),
         files=[POLICY_RC] if plat.pm.blocks_service_starts else []))
     return [Phase("prepare", "Prepare the host", prepare)]

@@ -6,7 +6,7 @@ import re
 
 from ..engine import Phase, Step
 from ..platforms import Platform
-from .base import Service, Port, Secret, Rule
+from .base import PerPlatform, Service, Port, Secret, Rule
 from .common import ensure_service, service_ok
 
 
@@ -103,4 +103,5 @@ SERVICE = Service(
            Port(25672, frozenset({"beam.smp"}), "RabbitMQ (node distribution)")),
     units=lambda plat: ("rabbitmq-server",),
     rules=RULES,
+    packages=PerPlatform(deb=("rabbitmq-server",), rpm=("rabbitmq-server",)),
 )
