@@ -306,3 +306,22 @@ def test_a_command_given_no_limit_waits_minutes_not_a_quarter_hour(tmp_path):
     with pytest.raises(CommandTimeout):
         eng.ctx.sh("sleep infinity")
     assert host.limits(r"^sleep") == [e.DEFAULT_LIMIT] and e.DEFAULT_LIMIT <= 180
+
+
+def test_every_remote_command_of_every_service_names_its_limit():
+    """Each ctx.sh in the service modules (compute included, whose steps the scripted runs
+    above do not reach) says how long it may take; none relies on ctx.sh's default."""
+    import ast
+    from pathlib import Path
+
+    import tui.tasks.services as services
+
+    unnamed = []
+    for path in sorted(Path(services.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "sh"
+                    and not any(k.arg == "timeout" for k in node.keywords)):
+                unnamed.append(f"{path.name}:{node.lineno}")
+    assert len(list(Path(services.__file__).parent.glob("*.py"))) >= 12
+    assert unnamed == [], unnamed

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import paths
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
+from .common import LOOK
 from .common import admin_session, can_auth, identity_url, q, read_remote, user_session
 from .glance import glance_client
 
@@ -71,7 +72,7 @@ def remote_home(ctx) -> str:
     user = ctx.profile.host.user
     if user == "root":
         return "/root"
-    r = ctx.sh(f"getent passwd {q(user)} | cut -d: -f6", quiet=True)
+    r = ctx.sh(f"getent passwd {q(user)} | cut -d: -f6", quiet=True, timeout=LOOK)
     return r.stdout.strip() or f"/home/{user}"
 
 

@@ -20,6 +20,7 @@ from ..platforms import Platform
 from .base import PerPlatform, Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
+from .common import SERVICE as SERVICE_LIMIT
 from .common import one_line_settings
 from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ini_target,
                      marker_check, marker_set, mgmt, pkg_version, platform_of, put_file, q,
@@ -118,13 +119,14 @@ WantedBy=multi-user.target
 def _provider_check(ctx) -> bool:
     if read_remote(ctx, PROVIDER_UNIT_PATH) != PROVIDER_UNIT_BODY:
         return False
-    r = ctx.sh(f"ip -o -4 addr show dev {PROVIDER_IF} 2>/dev/null", check=False, quiet=True)
+    r = ctx.sh(f"ip -o -4 addr show dev {PROVIDER_IF} 2>/dev/null",
+               check=False, quiet=True, timeout=LOOK)
     return service_ok(ctx, PROVIDER_UNIT) and f"{PROVIDER_GATEWAY}/24" in r.stdout
 
 
 def _provider_run(ctx) -> None:
     if put_file(ctx, PROVIDER_UNIT_PATH, PROVIDER_UNIT_BODY):
-        ctx.sh("systemctl daemon-reload", quiet=True)
+        ctx.sh("systemctl daemon-reload", quiet=True, timeout=SERVICE_LIMIT)
     ensure_service(ctx, PROVIDER_UNIT, restart=True)
 
 
@@ -254,7 +256,8 @@ def _services_check(ctx) -> bool:
 def _services_run(ctx) -> None:
     restart = bool(ctx.cache.get("neutron_conf_changed"))
     for unit in units(platform_of(ctx)):
-        active = ctx.sh(f"systemctl is-active -q {q(unit)}", check=False, quiet=True).ok
+        active = ctx.sh(f"systemctl is-active -q {q(unit)}",
+                        check=False, quiet=True, timeout=LOOK).ok
         ensure_service(ctx, unit, restart=restart and active)
     wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Neutron API", units(platform_of(ctx))[0],
               "/var/log/neutron/neutron-api.log")

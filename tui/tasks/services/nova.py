@@ -248,7 +248,8 @@ def _services_run(ctx) -> None:
     every = bool(ctx.cache.get("nova_conf_changed"))
     for unit in UNITS:
         restart = every or (unit == "nova-compute" and ctx.cache.get("nova_compute_restart"))
-        active = ctx.sh(f"systemctl is-active -q {q(unit)}", check=False, quiet=True).ok
+        active = ctx.sh(f"systemctl is-active -q {q(unit)}",
+                        check=False, quiet=True, timeout=LOOK).ok
         ensure_service(ctx, unit, restart=bool(restart and active))
     wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Nova API", "nova-api",
               "/var/log/nova/nova-api.log")

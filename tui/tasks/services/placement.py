@@ -10,6 +10,7 @@ from ..platforms import Platform
 from .base import PerPlatform, Port, Secret, Service
 from .catalog import (authtoken, endpoints_ok, ensure_endpoints, service_url,
                       wsgi_vhost)
+from .common import LOOK, SERVICE as SERVICE_LIMIT
 from .common import one_line_settings
 from .common import (SERVICE_ROLES, admin_session, db_sync_step, db_url, ensure_service,
                      ensure_user, ep, forward, ini_target, platform_of, put_file, q, read_remote,
@@ -111,7 +112,7 @@ def _apache_check(ctx) -> bool:
     if any(read_remote(ctx, path) != body for path, body in _files(ctx)):
         return False
     lay = layout(plat)
-    if not ctx.sh(plat.web.enabled_test(lay.vhost), check=False, quiet=True).ok:
+    if not ctx.sh(plat.web.enabled_test(lay.vhost), check=False, quiet=True, timeout=LOOK).ok:
         return False
     if lay.distro_service and not _distro_masked(ctx, lay.distro_service):
         return False
@@ -119,13 +120,13 @@ def _apache_check(ctx) -> bool:
 
 
 def _distro_masked(ctx, unit: str) -> bool:
-    r = ctx.sh(f"systemctl is-enabled {q(unit)} 2>/dev/null", check=False, quiet=True)
+    r = ctx.sh(f"systemctl is-enabled {q(unit)} 2>/dev/null", check=False, quiet=True, timeout=LOOK)
     return r.stdout.strip() == "masked"
 
 
 def _http_ok(ctx) -> bool:
     r = ctx.sh(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://127.0.0.1:{PORT}/",
-               check=False, quiet=True)
+               check=False, quiet=True, timeout=LOOK)
     return r.stdout.strip() == "200"
 
 
@@ -136,19 +137,21 @@ def _apache_run(ctx) -> None:
         # Apache serves Placement: the packaged uWSGI service (8 x 32 threads) stays off.
         ctx.sh(f"systemctl disable -q {q(unit)} 2>/dev/null; "
                f"systemctl is-active -q {q(unit)} && systemctl kill -s KILL {q(unit)}; "
-               f"systemctl mask -q {q(unit)}", check=False, quiet=True)
-    ctx.sh("install -d -m 755 /usr/share/stack-tui", quiet=True)
+               f"systemctl mask -q {q(unit)}", check=False, quiet=True, timeout=SERVICE_LIMIT)
+    ctx.sh("install -d -m 755 /usr/share/stack-tui", quiet=True, timeout=LOOK)
     changed = False
     for path, body in _files(ctx):
         changed |= put_file(ctx, path, body)
     changed |= bool(ctx.cache.get("placement_conf_changed"))
     if plat.web.a2en:
-        ctx.sh(plat.web.enable_module("wsgi") + "; " + layout(plat).vhost_enable, quiet=True)
-    r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True)
+        ctx.sh(plat.web.enable_module("wsgi") + "; " + layout(plat).vhost_enable,
+               quiet=True, timeout=SERVICE_LIMIT)
+    r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=SERVICE_LIMIT)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", f"{plat.web.configtest} failed",
                         f"fix {layout(plat).vhost}", tail=r.lines[-15:])
-    active = ctx.sh(f"systemctl is-active -q {plat.web_service}", check=False, quiet=True).ok
+    active = ctx.sh(f"systemctl is-active -q {plat.web_service}",
+                    check=False, quiet=True, timeout=LOOK).ok
     ensure_service(ctx, plat.web_service, restart=active and changed)
     wait_http(ctx, f"http://127.0.0.1:{PORT}/", "Placement", plat.web_service,
               f"{plat.apache_log_dir}/placement.log")

@@ -8,13 +8,15 @@ from ..engine import Context, Phase, Step, StepError
 from ..platforms import Platform
 from ..pkglock import lock_wait_seconds, run_lock_wait
 from .base import PerPlatform
+from .common import SERVICE as SERVICE_LIMIT
 from .common import LOOK, POLICY_RC, POLICY_RC_BODY, detect_platform, fix_hosts_file, platform_of, q
 from .keystone import distro_unit
 
 
 def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
     r = ctx.sh("hostname; echo ---; getent ahostsv4 \"$(hostname)\" | awk '{print $1}' | sort -u; "
-               "echo ---; ip -o -4 addr show | awk '{split($4,a,\"/\"); print a[1]}'", quiet=True)
+               "echo ---; ip -o -4 addr show | awk '{split($4,a,\"/\"); print a[1]}'",
+               quiet=True, timeout=LOOK)
     name, resolved, have = (part.split() for part in r.stdout.split("---"))
     return name[0] if name else "", resolved, have
 
@@ -71,7 +73,7 @@ def _hosts_run(ctx: Context) -> None:
 
 def _repo_check(ctx: Context) -> bool:
     plat = platform_of(ctx)
-    return ctx.sh(plat.repo_check, check=False, quiet=True).status == 0
+    return ctx.sh(plat.repo_check, check=False, quiet=True, timeout=LOOK).status == 0
 
 
 def _repo_run(ctx: Context) -> None:
@@ -106,12 +108,12 @@ def _packages_check(ctx: Context) -> bool:
         return False
     plat = platform_of(ctx)
     if plat.pm.blocks_service_starts and ctx.sh(f"grep -qs stack-tui {POLICY_RC}", check=False,
-                                       quiet=True).ok:
+                                       quiet=True, timeout=LOOK).ok:
         return False  # left behind by a killed run: the run step removes it
     ks = distro_unit(plat)
     if ks and "keystone" in ctx.profile.openstack.services:
         r = ctx.sh(f"systemctl is-enabled {q(ks)} 2>/dev/null",
-                   check=False, quiet=True)
+                   check=False, quiet=True, timeout=LOOK)
         return r.stdout.strip() == "masked"
     return True
 
@@ -133,7 +135,8 @@ def _packages_run(ctx: Context) -> None:
     missing = _missing_packages(ctx)
     if plat.pm.blocks_service_starts and not missing:
         # A killed run's policy-rc.d would keep blocking service starts for good.
-        ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
+        ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true",
+               quiet=True, timeout=LOOK)
     if plat.pm.blocks_service_starts:
         ks = distro_unit(plat)
         if missing:
@@ -142,28 +145,30 @@ def _packages_run(ctx: Context) -> None:
             _apt(ctx, "true")
             # Packages must not start services with their default configs: we start each
             # one once, configured (no needless restarts; no uWSGI keystone on :5000).
-            ctx.sh("debconf-set-selections", stdin=DEBCONF, quiet=True)
+            ctx.sh("debconf-set-selections", stdin=DEBCONF, quiet=True, timeout=LOOK)
             fresh = ctx.sh("find /var/lib/apt/lists -maxdepth 1 -name '*_InRelease' -mmin -360 "
-                           "| head -1", check=False, quiet=True).stdout.strip()
+                           "| head -1", check=False, quiet=True, timeout=LOOK).stdout.strip()
             if not fresh:
                 ctx.output("refreshing package lists (apt-get update)")
                 # No apt-internal retries: the step's own retries (with backoff) bound the wait.
                 _apt(ctx, "apt-get update -q -o Acquire::Retries=0")
             if ks:
                 # keystone's postinst enables its unit and fails when it is masked.
-                ctx.sh(f"systemctl unmask -q {q(ks)}.service 2>/dev/null; true", quiet=True)
+                ctx.sh(f"systemctl unmask -q {q(ks)}.service 2>/dev/null; true",
+                       quiet=True, timeout=LOOK)
             ctx.transport.write_file(POLICY_RC, POLICY_RC_BODY, mode=0o755)
             try:
                 _apt(ctx, "dpkg --configure -a")
                 _apt(ctx, plat.install_cmd(missing), watch=AptProgress(ctx).feed)
             finally:
-                ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true", quiet=True)
+                ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true",
+                       quiet=True, timeout=LOOK)
         if ks and "keystone" in ctx.profile.openstack.services:
             # Apache serves Keystone: the packaged uWSGI service must never grab :5000.
             # It never started (policy-rc.d), so there is no 15 s stop timeout to wait for.
             ctx.sh(f"systemctl disable -q {q(ks)}.service 2>/dev/null; "
                    f"systemctl is-active -q {q(ks)}.service && systemctl kill -s KILL {q(ks)}.service; "
-                   f"systemctl mask -q {q(ks)}.service", quiet=True)
+                   f"systemctl mask -q {q(ks)}.service", quiet=True, timeout=SERVICE_LIMIT)
     else:
         if missing:
             _apt(ctx, plat.install_cmd(missing))
