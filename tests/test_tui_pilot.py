@@ -256,9 +256,15 @@ async def test_credentials_masked_reveal_generate_strength(home):
         admin = f.value
         await pilot.press("ctrl+g")
         await pilot.pause()
-        from tui.tasks.secrets import GENERATABLE
+        from tui.tasks.profile import DEFAULT_SERVICES
+        from tui.tasks.secrets import GENERATABLE, OWNER
 
-        assert all(scr.query_one(f"#secret-{n}").value for n in GENERATABLE)
+        # Rows of services left off (the compute ones by default) are hidden and stay empty.
+        for n in GENERATABLE:
+            shown = OWNER[n] in DEFAULT_SERVICES
+            assert scr.query_one(f"#row-{n}").display == shown, n
+            assert bool(scr.query_one(f"#secret-{n}").value) == shown, n
+        assert any(OWNER[n] not in DEFAULT_SERVICES for n in GENERATABLE)
         assert f.value == admin
         assert not scr.query_one("#save-secrets").value, "save-secrets is off by default"
 

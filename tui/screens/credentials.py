@@ -41,7 +41,7 @@ class CredentialsScreen(Responsive, Screen):
                 "starts (or now: Generate). The SSH and sudo passwords are on the Host screen.",
                 style="dim"), classes="note")
             for name in sec.GENERATABLE:
-                with Horizontal(classes="row secret"):
+                with Horizontal(classes="row secret", id=f"row-{name}"):
                     yield Label(sec.DESCRIPTIONS[name], classes="label wide-label")
                     field = Field(st.secrets.get(name, ""), id=f"secret-{name}", password=True,
                                   compact=True, placeholder="(generated)")
@@ -64,7 +64,8 @@ class CredentialsScreen(Responsive, Screen):
         for name in sec.GENERATABLE:
             self.update_row(name)
         self.update_note()
-        self.query_one(f"#secret-{sec.GENERATABLE[0]}", Field).focus()
+        shown = [n for n in sec.GENERATABLE if self.query_one(f"#row-{n}").display]
+        self.field((shown or sec.GENERATABLE)[0]).focus()
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:
@@ -89,8 +90,10 @@ class CredentialsScreen(Responsive, Screen):
         services = set(self.app.state.profile.openstack.services)
         needed = name in self.app.state.profile.needed_secrets()
         strength = self.query_one(f"#strength-{name}", Static)
+        owner = OWNER.get(name, "")
+        # A service left off has no password to ask for: its rows show once it is chosen.
+        self.query_one(f"#row-{name}").display = not owner or owner in services
         if not needed:
-            owner = OWNER.get(name, "")
             why = f"unused ({owner} off)" if owner and owner not in services else "unused"
             if name == "demo_password" and "keystone" in services:
                 why = "unused (no demo)"
@@ -102,7 +105,7 @@ class CredentialsScreen(Responsive, Screen):
         problem = sec.validate(name, value) if value else None
         err = self.query_one(f"#error-{name}", Static)
         err.update(Text(f"  {problem}") if problem else "")
-        err.display = bool(problem)
+        err.display = bool(problem) and self.query_one(f"#row-{name}").display
         self.field(name).set_class(bool(problem), "-invalid")
 
     def update_note(self) -> None:
@@ -153,7 +156,7 @@ class CredentialsScreen(Responsive, Screen):
     def action_generate_all(self) -> None:
         made = 0
         for name in sec.GENERATABLE:
-            if not self.field(name).value:
+            if self.query_one(f"#row-{name}").display and not self.field(name).value:
                 self.field(name).value = sec.generate()
                 made += 1
         if made:
