@@ -199,6 +199,7 @@ def test_add_logs_fetches_the_keystone_log_for_a_401():
     got = info("Keystone GET /users answered 401.")
     explain.add_logs(got, ctx, ALL)
     assert "/var/log/apache2/keystone.log" in ran[0]
+    assert "/var/log/keystone/keystone.log" in ran[1]  # Keystone's own: refused logins
     assert any("Authentication failed" in ln for ln in got.tail)
     # transient failures and failures that already carry output are left alone
     ran.clear()

@@ -928,7 +928,8 @@ EXPLAIN_CASES = {
                       "RabbitMQ node is down or unreachable", "Erlang distribution failed"),
     # the admin password changed behind stack-tui's back: Keystone answers 401
     "keystone-401": (_ks_bootstrap_as("NotTheProfilesPassword1"), None, "keystone",
-                     "keystone.projects", "Keystone refused the credentials (401)", None),
+                     "keystone.projects", "Keystone refused the credentials (401)",
+                     "Authorization failed"),
     # memcached masked: systemctl cannot start it
     "service-failed": ("systemctl stop memcached && systemctl mask -q memcached",
                        "systemctl unmask -q memcached && systemctl start memcached",

@@ -212,7 +212,9 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
     errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING' | "
             "awk '!seen[$0]++' | tail -n 12")
     if key == "keystone":
-        return [(ks, f"tail -n 400 {ks} 2>/dev/null | {errs}")] if ks else []
+        # Keystone's own log (refused logins are its WARNINGs) and the web server's for it.
+        own = "/var/log/keystone/keystone.log"
+        return [(f, f"tail -n 400 {f} 2>/dev/null | {errs}") for f in (ks, own)] if ks else []
     if key == "glance":
         return [(gl, f"tail -n 400 {gl} 2>/dev/null | {errs}")]
     if key == "api":
