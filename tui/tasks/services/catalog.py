@@ -178,3 +178,13 @@ def uwsgi_run(ctx, processes: dict[str, str]) -> bool:
             changed |= put_file(ctx, path, with_lines(old, {"processes": n},
                                                      "one host needs few API processes"), old=old)
     return changed
+
+
+def wsgi_script(what: str, entry: str) -> str:
+    """A WSGI script for mod_wsgi from an entry ``module:name``: the module's own
+    ``application``, or an older package's factory called once."""
+    module, name = entry.split(":")
+    head = f"# Written by stack-tui: {what}\n"
+    if name == "application":
+        return head + f"from {module} import application  # noqa: F401\n"
+    return head + f"from {module} import {name}\n\napplication = {name}()\n"

@@ -9,6 +9,7 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Service, Port, Secret, Rule
+from .catalog import wsgi_script, wsgi_vhost
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -129,35 +130,14 @@ def _vhost(ctx) -> str:
     # One thread per process: Keystone keeps the validated token's context on
     # objects its threads share, so with threads > 1 one user's request can be
     # judged with another user's roles.  Upstream's Apache config uses threads=1.
-    return f"""# Written by stack-tui: Keystone (identity) on port 5000 under mod_wsgi
-Listen 5000
-
-<VirtualHost *:5000>
-    ServerName {ep(ctx)}
-    WSGIScriptAlias / {WSGI_KEYSTONE}
-    WSGIDaemonProcess keystone-public processes={procs} threads=1 user=keystone group=keystone display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
-    WSGIProcessGroup keystone-public
-    WSGIApplicationGroup %{{GLOBAL}}
-    WSGIPassAuthorization On
-    LimitRequestBody 114688
-    ErrorLogFormat "%{{cu}}t %M"
-    ErrorLog {plat.apache_log_dir}/keystone.log
-    CustomLog {plat.apache_log_dir}/keystone_access.log combined
-
-    <Directory /usr/share/stack-tui>
-        Require all granted
-    </Directory>
-</VirtualHost>
-"""
+    return wsgi_vhost(title="Keystone (identity)", port=5000, group="keystone-public",
+                      script=WSGI_KEYSTONE, user="keystone", processes=procs,
+                      server_name=ep(ctx), log_dir=plat.apache_log_dir, log="keystone")
 
 
 def wsgi_body(plat: Platform) -> str:
     """Keystone's WSGI script: the module entry where the package has it."""
-    module, name = layout(plat).wsgi_module.split(":")
-    head = "# Written by stack-tui: Keystone's public WSGI application\n"
-    if name == "application":
-        return head + f"from {module} import application  # noqa: F401\n"
-    return head + f"from {module} import {name}\n\napplication = {name}()\n"
+    return wsgi_script("Keystone's public WSGI application", layout(plat).wsgi_module)
 
 
 def _apache_files(ctx) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Port, Secret, Service
 from .catalog import (authtoken, endpoints_ok, ensure_endpoints, service_url,
-                      wsgi_vhost)
+                      wsgi_script, wsgi_vhost)
 from .common import LOOK, SERVICE as SERVICE_LIMIT
 from .common import one_line_settings
 from .common import (SERVICE_ROLES, admin_session, db_sync_step, db_url, ensure_service,
@@ -92,11 +92,7 @@ def _conf_run(ctx) -> None:
 
 def wsgi_body(plat: Platform) -> str:
     """Placement's WSGI script: the module's application, or the older factory (Zed)."""
-    module, name = layout(plat).wsgi_module.split(":")
-    head = "# Written by stack-tui: Placement's WSGI application\n"
-    if name == "application":
-        return head + f"from {module} import application  # noqa: F401\n"
-    return head + f"from {module} import {name}\n\napplication = {name}()\n"
+    return wsgi_script("Placement's WSGI application", layout(plat).wsgi_module)
 
 
 def _files(ctx) -> list[tuple[str, str]]:
