@@ -5,6 +5,7 @@ mod_wsgi vhost an API service is served from."""
 from __future__ import annotations
 
 import urllib.parse
+from dataclasses import dataclass
 
 from .. import inifile
 from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
@@ -86,6 +87,15 @@ def authtoken(ctx, user: str, secret: str) -> dict:
         ("keystone_authtoken", "service_token_roles_required"): "true",
         ("keystone_authtoken", "service_token_roles"): "service",
     }
+
+
+@dataclass(frozen=True)
+class WsgiLayout:
+    """Where a platform's packages put one API served by Apache mod_wsgi."""
+    vhost: str                   # the Apache site stack-tui writes
+    vhost_enable: str            # how it is enabled ("true": conf.d needs nothing)
+    distro_service: str | None   # the packaged (uWSGI) unit to keep off (None: there is none)
+    wsgi_module: str             # the WSGI entry "module:name" (an application or a factory)
 
 
 def wsgi_vhost(*, title: str, port: int, group: str, script: str, user: str, processes: int,

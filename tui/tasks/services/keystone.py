@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Service, Port, Secret, Rule
-from .catalog import wsgi_script, wsgi_vhost
+from .catalog import WsgiLayout, wsgi_script, wsgi_vhost
 from .common import (
     db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -20,17 +19,10 @@ from .common import (
 KEYSTONE_CONF = "/etc/keystone/keystone.conf"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where the platform's packages put Keystone under Apache."""
-    vhost: str                   # the Apache site stack-tui writes
-    vhost_enable: str            # how it is enabled ("true": conf.d needs nothing)
-    distro_service: str | None   # the packaged uWSGI keystone to keep off (None: there is none)
-    # Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
-    # or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
-    wsgi_module: str
+Layout = WsgiLayout  # where the platform's packages put Keystone under Apache
 
-
+# Keystone's WSGI application: the module entry (keystone.wsgi.api, Keystone >= 26)
+# or the older factory; the keystone-wsgi-public script goes away upstream in 2025.2.
 _FACTORY = "keystone.server.wsgi:initialize_public_application"
 LAYOUT: PerPlatform[Layout] = PerPlatform(
     deb=Layout("/etc/apache2/sites-available/keystone.conf", "a2ensite -q keystone", "keystone",

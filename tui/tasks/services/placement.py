@@ -3,12 +3,11 @@ Apache mod_wsgi on 8778, and a check that the API lists resource providers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Port, Secret, Service
-from .catalog import (authtoken, endpoints_ok, ensure_endpoints, service_url,
+from .catalog import (WsgiLayout, authtoken, endpoints_ok, ensure_endpoints, service_url,
                       wsgi_script, wsgi_vhost)
 from .common import LOOK, SERVICE as SERVICE_LIMIT
 from .common import one_line_settings
@@ -22,13 +21,7 @@ PORT = 8778
 WSGI = "/usr/share/stack-tui/placement-api.wsgi"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Placement under the same Apache as Keystone, as the platform's packages lay it out."""
-    vhost: str                   # the Apache site stack-tui writes
-    vhost_enable: str            # how it is enabled ("true": conf.d needs nothing)
-    distro_service: str | None   # the packaged uWSGI unit to keep off (None: there is none)
-    wsgi_module: str             # placement.wsgi.api from 2025.1 on; a factory before
+Layout = WsgiLayout  # Placement under the same Apache as Keystone
 
 
 LAYOUT: PerPlatform[Layout] = PerPlatform(
