@@ -3,7 +3,6 @@ Apache mod_wsgi on 8778, and a check that the API lists resource providers."""
 
 from __future__ import annotations
 
-
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Port, Secret, Service
