@@ -74,10 +74,10 @@ class FakeHost:
             self.units[name] = Unit(active=active, enabled=enabled)
         self.on(r"^systemctl (is-active|is-enabled) -q (\S+)(?: && systemctl (is-active|is-enabled) "
                 r"-q (\S+))?$", _systemctl_query)
-        self.on(r"^systemctl enable -q (\S+) 2>&1; systemctl (start|restart) (\S+) 2>&1$",
+        self.on(r"^(?:date \+%s; )?systemctl enable -q (\S+) 2>&1; systemctl (start|restart) (\S+) 2>&1$",
                 _systemctl_enable_and)
         self.on(r"^systemctl (start|restart|stop) (\S+)$", _systemctl_action)
-        # services/common.stays_up's probe: the state, then whether the unit's port answers
+        # services/units.stays_up's probe: the state, then whether the unit's port answers
         self.on(r"^systemctl is-active (\S+) 2>/dev/null; (timeout 3 bash .*/dev/tcp/)?",
                 _systemctl_probe)
         return self

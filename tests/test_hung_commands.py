@@ -18,7 +18,7 @@ import pytest
 from tui.tasks import engine as e
 from tui.tasks.profile import Profile
 from tui.tasks.redact import Redactor
-from tui.tasks.services import common, glance, keystone, mariadb, memcached, rabbitmq
+from tui.tasks.services import common, glance, keystone, mariadb, memcached, rabbitmq, units
 from tui.tasks.transport import CommandFailed, CommandTimeout, Result, timed_out
 
 HANG = object()
@@ -155,7 +155,7 @@ def test_every_command_of_the_core_services_has_a_limit_for_what_it_does(tmp_pat
         return (0, "")
 
     host = ScriptedHost([
-        (r"^systemctl enable -q (\S+) 2>&1; systemctl (re)?start", start),
+        (r"^date \+%s; systemctl enable -q (\S+) 2>&1; systemctl (re)?start", start),
         (r"^systemctl is-active \S+ 2>/dev/null;", state),
         (r"is-active -q", (3, "")),
         (r"list_users", (0, "guest\n")),
@@ -250,7 +250,7 @@ def test_a_service_is_watched_until_its_port_answers_then_the_step_is_done(tmp_p
 def test_a_running_service_whose_port_never_answers_fails_after_a_bound(tmp_path, monkeypatch):
     import time
 
-    monkeypatch.setattr(common, "SETTLE", 1.0)
+    monkeypatch.setattr(units, "SETTLE", 1.0)
     host = ScriptedHost([(r"^systemctl is-active memcached 2>/dev/null;", (0, "active\n"))],
                         {"/etc/memcached.conf": MEMCACHED_CONF})
     eng, events, seen = make(tmp_path, host, memcached_phases())
@@ -290,7 +290,7 @@ def test_the_port_probe_tells_an_answering_port_from_a_closed_one():
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]  # bound, never listening: refused
     try:
-        outs = [subprocess.run(["/bin/sh", "-c", common._probe_sh("no-such-unit", p, "127.0.0.1")],
+        outs = [subprocess.run(["/bin/sh", "-c", units._probe_sh("no-such-unit", p, "127.0.0.1")],
                                capture_output=True, text=True, timeout=20).stdout.split()
                 for p in (open_port, closed_port)]
     finally:
@@ -325,3 +325,35 @@ def test_every_remote_command_of_every_service_names_its_limit():
                 unnamed.append(f"{path.name}:{node.lineno}")
     assert len(list(Path(services.__file__).parent.glob("*.py"))) >= 12
     assert unnamed == [], unnamed
+
+
+def test_a_port_held_by_another_program_fails_the_step_as_port_in_use(tmp_path):
+    """memcached crash-loops on a port another program holds: that program answers the
+    port probe, so "the port answers" proved nothing.  The probe names listeners outside
+    the unit's control group; the step fails naming the holder, explained as port-in-use."""
+    from tui.tasks import explain
+
+    host = ScriptedHost([
+        (r"^systemctl is-active memcached 2>/dev/null;",
+         (0, "active\nport-answers\nport-foreign=python3/4242\n")),
+        (r"journalctl -u memcached", (0, "failed to listen on TCP port 11211: Address already "
+                                         "in use\n")),
+    ], {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, seen = make(tmp_path, host, memcached_phases())
+    assert not eng.run().ok
+    info = seen[0]
+    assert info.what == ("memcached cannot have its port: port 11211 is already in use by "
+                         "python3/4242.")
+    assert explain.match(info.what, explain.RULES).name == "port-in-use"
+    assert "another program already listens" in info.why
+    assert any("Address already in use" in t for t in info.tail)
+
+
+def test_a_unit_systemd_is_restarting_after_a_crash_is_not_taken_for_running(tmp_path):
+    host = ScriptedHost([
+        (r"^systemctl is-active memcached 2>/dev/null;", (0, "activating\nauto-restart\n")),
+    ], {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, seen = make(tmp_path, host, memcached_phases())
+    assert not eng.run().ok
+    assert seen[0].what == "memcached started, then stopped (crashed; systemd restarts it)."
+

@@ -858,8 +858,7 @@ def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
 # then the host is restored and the same steps pass again.
 # Not provoked: dpkg-interrupted (the packages step runs `dpkg --configure -a` before any
 # apt-get that would report it), keystone-403 (admin with only the reader role on its
-# project got a 401, not a 403), port-in-use (the preflight's port check, which explains
-# itself, is the only one test_preflight_e2e.py provokes).
+# project got a 401, not a 403).
 
 COOKIES = ("/var/lib/rabbitmq/.erlang.cookie", "/root/.erlang.cookie")
 
@@ -976,6 +975,16 @@ EXPLAIN_CASES = {
                   "rm -f /var/lib/stack-tui/keystone.db_sync", None,
                   "keystone", "keystone.db_sync", "the database refused the login",
                   "Access denied"),
+    # another program took memcached's address and port while it was stopped: memcached
+    # crash-loops, the holder answers the port; the probe names it as a foreign listener
+    "port-in-use": ("systemctl stop memcached && (setsid python3 -c 'import socket, time; "
+                    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+                    " s.bind((\"{addr}\", 11211)); s.listen(); time.sleep(600)' "
+                    "stack-tui-faults-port </dev/null >/dev/null 2>&1 &); for i in $(seq 50); do "
+                    "ss -Hltn 'sport = :11211' | grep -q . && exit 0; sleep 0.1; done; exit 1",
+                    "pkill -f '[s]tack-tui-faults-port'; true", "memcached", "memcached.config",
+                    "another program already listens on a port this service needs",
+                    "Address already in use"),
     # a package the repositories do not have (the platform's list patched in-process)
     "no-package": (None, None, "prepare", "prepare.packages",
                    "a package is not in the host's configured repositories",
@@ -1024,6 +1033,8 @@ def test_explanation_rule_on_the_real_failure(ready, rule, monkeypatch):
     stack = contextlib.ExitStack()
     if rule == "apt-proxy":
         brk = brk.replace("{proxy}", stack.enter_context(proxy_407(info)))
+    if rule == "port-in-use":
+        brk = brk.replace("{addr}", info.address)
     try:
         if brk:
             r = ssh(info, brk, timeout=60)
@@ -1044,6 +1055,8 @@ def test_explanation_rule_on_the_real_failure(ready, rule, monkeypatch):
     assert words in err.why and err.hint, dump  # the rule's own words
     if tail_word:  # the real output (or the log tail the rule fetches), not a canned one
         assert any(tail_word in ln for ln in err.tail), dump
+    if rule == "port-in-use":  # the holder is named: the probe saw it outside the unit
+        assert "port 11211 is already in use by python3/" in err.what, dump
     print(f"{rule}: {step} failed in {took:.1f} s: {err.why}")
     # restored: the same steps now pass (the admin password is put back by keystone.bootstrap,
     # the database user's by mariadb.databases)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import time
 import urllib.parse
 
 from .. import inifile
 from ..engine import Context, StepError
 from ..platforms import PLATFORMS, Platform, describe, detect
+from .units import (LOOK, MOMENT, SERVICE, SETTLE, SQL, ensure_service,  # noqa: F401
+                    service_failed, service_ok, stays_up, url_host)
 
 
 q = shlex.quote
@@ -25,17 +26,6 @@ MARKERS = "/var/lib/stack-tui"
 POLICY_RC = "/usr/sbin/policy-rc.d"
 POLICY_RC_BODY = "#!/bin/sh\n# stack-tui: no service starts during package installs\nexit 101\n"
 
-# Time limits by purpose, in seconds.  A command that hangs fails its step after the
-# limit of what it does (with its name, the wait and what to try; the transport stops
-# it on the host) instead of holding the run for ctx.sh's 900 s default.
-LOOK = 30        # a look at the host: systemctl is-active, dpkg-query, cp, journalctl
-SERVICE = 180    # systemctl start/restart (systemd's own start timeout is 90 s)
-SQL = 120        # root SQL over the unix socket
-# A service just started must still be active this long afterwards (a daemon that
-# dies on a bad option is "active" for a few milliseconds first)...
-MOMENT = 0.5
-# ...and its port must answer within this many seconds.
-SETTLE = 30
 
 
 def platform_of(ctx: Context) -> Platform:
@@ -55,10 +45,6 @@ def mgmt(ctx: Context) -> str:
 
 def ep(ctx: Context) -> str:
     return ctx.profile.endpoint_host
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def identity_url(ctx: Context) -> str:
@@ -84,74 +70,6 @@ def db_url(ctx: Context, user: str, secret: str) -> str:
 
 def forward(ctx: Context, port: int, host: str | None = None) -> int:
     return ctx.transport.forward(host or "127.0.0.1", port)
-
-
-def service_failed(ctx: Context, unit: str, what: str) -> StepError:
-    r = ctx.sh(f"journalctl -u {q(unit)} -n 25 --no-pager -o cat 2>&1; "
-               f"systemctl status {q(unit)} --no-pager -n 0 2>&1 | head -5", check=False,
-               quiet=True, timeout=LOOK)
-    return StepError(what, f"{unit} is not running; its journal is below",
-                     f"fix the cause shown in the journal, then Retry (journalctl -u {unit})",
-                     tail=r.lines[-30:])
-
-
-def ensure_service(ctx: Context, unit: str, *, restart: bool = False, port: int | None = None,
-                   host: str = "127.0.0.1", within: float | None = None) -> None:
-    """Enable and (re)start ``unit``; then make sure it stayed up and ``port`` answers."""
-    action = "restart" if restart else "start"
-    r = ctx.sh(f"systemctl enable -q {q(unit)} 2>&1; systemctl {action} {q(unit)} 2>&1",
-               check=False, timeout=SERVICE)
-    if r.status != 0:
-        raise service_failed(ctx, unit, f"Could not {action} {unit}.")
-    stays_up(ctx, unit, port=port, host=host, within=within)
-
-
-def _probe_sh(unit: str, port: int | None, host: str) -> str:
-    sh = f"systemctl is-active {q(unit)} 2>/dev/null; "
-    if port is not None:
-        # bash's /dev/tcp: a plain TCP connect, no client tool needed on the host
-        sh += (f"timeout 3 bash -c {q(f'exec 3<>/dev/tcp/{host}/{int(port)}')} 2>/dev/null "
-               "&& echo port-answers; ")
-    return sh + "true"
-
-
-def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "127.0.0.1",
-             within: float | None = None) -> None:
-    """Poll until ``unit`` has been active for a moment and ``port`` answers.
-
-    A service that starts and then dies (memcached on an address it cannot bind)
-    fails the step that started it, with its journal, not a later step that uses it.
-    Bounded by ``within`` seconds; no fixed sleep."""
-    within = SETTLE if within is None else within
-    start = time.monotonic()
-    probe = _probe_sh(unit, port, host)
-    while True:
-        out = ctx.sh(probe, check=False, quiet=True, timeout=LOOK).stdout.split()
-        answers = port is None or "port-answers" in out
-        state = out[0] if out and out[0] != "port-answers" else "unknown"
-        if state not in ("active", "activating", "reloading"):
-            raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).")
-        waited = time.monotonic() - start
-        if state == "active" and answers and waited >= MOMENT:
-            return
-        if waited >= within:
-            break
-        ctx.cancel.wait(0.2)
-    if state != "active":
-        raise service_failed(ctx, unit, f"{unit} did not finish starting within {within:.0f} s "
-                                        f"({state}).")
-    err = service_failed(ctx, unit, f"{unit} runs, but nothing answers on "
-                                    f"{url_host(host)}:{port} after {within:.0f} s.")
-    err.why = f"{unit} is active but does not accept connections on port {port}"
-    err.hint = (f"check the address it listens on (ss -ltnp | grep {port}) and its journal "
-                f"(journalctl -u {unit}), then Retry")
-    raise err
-
-
-def service_ok(ctx: Context, unit: str) -> bool:
-    r = ctx.sh(f"systemctl is-active -q {q(unit)} && systemctl is-enabled -q {q(unit)}",
-               check=False, quiet=True, timeout=LOOK)
-    return r.status == 0
 
 
 def read_remote(ctx: Context, path: str) -> str | None:
