@@ -208,13 +208,22 @@ def can_auth(ctx: Context, user: str, password: str, project: str | None) -> boo
                         "check that apache2 runs and listens on 5000 (ss -ltnp)", transient=True)
 
 
+class KeystoneAnswered(StepError):
+    """Keystone's API refused a request; ``status`` is its HTTP status."""
+
+    def __init__(self, what: str, why: str, hint: str, status: int):
+        super().__init__(what, why, hint)
+        self.status = status
+
+
 def api(ctx: Context, method: str, path: str, **kw):
     sess = admin_session(ctx)
     resp = sess.request(ks_base(ctx) + path, method, raise_exc=False, **kw)
     if resp.status_code >= 400:
-        raise StepError(f"Keystone {method} {path} answered {resp.status_code}.",
-                        ctx.redact(resp.text[:400]),
-                        "look at /var/log/apache2/keystone.log on the host")
+        raise KeystoneAnswered(f"Keystone {method} {path} answered {resp.status_code}.",
+                               ctx.redact(resp.text[:400]),
+                               "look at /var/log/keystone/keystone.log on the host",
+                               resp.status_code)
     return resp.json() if resp.content else {}
 
 

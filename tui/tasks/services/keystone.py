@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from .. import inifile
 from ..engine import Phase, Step, StepError
@@ -10,7 +11,7 @@ from ..platforms import Platform
 from .base import PerPlatform, Service, Port, Secret, Rule
 from .catalog import WsgiLayout, wsgi_script, wsgi_vhost
 from .common import (
-    db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
+    KeystoneAnswered, db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
     one_line_settings, platform_of, put_file, q, read_remote, service_ok, LOOK, SQL, SERVICE as SERVICE_LIMIT,
 )
@@ -200,7 +201,12 @@ def _bootstrap_check(ctx) -> bool:
         return False
     if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
         return False
-    return _identity_endpoints_ok(ctx)
+    try:
+        return _identity_endpoints_ok(ctx)
+    except KeystoneAnswered as exc:
+        if exc.status == 403:  # admin lost its role on the project: bootstrap grants it again
+            return False
+        raise
 
 
 def _identity_endpoints_ok(ctx) -> bool:
@@ -227,6 +233,22 @@ def _bootstrap_run(ctx) -> None:
     if not can_auth(ctx, "admin", ctx.secrets["admin_password"], "admin"):
         raise StepError("After bootstrap, Keystone still refuses the admin password.",
                         "bootstrap did not reset it", "check /var/log/keystone/ on the host")
+    _wait_admin_role(ctx)
+
+
+def _wait_admin_role(ctx, within: float = 60.0) -> None:
+    """A grant bootstrap gave back (admin had lost its role) reaches new tokens only when
+    Keystone's cached assignments expire or are invalidated: poll, a new token each time."""
+    end = time.monotonic() + within
+    while True:
+        try:
+            _identity_endpoints_ok(ctx)
+            return
+        except KeystoneAnswered as exc:
+            if exc.status != 403 or time.monotonic() >= end:
+                raise
+        forget_session(ctx, "admin", ctx.secrets["admin_password"], "admin")
+        ctx.cancel.wait(1.0)
 
 
 
