@@ -5,12 +5,13 @@
 #   bash try.sh user@server  -> opens the installer pointed at your server
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup.sh
 st=.venv/bin/stack-tui
 if [ $# -eq 0 ]; then
+  bash scripts/setup.sh
   "$st" sandbox up
   exec "$st" --profile sandbox
 fi
+bash scripts/setup.sh --client  # a real server: none of the throwaway-host tools
 target=$1; user=root; host=$target
 case $target in *@*) user=${target%@*}; host=${target#*@};; esac
 "$st" profiles new server --host "$host" --user "$user" --force

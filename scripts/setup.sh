@@ -2,17 +2,21 @@
 # Install what stack-tui needs on a Debian/Ubuntu machine (idempotent, PEP 668 safe).
 #   bash scripts/setup.sh          -> system tools + .venv with stack-tui
 #   bash scripts/setup.sh --test   -> the same, plus the test dependencies
+#   bash scripts/setup.sh --client -> only what installing onto a server needs (ssh, .venv):
+#                                     none of the throwaway-host tools (try.sh user@server)
 # Nothing goes into the distribution's python: everything Python lives in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras=""; client=""
+case "${1:-}" in --test) extras="[test]";; --client) client=1;; esac
 export DEBIAN_FRONTEND=noninteractive
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 need=()
-for pair in debootstrap:debootstrap systemd-nspawn:systemd-container nft:nftables \
-            zstd:zstd qemu-img:qemu-utils ssh:openssh-client ssh-keygen:openssh-client \
-            tmux:tmux ip:iproute2; do
+tools="ssh:openssh-client ssh-keygen:openssh-client"
+# the throwaway local host (`stack-tui sandbox`, the tests) needs these as well
+[ -n "$client" ] || tools="$tools debootstrap:debootstrap systemd-nspawn:systemd-container \
+  nft:nftables zstd:zstd qemu-img:qemu-utils tmux:tmux ip:iproute2"
+for pair in $tools; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # A pristine Debian python3 has no venv/ensurepip: that is the python3-venv package.

@@ -41,7 +41,7 @@ PANE = ("-x", "120", "-y", "40")
 PRISTINE_CHECK = r"""
 set -u
 bad=""
-for p in python3-venv python3-pip tmux git; do
+for p in python3-venv python3-pip tmux git debootstrap systemd-container nftables qemu-utils; do
   if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     bad="$bad package:$p"
   fi
@@ -65,6 +65,10 @@ for d in /usr/local/lib/python3*/dist-packages; do
   [ -d "$d" ] && [ -n "$(ls -A "$d")" ] && bad="$bad packages-in:$d"
 done
 dpkg-query -W -f='${Status}' python3-pip 2>/dev/null | grep -q 'install ok installed' && bad="$bad python3-pip"
+# pointed at a server, try.sh installs none of the throwaway-host tools
+for p in debootstrap systemd-container nftables qemu-utils tmux; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && bad="$bad sandbox-tool:$p"
+done
 [ -x __CHECKOUT__/.venv/bin/stack-tui ] || bad="$bad no-venv-stack-tui"
 echo "UNTOUCHED:${bad:- ok}"
 """.replace("__CHECKOUT__", CHECKOUT)
