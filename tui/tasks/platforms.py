@@ -149,6 +149,7 @@ _DEB_PKGS = {
     # the virt_type (kvm or qemu) is set in nova-compute.conf either way.
     "nova": ["nova-api", "nova-conductor", "nova-scheduler", "nova-consoleproxy",
              "nova-compute", "nova-compute-kvm"],
+    "horizon": ["openstack-dashboard-apache", "python3-pymemcache"],
 }
 
 DEBIAN_13 = Platform(
@@ -190,7 +191,8 @@ def _ubuntu(version: str, codename: str, release: str) -> Platform:
         ),
         repo_check=f"grep -rqs 'cloud-archive.*{codename}-updates/{release}' "
                    "/etc/apt/sources.list.d/",
-        packages={**_DEB_PKGS, "glance": ["glance-api"]},
+        packages={**_DEB_PKGS, "glance": ["glance-api"],
+                  "horizon": ["openstack-dashboard", "python3-pymemcache"]},  # plan refuses
         distro_keystone_service=None,  # Ubuntu's keystone runs under apache2 already
         placement_vhost="/etc/apache2/sites-available/placement-api.conf",  # replaces its own
         placement_vhost_enable="a2ensite -q placement-api",
@@ -221,6 +223,7 @@ EL9 = Platform(
                     "openstack-neutron-linuxbridge"],
         "nova": ["openstack-nova-api", "openstack-nova-conductor", "openstack-nova-scheduler",
                  "openstack-nova-novncproxy", "openstack-nova-compute"],
+        "horizon": ["openstack-dashboard", "python3-pymemcache"],  # its plan refuses (not Debian)
     },
     mariadb_conf="/etc/my.cnf.d/openstack.cnf",
     memcached_conf="/etc/sysconfig/memcached",
