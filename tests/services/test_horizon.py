@@ -177,3 +177,26 @@ def test_opt_in_needs_keystone_and_says_where_it_is():
     assert "keystone" in svc.requires
     assert horizon.dashboard_url(_profile(endpoint="cloud.example.org")) == \
         "http://cloud.example.org/horizon/"
+
+
+def test_apply_and_summary_give_the_url_and_the_demo_login_never_a_password():
+    from rich.console import Console
+
+    from tui.screens.summary import endpoints_table
+
+    def shown(prof) -> str:
+        console = Console(width=160, record=True)
+        console.print(endpoints_table(prof))
+        return console.export_text()
+
+    prof = _profile(endpoint="cloud.example.org")
+    line = horizon.dashboard_line(prof)
+    assert line.startswith("Dashboard: http://cloud.example.org/horizon/ - log in as demo")
+    assert str(prof.secrets_file) in line and "password is in" in line
+    text = shown(prof)
+    assert "Dashboard" in text and "http://cloud.example.org/horizon/" in text
+    assert "log in as demo" in text
+    prof.openstack.demo = False
+    assert "log in as admin" in horizon.dashboard_line(prof)
+    prof.openstack.services.remove("horizon")
+    assert horizon.dashboard_line(prof) == "" and "Dashboard" not in shown(prof)

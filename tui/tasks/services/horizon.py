@@ -45,6 +45,20 @@ def dashboard_url(profile) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}{WEBROOT}"
 
 
+def login_hint(profile) -> str:
+    """Whom to log in as (a user name, never a password)."""
+    who = "demo (project demo)" if profile.openstack.demo else "admin"
+    return f"log in as {who}, domain Default"
+
+
+def dashboard_line(profile) -> str:
+    """apply's line about the dashboard: its URL and the login; '' without Horizon."""
+    if "horizon" not in profile.openstack.services:
+        return ""
+    return (f"Dashboard: {dashboard_url(profile)} - {login_hint(profile)}; "
+            f"the password is in {profile.secrets_file}")
+
+
 def self_service(profile, plat: Platform) -> bool:
     """Neutron is installed with self-service (VXLAN) networks and the L3 agent."""
     return "neutron" in profile.openstack.services and bool(plat.neutron_mechanism)
