@@ -48,7 +48,16 @@ def _host() -> FakeHost:
     host.on(r"^a2enmod -q wsgi >/dev/null; a2ensite -q openstack-dashboard-alias-only$", (0, ""))
     host.on(r"^test -e /etc/apache2/sites-enabled/openstack-dashboard-alias-only.conf$",
             lambda h, m, s: (0 if horizon.SITE in h.files else 1, ""))
-    host.on(r"^apache2ctl configtest 2>&1$", (0, "Syntax OK\n"))
+    ssl_site = "/etc/apache2/sites-enabled/default-ssl.conf"
+    host.put(ssl_site, "<VirtualHost _default_:443>\n  SSLEngine on\n</VirtualHost>\n")
+    host.on(r"^\[ -e /etc/apache2/sites-enabled/default-ssl.conf \] && "
+            r"! \[ -e /etc/apache2/mods-enabled/ssl.load \]$",
+            lambda h, m, s: (0 if ssl_site in h.files else 1, ""))
+    host.on(r"^a2dissite -q default-ssl$", lambda h, m, s: (h.files.pop(ssl_site), (0, ""))[1])
+    # Apache refuses SSLEngine without mod_ssl (what the package leaves behind)
+    host.on(r"^apache2ctl configtest 2>&1$",
+            lambda h, m, s: (1, "AH00526: Invalid command 'SSLEngine'\n") if ssl_site in h.files
+            else (0, "Syntax OK\n"))
     served = lambda h, m, s: (0, "200") if horizon.SITE in h.files else (0, "000")  # noqa: E731
     host.on(r"^curl -s -o /dev/null -w '%\{http_code\}' --max-time 10 "
             r"http://127.0.0.1/horizon/auth/login/$", served)
@@ -113,6 +122,7 @@ def test_first_run_configures_builds_and_serves_second_run_changes_nothing(tmp_p
     assert "Listen" not in site and "VirtualHost" not in site  # Keystone's :5000 untouched
     assert host.builds == 1
     assert host.units["apache2"].restarts == 1  # loads the new dashboard
+    assert "/etc/apache2/sites-enabled/default-ssl.conf" not in host.files
 
     mark = host.mark()
     assert _run(host, tmp_path) == {s: Status.ALREADY_DONE for s in STEPS}

@@ -200,6 +200,12 @@ def _site(ctx) -> str:
     return site_body(max(1, min(2, cpus)))
 
 
+# The package's postinst (when it is not told to take over port 80) enables Debian's
+# default-ssl site without mod_ssl: Apache's next configtest/reload fails on SSLEngine.
+BROKEN_SSL_SITE = ("[ -e /etc/apache2/sites-enabled/default-ssl.conf ] && "
+                   "! [ -e /etc/apache2/mods-enabled/ssl.load ]")
+
+
 def _login_page_ok(ctx) -> bool:
     r = ctx.sh(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
                f"http://127.0.0.1{LOGIN_PATH}", check=False, quiet=True, timeout=LOOK)
@@ -212,6 +218,8 @@ def _apache_check(ctx) -> bool:
         return False
     if not ctx.sh(plat.web.enabled_test(SITE), check=False, quiet=True, timeout=LOOK).ok:
         return False
+    if ctx.sh(BROKEN_SSL_SITE, check=False, quiet=True, timeout=LOOK).ok:
+        return False
     # the running daemon loaded these settings and static files (set once it was restarted)
     if not marker_check(ctx, "horizon-loaded", _static_key(ctx)):
         return False
@@ -223,6 +231,11 @@ def _apache_run(ctx) -> None:
     changed = put_file(ctx, SITE, _site(ctx))
     changed |= not marker_check(ctx, "horizon-loaded", _static_key(ctx))
     ctx.sh(plat.web.enable_module("wsgi") + "; " + SITE_ENABLE, quiet=True, timeout=LOOK)
+    if ctx.sh(BROKEN_SSL_SITE, check=False, quiet=True, timeout=LOOK).ok:
+        ctx.output("disabling Debian's default-ssl site (enabled by the dashboard package "
+                   "without mod_ssl: Apache would refuse its configuration)")
+        ctx.sh("a2dissite -q default-ssl", quiet=True, timeout=LOOK)
+        changed = True
     r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=LOOK)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", f"{plat.web.configtest} failed",
