@@ -62,12 +62,15 @@ def login(driver, base: str, user: str, password: str) -> None:
 
 
 def wait_text(driver, text: str, timeout: float = WAIT) -> bool:
-    from selenium.common.exceptions import TimeoutException
+    """``text`` shows on the page within ``timeout`` (across a page load still going on)."""
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException, TimeoutException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        WebDriverWait(driver, timeout).until(
+        WebDriverWait(driver, timeout, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(
             lambda d: text in d.find_element(By.TAG_NAME, "body").text)
         return True
     except TimeoutException:
