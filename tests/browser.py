@@ -95,6 +95,20 @@ def page_text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
+def fonts_loaded(driver, timeout: float = 20) -> bool:
+    """The page's web fonts (the icons) have loaded."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout).until(
+            lambda d: d.execute_script("return document.fonts.status") == "loaded")
+        return True
+    except TimeoutException:
+        return False
+
+
 def screenshot(driver, path: Path) -> None:
+    fonts_loaded(driver)
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))
