@@ -210,3 +210,22 @@ def test_apply_and_summary_give_the_url_and_the_demo_login_never_a_password():
     assert "log in as admin" in horizon.dashboard_line(prof)
     prof.openstack.services.remove("horizon")
     assert horizon.dashboard_line(prof) == "" and "Dashboard" not in shown(prof)
+
+
+def test_keystone_apache_drops_the_ssl_site_the_dashboard_package_enabled(tmp_path):
+    """The packages come in before Keystone's Apache step: Horizon's package leaves the
+    default-ssl site enabled without mod_ssl, and Keystone's configtest must not fail on it."""
+    from tui.tasks.services import keystone
+
+    host = _host()
+    host.on(r"^install -d -m 755 /usr/share/stack-tui$", (0, ""))
+    host.on(r"^a2enmod -q wsgi >/dev/null; a2ensite -q keystone; a2enconf -q servername$",
+            (0, ""))
+    host.on(r"^bad=0; for i in", (0, "200\n"))
+    prof = _profile()
+    ctx = host.ctx(prof, platform="debian-13", secrets={}, state_path=tmp_path / "s.json")
+    step = next(s for ph in keystone.phases(prof, PLATFORMS["debian-13"]) for s in ph.steps
+                if s.id == "keystone.apache")
+    step.run(ctx)   # raised "Apache rejects its configuration" before
+    assert "/etc/apache2/sites-enabled/default-ssl.conf" not in host.files
+    assert host.units["apache2"].restarts == 1

@@ -20,6 +20,7 @@ import hashlib
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import Port, Service
+from .catalog import drop_unloadable_ssl_site, unloadable_ssl_site
 from .common import (LOOK, SERVICE, ensure_service, ep, identity_url, marker_check,
                      marker_set, mgmt, one_line, platform_of, put_file, q, read_remote,
                      service_ok)
@@ -200,12 +201,6 @@ def _site(ctx) -> str:
     return site_body(max(1, min(2, cpus)))
 
 
-# The package's postinst (when it is not told to take over port 80) enables Debian's
-# default-ssl site without mod_ssl: Apache's next configtest/reload fails on SSLEngine.
-BROKEN_SSL_SITE = ("[ -e /etc/apache2/sites-enabled/default-ssl.conf ] && "
-                   "! [ -e /etc/apache2/mods-enabled/ssl.load ]")
-
-
 def _login_page_ok(ctx) -> bool:
     r = ctx.sh(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
                f"http://127.0.0.1{LOGIN_PATH}", check=False, quiet=True, timeout=LOOK)
@@ -218,7 +213,7 @@ def _apache_check(ctx) -> bool:
         return False
     if not ctx.sh(plat.web.enabled_test(SITE), check=False, quiet=True, timeout=LOOK).ok:
         return False
-    if ctx.sh(BROKEN_SSL_SITE, check=False, quiet=True, timeout=LOOK).ok:
+    if unloadable_ssl_site(ctx):
         return False
     # the running daemon loaded these settings and static files (set once it was restarted)
     if not marker_check(ctx, "horizon-loaded", _static_key(ctx)):
@@ -231,11 +226,7 @@ def _apache_run(ctx) -> None:
     changed = put_file(ctx, SITE, _site(ctx))
     changed |= not marker_check(ctx, "horizon-loaded", _static_key(ctx))
     ctx.sh(plat.web.enable_module("wsgi") + "; " + SITE_ENABLE, quiet=True, timeout=LOOK)
-    if ctx.sh(BROKEN_SSL_SITE, check=False, quiet=True, timeout=LOOK).ok:
-        ctx.output("disabling Debian's default-ssl site (enabled by the dashboard package "
-                   "without mod_ssl: Apache would refuse its configuration)")
-        ctx.sh("a2dissite -q default-ssl", quiet=True, timeout=LOOK)
-        changed = True
+    changed |= drop_unloadable_ssl_site(ctx)
     r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=LOOK)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", f"{plat.web.configtest} failed",
