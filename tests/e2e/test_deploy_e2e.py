@@ -334,6 +334,17 @@ def test_horizon_added_later_serves_the_dashboard_beside_keystone(deployed):
     resp = requests.get(base + "auth/login/", timeout=30)
     assert resp.status_code == 200 and 'name="password"' in resp.text
     assert time.monotonic() - t0 < 5, f"login page took {time.monotonic() - t0:.1f} s"
+    # every web font the compressed CSS names is served (the icons; some are under /static/)
+    import re
+
+    fonts = set()
+    for css in re.findall(r'href="(/horizon/static/[^"]+\.css)"', resp.text):
+        text = requests.get(f"http://{info.address}{css}", timeout=30).text
+        fonts |= set(re.findall(r'url\("?(/[^")?#]+\.woff2?)', text))
+    assert any("fontawesome" in f for f in fonts), fonts
+    bad = {f for f in fonts if requests.get(f"http://{info.address}{f}", timeout=30).status_code
+           != 200}
+    assert not bad, bad
 
     with browser.chromium() as driver:
         browser.login(driver, base, "demo", "not the password")

@@ -119,6 +119,8 @@ def test_first_run_configures_builds_and_serves_second_run_changes_nothing(tmp_p
     assert horizon.SNIPPET.rsplit("/", 1)[1] > "_0006_debian_cache.py"
     site = host.read_file(horizon.SITE)
     assert "process-group=horizon" in site and "WSGIScriptAlias /horizon " in site
+    assert "Alias /horizon/static /var/lib/openstack-dashboard/static\n" in site
+    assert "Alias /static /var/lib/openstack-dashboard/static\n" in site  # the icon fonts
     assert "Listen" not in site and "VirtualHost" not in site  # Keystone's :5000 untouched
     assert host.builds == 1
     assert host.units["apache2"].restarts == 1  # loads the new dashboard

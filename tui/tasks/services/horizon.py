@@ -183,6 +183,8 @@ def site_body(processes: int) -> str:
 WSGIDaemonProcess horizon user=www-data group=www-data processes={processes} threads=4 display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
 WSGIScriptAlias {WEBROOT.rstrip('/')} {WSGI} process-group=horizon application-group=%{{GLOBAL}}
 Alias {WEBROOT}static {STATIC}
+# the compressed CSS names the icon fonts under /static/ (Debian's own site aliases it too)
+Alias /static {STATIC}
 
 <Directory /usr/share/openstack-dashboard>
     Require all granted
