@@ -338,10 +338,11 @@ def test_horizon_added_later_serves_the_dashboard_beside_keystone(deployed):
     import re
 
     fonts = set()
-    for css in re.findall(r'href="(/horizon/static/[^"]+\.css)"', resp.text):
+    sheets = re.findall(r'href=["\'](/horizon/static/[^"\']+\.css)["\']', resp.text)
+    for css in sheets:
         text = requests.get(f"http://{info.address}{css}", timeout=30).text
-        fonts |= set(re.findall(r'url\("?(/[^")?#]+\.woff2?)', text))
-    assert any("fontawesome" in f for f in fonts), fonts
+        fonts |= set(re.findall(r'url\(["\']?(/[^"\')?#]+\.woff2?)', text))
+    assert any("fontawesome" in f for f in fonts), (sheets, fonts)
     bad = {f for f in fonts if requests.get(f"http://{info.address}{f}", timeout=30).status_code
            != 200}
     assert not bad, bad
