@@ -23,6 +23,11 @@ done
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need+=(python3-venv)
 fi
+# The Horizon e2e test drives Debian's chromium through Debian's chromedriver (no download).
+if [ -n "$extras" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -q

@@ -112,7 +112,7 @@ def test_each_service_declares_its_own_rules_and_explain_aggregates_them():
                    "memcached": [], "keystone": ["keystone-401", "keystone-403"],
                    "glance": ["glance-store", "glance-auth"], "placement": [],
                    "nova": ["libvirt-polkit", "kvm-emulation"],
-                   "neutron": ["neutron-experimental"]}
+                   "neutron": ["neutron-experimental"], "horizon": []}
     service_rules = {n for names in own.values() for n in names}
     assert not service_rules & {r.name for r in explain.RULES}   # explain keeps only its own
     assert explain.match("Keystone GET /users answered 401.") is None

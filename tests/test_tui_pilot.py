@@ -274,7 +274,11 @@ def test_dependency_rules_pure():
     from tui.screens.services import dependents, requires, toggle
 
     assert requires("glance") == {"keystone", "mariadb", "memcached"}
-    assert dependents("mariadb") == {"keystone", "glance", "placement", "neutron", "nova"}
+    assert dependents("mariadb") == {"keystone", "glance", "placement", "neutron", "nova",
+                                     "horizon"}
+    sel, msg = toggle(set(), "horizon", True)
+    assert sel == {"horizon", "keystone", "mariadb", "memcached"}
+    assert msg == "Horizon needs MariaDB, Memcached and Keystone: turned on too."
     sel, msg = toggle({"rabbitmq"}, "glance", True)
     assert sel == {"rabbitmq", "glance", "keystone", "mariadb", "memcached"}
     assert msg == "Glance needs MariaDB, Memcached and Keystone: turned on too."

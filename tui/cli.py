@@ -173,6 +173,10 @@ def cmd_apply(args) -> int:
             files = session.state.facts.get("local_files")
             if files:
                 print(f"admin-openrc.sh, demo-openrc.sh and clouds.yaml saved in {files}")
+            from .tasks.services.horizon import dashboard_line
+
+            if dashboard_line(prof):
+                print(dashboard_line(prof))
             return EXIT_OK
         print(f"NOT COMPLETE: {summary}. Full log: {session.log_path}\n"
               f"Fix the cause and run `stack-tui apply {args.profile}` again: it resumes.")

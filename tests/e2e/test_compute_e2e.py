@@ -120,3 +120,34 @@ def test_the_apis_run_few_processes(compute_cloud):
     count, rss = (int(x) for x in r.stdout.split())
     print(f"uwsgi processes: {count}; sum of RSS on the host after install: {rss} MiB")
     assert count <= 8, count  # nova-api 2, metadata 1, neutron-api 2, plus their masters
+
+
+def test_horizon_shows_instances_routers_and_the_hypervisor(compute_cloud):
+    """Horizon (installed with everything): demo sees the instances page and the routers panel
+    (self-service networks are on here), admin sees the hypervisor, in a real browser."""
+    import tomllib
+
+    from tests import browser
+    from tui.tasks import paths
+
+    assert compute_cloud["first"].returncode == 0
+    why = browser.missing()
+    assert not why, why  # scripts/setup.sh --test installs chromium, its driver and selenium
+    name, info = compute_cloud["name"], compute_cloud["info"]
+    secrets = tomllib.loads((paths.profiles_dir() / f"{name}.secrets.toml").read_text())
+    clouds = compute_cloud["home"] / "data" / "clouds" / name / "clouds.yaml"
+    r = cloud.openstack(clouds, name, "hypervisor", "list", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    hypervisor = json.loads(r.stdout)[0]["Hypervisor Hostname"]
+    base = f"http://{info.address}/horizon/"
+    with browser.chromium() as driver:
+        browser.login(driver, base, "demo", secrets["demo_password"])
+        assert browser.left_login(driver), browser.page_text(driver)[:800]
+        driver.get(base + "project/instances/")
+        assert browser.wait_text(driver, "Instance Name"), browser.page_text(driver)[:1500]
+        driver.get(base + "project/routers/")
+        assert browser.wait_text(driver, "demo-router"), browser.page_text(driver)[:1500]
+        browser.login(driver, base, "admin", secrets["admin_password"])
+        assert browser.left_login(driver), browser.page_text(driver)[:800]
+        driver.get(base + "admin/hypervisors/")
+        assert browser.wait_text(driver, hypervisor), browser.page_text(driver)[:1500]

@@ -302,3 +302,65 @@ def test_tempest_identity_and_image_pass(deployed, capsys):
     text = reports[-1].read_bytes()
     for v in deployed["secrets"].values():
         assert v.encode() not in text
+
+
+def test_horizon_added_later_serves_the_dashboard_beside_keystone(deployed):
+    """Horizon added to the installed cloud: apply prints its URL and the demo login; a real
+    browser logs in as demo and sees the uploaded image; a wrong password gets Horizon's own
+    error; Keystone's token API still answers on :5000; a second apply changes nothing."""
+    import requests
+
+    from tests import browser
+    from tui.tasks import profile as pr
+
+    why = browser.missing()
+    assert not why, why  # scripts/setup.sh --test installs chromium, its driver and selenium
+    info, s = deployed["info"], deployed["secrets"]
+    prof = pr.load(deployed["name"])
+    prof.openstack.services = [*prof.openstack.services, "horizon"]
+    pr.save(prof)
+    t0 = time.monotonic()
+    r = cloud.cli("apply", deployed["name"], "--yes")
+    print(f"adding Horizon: {time.monotonic() - t0:.1f} s")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    base = f"http://{info.address}/horizon/"
+    assert f"Dashboard: {base}" in r.stdout and "log in as demo" in r.stdout, r.stdout[-1500:]
+    for v in _all_secret_forms(s):
+        assert v not in r.stdout and v not in r.stderr
+
+    # Keystone still answers on :5000 beside it; the login page answers within seconds
+    assert cloud.token(info.address, "demo", s["demo_password"], "demo")
+    t0 = time.monotonic()
+    resp = requests.get(base + "auth/login/", timeout=30)
+    assert resp.status_code == 200 and 'name="password"' in resp.text
+    assert time.monotonic() - t0 < 5, f"login page took {time.monotonic() - t0:.1f} s"
+    # every web font the compressed CSS names is served (the icons; some are under /static/)
+    import re
+
+    fonts = set()
+    sheets = re.findall(r'href=["\'](/horizon/static/[^"\']+\.css)["\']', resp.text)
+    for css in sheets:
+        text = requests.get(f"http://{info.address}{css}", timeout=30).text
+        fonts |= set(re.findall(r'url\(["\']?(/[^"\')?#]+\.woff2?)', text))
+    assert any("fontawesome" in f for f in fonts), (sheets, fonts)
+    bad = {f for f in fonts if requests.get(f"http://{info.address}{f}", timeout=30).status_code
+           != 200}
+    assert not bad, bad
+
+    with browser.chromium() as driver:
+        browser.login(driver, base, "demo", "not the password")
+        assert browser.wait_text(driver, "Invalid credentials"), browser.page_text(driver)[:800]
+        assert "Server Error" not in driver.page_source
+
+        browser.login(driver, base, "demo", s["demo_password"])
+        assert browser.left_login(driver), browser.page_text(driver)[:800]
+        driver.get(base + "project/images")
+        assert browser.wait_text(driver, "cirros"), browser.page_text(driver)[:1500]
+        if deployed["release"] == "13":  # one screenshot for the docs (the default release)
+            browser.screenshot(driver, cloud.ROOT / "docs" / "horizon.png")
+
+    assert cloud.token(info.address, "admin", s["admin_password"], "admin")
+    r = cloud.cli("apply", deployed["name"], "--yes")
+    assert r.returncode == 0, r.stdout[-3000:]
+    steps = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
+    assert steps and all("already done" in ln for ln in steps), "\n".join(steps)

@@ -73,6 +73,10 @@ def endpoints_table(prof) -> Table:
         endpoints.add_row("Identity", f"http://{ep}:5000/v3")
     if "glance" in prof.openstack.services:
         endpoints.add_row("Image", f"http://{ep}:9292")
+    if "horizon" in prof.openstack.services:
+        from ..tasks.services.horizon import dashboard_url, login_hint
+
+        endpoints.add_row("Dashboard", f"{dashboard_url(prof)}  ({login_hint(prof)})")
     return endpoints
 
 

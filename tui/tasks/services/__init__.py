@@ -12,14 +12,14 @@ holds only what is about the operating system.
 
 from __future__ import annotations
 
-from . import (finish, glance, keystone, mariadb, memcached, neutron, nova, placement, prepare,
-               rabbitmq)
+from . import (finish, glance, horizon, keystone, mariadb, memcached, neutron, nova, placement,
+               prepare, rabbitmq)
 from .base import PerPlatform, Port, Secret, Service
 
 
 REGISTRY: tuple[Service, ...] = tuple(
     m.SERVICE for m in (mariadb, rabbitmq, memcached, keystone, glance, placement, neutron,
-                       nova))
+                       nova, horizon))
 
 
 def by_id(service_id: str) -> Service:

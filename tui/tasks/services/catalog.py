@@ -8,7 +8,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 from .. import inifile
-from .common import admin_session, api, ep, find_one, ks_base, mgmt, platform_of, url_host
+from .common import (LOOK, admin_session, api, ep, find_one, ks_base, mgmt, platform_of,
+                     url_host)
 
 INTERFACES = ("public", "internal", "admin")
 # Debian runs the Nova and Neutron APIs under uWSGI: the listening process is named after
@@ -122,6 +123,28 @@ Listen {port}
     </Directory>
 </VirtualHost>
 """
+
+
+# Debian's openstack-dashboard-apache (Horizon), when not told to take over port 80, enables
+# the default-ssl site without mod_ssl: Apache's next configtest or reload fails on SSLEngine.
+# It comes in with the packages, so the first service that tests Apache's config drops it.
+UNLOADABLE_SSL_SITE = ("[ -e /etc/apache2/sites-enabled/default-ssl.conf ] && "
+                       "! [ -e /etc/apache2/mods-enabled/ssl.load ]")
+
+
+def unloadable_ssl_site(ctx) -> bool:
+    return platform_of(ctx).web.a2en and ctx.sh(UNLOADABLE_SSL_SITE, check=False, quiet=True,
+                                                timeout=LOOK).ok
+
+
+def drop_unloadable_ssl_site(ctx) -> bool:
+    """Disable that site (True when it was there)."""
+    if not unloadable_ssl_site(ctx):
+        return False
+    ctx.output("disabling Debian's default-ssl site: enabled without mod_ssl (by the dashboard "
+               "package), Apache would refuse its configuration")
+    ctx.sh("a2dissite -q default-ssl", quiet=True, timeout=LOOK)
+    return True
 
 
 def transport_url(ctx) -> str:

@@ -9,7 +9,7 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Service, Port, Secret, Rule
-from .catalog import WsgiLayout, wsgi_script, wsgi_vhost
+from .catalog import WsgiLayout, drop_unloadable_ssl_site, wsgi_script, wsgi_vhost
 from .common import (
     KeystoneAnswered, db_sync_step, manage, wait_http, api, can_auth, db_url, DEMO_ROLES, ensure_entity,
     ensure_service, ensure_user, ep, find_one, forget_session, identity_url, ini_target, mgmt,
@@ -177,6 +177,7 @@ def _apache_run(ctx) -> None:
     if plat.web.a2en:
         ctx.sh(plat.web.enable_module("wsgi") + "; " + layout(plat).vhost_enable + "; "
                + plat.servername_enable, quiet=True, timeout=SERVICE_LIMIT)
+    changed |= drop_unloadable_ssl_site(ctx)  # Horizon's package may have enabled one
     r = ctx.sh(plat.web.configtest + " 2>&1", check=False, quiet=True, timeout=SERVICE_LIMIT)
     if not r.ok:
         raise StepError("Apache rejects its configuration.", "apachectl configtest failed",
