@@ -78,6 +78,7 @@ def test_debian_13_gets_quorum_queues_and_open_vswitch_with_the_userspace_datapa
     conf = host.read_file(nova.NOVA_CONF)
     for key in ("rabbit_quorum_queue", "rabbit_transient_quorum_queue", "use_queue_manager"):
         assert f"{key} = true" in conf
+    assert "[spice]\nenabled = false" in conf      # VNC only: this QEMU has no SPICE
     ovs = host.read_file(neutron.OVS_CONF)
     for line in ("datapath_type = netdev", "bridge_mappings = provider:br-provider",
                  "local_ip = 10.0.0.5", "tunnel_types = vxlan", "firewall_driver = openvswitch"):
