@@ -11,7 +11,7 @@ from tests.fakehost import FakeHost
 from tui.tasks.engine import Engine, Phase, Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
-from tui.tasks.services import neutron, nova
+from tui.tasks.services import neutron, nova, ovs
 
 SECRETS = {"nova_password": "n0va'$(x)\"", "nova_db_password": "novadb-1",
            "neutron_password": "neu'tr\"on", "neutron_db_password": "neudb-2",
@@ -109,27 +109,43 @@ def test_the_mechanism_is_platform_data_with_its_agent_unit_and_packages():
     assert "neutron.mechanism" not in steps and "neutron.agents" in steps
 
 
-def _provider_host(with_port: bool) -> FakeHost:
-    host = _host().systemd(neutron.PROVIDER_UNIT)
+def _provider_host(ovs_running: bool) -> FakeHost:
+    """A host whose Open vSwitch database has the setting and the port once the unit ran."""
+    host = _host().systemd(neutron.PROVIDER_UNIT, ovs.VSWITCHD)
+    host.units[ovs.VSWITCHD].active = ovs_running
     host.on(r"^systemctl daemon-reload$", (0, ""))
+    host.on(r"^systemctl is-active -q ovs-vswitchd.service$",
+            lambda h, m, i: (0 if h.units[ovs.VSWITCHD].active else 3, ""))
     host.on(r"^ip -o -4 addr show dev stk-ext", (0, "5: stk-ext inet 172.24.4.1/24 scope global"))
-    host.on(r"^ovs-vsctl --timeout=10 port-to-br stk-ext-p",
-            lambda h, m, i: (0, "br-provider\n") if h.units[neutron.PROVIDER_UNIT].starts
-            or h.units[neutron.PROVIDER_UNIT].restarts or with_port else (1, ""))
+
+    def db(h, m, i):
+        unit = h.units[neutron.PROVIDER_UNIT]
+        return (0, '"true"\nbr-provider\n') if unit.starts or unit.restarts else (1, "")
+    host.on(r"^ovs-vsctl --timeout=10 get Open_vSwitch \. other_config:userspace-tso-enable "
+            r"2>/dev/null; ovs-vsctl --timeout=10 port-to-br stk-ext-p 2>/dev/null$", db)
     return host
 
 
-def test_the_provider_unit_puts_the_veth_on_a_netdev_bridge_once(tmp_path):
-    host = _provider_host(with_port=False)
-    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
-                   state_path=tmp_path / "s.json")
+def _provider_step():
     (step,) = [s for ph in neutron.phases(_profile(), PLATFORMS["debian-13"])
                for s in ph.steps if s.id == "neutron.provider"]
+    return step
+
+
+def test_the_provider_veth_joins_a_netdev_bridge_and_vswitchd_finishes_checksums(tmp_path):
+    host = _provider_host(ovs_running=False)
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
+                   state_path=tmp_path / "s.json")
+    step = _provider_step()
     assert not step.check(ctx)
     step.run(ctx)
     unit = host.read_file(neutron.PROVIDER_UNIT_PATH)
     assert "datapath_type=netdev -- --may-exist add-port br-provider stk-ext-p" in unit
-    assert "ethtool -K stk-ext tx off" in unit and "Wants=openvswitch-switch.service" in unit
+    assert "Wants=openvswitch-switch.service" in unit
+    dropin = host.read_file(ovs.VSWITCHD_DROPIN)
+    assert "ExecStartPre=/usr/bin/ovs-vsctl --no-wait --timeout=30 set Open_vSwitch . " \
+           "other_config:userspace-tso-enable=true" in dropin
+    assert host.units[ovs.VSWITCHD].restarts == 0   # not running yet: its first start reads it
     assert step.check(ctx)
     mark = host.mark()
     assert step.check(ctx) and host.since(mark)[1] == []
@@ -138,16 +154,26 @@ def test_the_provider_unit_puts_the_veth_on_a_netdev_bridge_once(tmp_path):
         neutron.PROVIDER_UNIT_BODY and "ovs-vsctl" not in neutron.PROVIDER_UNIT_BODY
 
 
+def test_a_running_vswitchd_is_restarted_once_for_the_setting(tmp_path):
+    host = _provider_host(ovs_running=True)
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
+                   state_path=tmp_path / "s.json")
+    step = _provider_step()
+    step.run(ctx)
+    assert host.units[ovs.VSWITCHD].restarts == 1
+    step.run(ctx)                                     # the drop-in is there: no second restart
+    assert host.units[ovs.VSWITCHD].restarts == 1
+
+
 def test_a_provider_veth_outside_the_bridge_is_not_done(tmp_path):
-    host = _provider_host(with_port=False)
+    host = _provider_host(ovs_running=True)
     host.put(neutron.PROVIDER_UNIT_PATH,
              neutron.provider_unit(neutron.layout(PLATFORMS["debian-13"])))
+    host.put(ovs.VSWITCHD_DROPIN, ovs.VSWITCHD_DROPIN_BODY)
     host.units[neutron.PROVIDER_UNIT].active = host.units[neutron.PROVIDER_UNIT].enabled = True
     ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
                    state_path=tmp_path / "s.json")
-    (step,) = [s for ph in neutron.phases(_profile(), PLATFORMS["debian-13"])
-               for s in ph.steps if s.id == "neutron.provider"]
-    assert not step.check(ctx)
+    assert not _provider_step().check(ctx)
 
 
 @pytest.mark.parametrize("answer,expected", [("kvm\n", "kvm"), ("", "qemu")])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
+from . import ovs
 from .base import PerPlatform, Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
@@ -34,7 +35,7 @@ PORT = 9696
 NEUTRON_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
 LB_CONF = "/etc/neutron/plugins/ml2/linuxbridge_agent.ini"
-OVS_CONF = "/etc/neutron/plugins/ml2/openvswitch_agent.ini"
+OVS_CONF = ovs.OVS_CONF
 L3_CONF = "/etc/neutron/l3_agent.ini"
 DHCP_CONF = "/etc/neutron/dhcp_agent.ini"
 META_CONF = "/etc/neutron/metadata_agent.ini"
@@ -47,7 +48,7 @@ PROVIDER_CIDR, PROVIDER_GATEWAY = "172.24.4.0/24", "172.24.4.1"
 PROVIDER_POOL = ("172.24.4.100", "172.24.4.199")
 PROVIDER_UNIT = "stack-tui-provider.service"
 PROVIDER_UNIT_PATH = f"/etc/systemd/system/{PROVIDER_UNIT}"
-PROVIDER_BRIDGE = "br-provider"  # Open vSwitch only: the bridge mapped to PHYSNET
+PROVIDER_BRIDGE = ovs.PROVIDER_BRIDGE  # Open vSwitch only: the bridge mapped to PHYSNET
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,8 @@ PACKAGES = PerPlatform(
     # not verified: RDO's names for the same pieces
     rpm=("openstack-neutron", "openstack-neutron-ml2", "openstack-neutron-linuxbridge"),
     overrides={
-        # ethtool: the provider unit turns off checksum offload on the host's veth end
         "debian-13": ("neutron-server", "neutron-openvswitch-agent", "neutron-dhcp-agent",
-                      "neutron-l3-agent", "neutron-metadata-agent", "iputils-ping", "ethtool"),
+                      "neutron-l3-agent", "neutron-metadata-agent", "iputils-ping"),
     })
 
 # per mechanism: the L2 agent's unit, its agent_type in neutron.agents and its config file
@@ -134,32 +134,9 @@ WantedBy=multi-user.target
 """
 
 
-# Open vSwitch: the same veth pair, its peer a port of PROVIDER_BRIDGE (the agent refuses to
-# start while a mapped bridge is missing, and would make it with the wrong datapath).
-OVS_PROVIDER_UNIT_BODY = f"""# Written by stack-tui: the local end of Neutron's flat provider network
-[Unit]
-Description=stack-tui provider network ({PROVIDER_IF} <-> {PROVIDER_PEER} on {PROVIDER_BRIDGE})
-Wants=openvswitch-switch.service
-After=network.target openvswitch-switch.service
-Before=neutron-openvswitch-agent.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-# The userspace datapath reads {PROVIDER_PEER} with a packet socket and forwards frames as they
-# are: checksum offload stays off on {PROVIDER_IF}, or the host's TCP/UDP to floating IPs
-# arrives with unfinished checksums and is dropped (ICMP is checksummed in software anyway).
-ExecStart=/bin/sh -c 'ip link show {PROVIDER_IF} >/dev/null 2>&1 || ip link add {PROVIDER_IF} type veth peer name {PROVIDER_PEER}; ip addr flush dev {PROVIDER_IF}; ip addr add {PROVIDER_GATEWAY}/24 dev {PROVIDER_IF}; ethtool -K {PROVIDER_IF} tx off >/dev/null; ip link set {PROVIDER_IF} up; ip link set {PROVIDER_PEER} up'
-ExecStart=ovs-vsctl --timeout=30 --may-exist add-br {PROVIDER_BRIDGE} -- set bridge {PROVIDER_BRIDGE} datapath_type=%s -- --may-exist add-port {PROVIDER_BRIDGE} {PROVIDER_PEER}
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
 def provider_unit(lay: Layout) -> str:
     if lay.mechanism == "openvswitch":
-        return OVS_PROVIDER_UNIT_BODY % lay.ovs_datapath
+        return ovs.provider_unit(PROVIDER_IF, PROVIDER_PEER, PROVIDER_GATEWAY, lay.ovs_datapath)
     return PROVIDER_UNIT_BODY
 
 
@@ -171,15 +148,14 @@ def _provider_check(ctx) -> bool:
                check=False, quiet=True, timeout=LOOK)
     if not (service_ok(ctx, PROVIDER_UNIT) and f"{PROVIDER_GATEWAY}/24" in r.stdout):
         return False
-    if lay.mechanism != "openvswitch":
-        return True
-    r = ctx.sh(f"ovs-vsctl --timeout=10 port-to-br {PROVIDER_PEER} 2>/dev/null",
-               check=False, quiet=True, timeout=LOOK)
-    return r.stdout.strip() == PROVIDER_BRIDGE
+    return lay.mechanism != "openvswitch" or ovs.provider_ok(ctx, PROVIDER_PEER)
 
 
 def _provider_run(ctx) -> None:
-    if put_file(ctx, PROVIDER_UNIT_PATH, provider_unit(layout(platform_of(ctx)))):
+    lay = layout(platform_of(ctx))
+    if lay.mechanism == "openvswitch":
+        ovs.ensure_vswitchd(ctx)  # before the unit below starts Open vSwitch
+    if put_file(ctx, PROVIDER_UNIT_PATH, provider_unit(lay)):
         ctx.sh("systemctl daemon-reload", quiet=True, timeout=SERVICE_LIMIT)
     ensure_service(ctx, PROVIDER_UNIT, restart=True)
 
@@ -215,7 +191,8 @@ def _files(ctx) -> list[tuple[str, dict, str]]:
     m = mgmt(ctx)
     secret = inifile.oslo_value(ctx.secrets["metadata_secret"])
     lay = layout(platform_of(ctx))
-    agent = (_ovs_agent(lay, m) if lay.mechanism == "openvswitch" else (LB_CONF, {
+    agent = ((OVS_CONF, ovs.agent_values(lay.ovs_datapath, PHYSNET, m), "neutron")
+             if lay.mechanism == "openvswitch" else (LB_CONF, {
         ("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}",
         ("vxlan", "enable_vxlan"): "true",
         ("vxlan", "local_ip"): m,
@@ -246,21 +223,6 @@ def _files(ctx) -> list[tuple[str, dict, str]]:
             ("DEFAULT", "metadata_proxy_shared_secret"): secret,
         }, "neutron"),
     ]
-
-
-def _ovs_agent(lay: Layout, local_ip: str) -> tuple[str, dict, str]:
-    """The Open vSwitch agent: br-int and br-tun on the layout's datapath, the provider bridge,
-    VXLAN from the management address, and Open vSwitch's own conntrack firewall (the iptables
-    one needs a Linux bridge and a veth pair per port; veths lose checksums in netdev)."""
-    return (OVS_CONF, {
-        ("ovs", "datapath_type"): lay.ovs_datapath,
-        ("ovs", "bridge_mappings"): f"{PHYSNET}:{PROVIDER_BRIDGE}",
-        ("ovs", "local_ip"): local_ip,
-        ("agent", "tunnel_types"): "vxlan",
-        ("agent", "l2_population"): "true",
-        ("securitygroup", "enable_security_group"): "true",
-        ("securitygroup", "firewall_driver"): "openvswitch",
-    }, "neutron")
 
 
 def _targets(ctx):
@@ -400,8 +362,8 @@ def phases(profile, plat: Platform) -> list[Phase]:
     conf_files = [*configs(plat), *UWSGI_PROCESSES]
     exp = (" ([experimental] linuxbridge = true: experimental on this release)"
            if lay.linuxbridge_experimental else "")
-    ovs = lay.mechanism == "openvswitch"
-    if ovs:
+    ovs_ = lay.mechanism == "openvswitch"
+    if ovs_:
         exp = f" (datapath {lay.ovs_datapath}: userspace, no kernel module)"
     return [Phase("neutron", "Neutron (networking)", [
         Step("neutron.user", "User neutron with roles admin and service on project service",
@@ -411,11 +373,12 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_endpoints_run, check=_endpoints_check,
              detail=f"service neutron (type network); http://<endpoint host>:{PORT}"),
         Step("neutron.provider", f"Provider network link {PROVIDER_IF} ({PROVIDER_GATEWAY}/24)",
-             run=_provider_run, check=_provider_check, files=[PROVIDER_UNIT_PATH],
+             run=_provider_run, check=_provider_check,
+             files=[PROVIDER_UNIT_PATH, *([ovs.VSWITCHD_DROPIN] if ovs_ else [])],
              detail=f"a veth pair made at boot by {PROVIDER_UNIT}: the host keeps "
                     f"{PROVIDER_GATEWAY} on {PROVIDER_IF}, the agent bridges {PROVIDER_PEER}"
-                    + (f" (a port of {PROVIDER_BRIDGE}, checksum offload off on "
-                       f"{PROVIDER_IF})" if ovs else "")),
+                    + (f" (a port of {PROVIDER_BRIDGE}); ovs-vswitchd drop-in: "
+                       "userspace-tso-enable (finishes offloaded checksums)" if ovs_ else "")),
         Step("neutron.config", f"neutron.conf, ML2 and agents: {lay.mechanism}{exp}",
              run=_conf_run, check=_conf_check, files=conf_files,
              detail="ML2 flat (physnet provider) + VXLAN self-service, l2population, "
