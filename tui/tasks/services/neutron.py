@@ -364,7 +364,8 @@ def phases(profile, plat: Platform) -> list[Phase]:
            if lay.linuxbridge_experimental else "")
     ovs_ = lay.mechanism == "openvswitch"
     if ovs_:
-        exp = f" (datapath {lay.ovs_datapath}: userspace, no kernel module)"
+        exp = (f" (datapath {lay.ovs_datapath}"
+               + (": userspace, no kernel module)" if lay.ovs_datapath == "netdev" else ")"))
     return [Phase("neutron", "Neutron (networking)", [
         Step("neutron.user", "User neutron with roles admin and service on project service",
              run=_user_run, check=_user_check,
