@@ -13,7 +13,8 @@ packet sockets.  Measured on a Debian 13 host without the module (docs/compute.m
   ovs-vswitchd read those ports with their offload header and finish the checksums; it is
   read once when ovs-vswitchd starts, so a drop-in sets it before every start.
 - Restarting ovs-vswitchd cuts off the internal ports already moved into namespaces (it makes
-  new taps of the same name): the modules never restart it once Neutron's agents run.
+  new taps of the same name): the modules restart it only when they first write the drop-in,
+  which on a fresh install comes before its first start.
 """
 
 from __future__ import annotations
