@@ -93,17 +93,23 @@ def test_an_unsupported_system_blocks_naming_it(tmp_path):
     assert len(host.commands) == 1           # no package probe for a platform it does not know
 
 
-def test_neutron_without_a_mechanism_blocks_before_any_package():
+def test_neutron_without_a_mechanism_blocks_before_any_package(monkeypatch):
     from tests.fakehost import FakeHost
     from tui.tasks.preflight import checks
+    from tui.tasks.services import neutron
 
     p = Profile(name="t")
     p.host.address = "10.0.0.5"
     p.openstack.services = ["mariadb", "rabbitmq", "memcached", "keystone", "glance",
                             "placement", "neutron", "nova"]
     ctx = FakeHost().ctx(p)
-    (res,) = checks._compute(ctx, PLATFORMS["debian-13"])
-    assert res.blocking and "Linux bridge" in res.why and "Debian 12" in res.fix_hint
+    # Debian 13 (Open vSwitch, userspace datapath) and 12 (Linux bridge) both have one now
+    assert checks._compute(ctx, PLATFORMS["debian-13"]) == []
     assert checks._compute(ctx, PLATFORMS["debian-12"]) == []
+    bare = neutron.Layout(mechanism="")
+    monkeypatch.setattr(neutron, "layout", lambda plat: bare)
+    (res,) = checks._compute(ctx, PLATFORMS["debian-13"])
+    assert res.blocking and "no Neutron network mechanism" in res.why
+    assert "Debian 13 or 12" in res.fix_hint
     p.openstack.services = ["mariadb", "memcached", "keystone"]
     assert checks._compute(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []

@@ -1,16 +1,17 @@
 """Nova's and Neutron's file steps on a scripted fake host (written once, then already done, no
-password on a command line), the virt_type decision, quorum queues per platform, and the
-explained stop for Neutron on Debian 13, whose Neutron has no Linux bridge agent any more."""
+password on a command line), the virt_type decision, quorum queues per platform, and Neutron's
+mechanism per platform: Linux bridge on Debian 12, Open vSwitch's userspace datapath on Debian 13
+(whose Neutron has no Linux bridge agent any more)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Phase, Plan, Status, StepError
+from tui.tasks.engine import Engine, Phase, Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
-from tui.tasks.services import neutron, nova
+from tui.tasks.services import neutron, nova, ovs
 
 SECRETS = {"nova_password": "n0va'$(x)\"", "nova_db_password": "novadb-1",
            "neutron_password": "neu'tr\"on", "neutron_db_password": "neudb-2",
@@ -70,17 +71,109 @@ def test_config_files_are_written_once_with_quorum_queues_on_debian_12_without(t
     assert host.since(mark)[1] == []
 
 
-def test_debian_13_gets_quorum_queues_and_neutron_stops_with_the_reason(tmp_path):
+def test_debian_13_gets_quorum_queues_and_open_vswitch_with_the_userspace_datapath(tmp_path):
     host = _host()
-    assert _run(host, tmp_path, "debian-13", ("nova.config",)) == {"nova.config": Status.DONE}
+    steps = ("neutron.config", "nova.config")
+    assert _run(host, tmp_path, "debian-13", steps) == {s: Status.DONE for s in steps}
     conf = host.read_file(nova.NOVA_CONF)
     for key in ("rabbit_quorum_queue", "rabbit_transient_quorum_queue", "use_queue_manager"):
         assert f"{key} = true" in conf
-    steps = [s for ph in neutron.phases(_profile(), PLATFORMS["debian-13"]) for s in ph.steps]
-    assert [s.id for s in steps] == ["neutron.mechanism"]
-    with pytest.raises(StepError) as err:
-        steps[0].run(host.ctx(_profile(), secrets=SECRETS, state_path=tmp_path / "s.json"))
-    assert "Linux bridge" in err.value.why and "Debian 12" in err.value.hint
+    assert "[spice]\nenabled = false" in conf      # VNC only: this QEMU has no SPICE
+    ovs = host.read_file(neutron.OVS_CONF)
+    for line in ("datapath_type = netdev", "bridge_mappings = provider:br-provider",
+                 "local_ip = 10.0.0.5", "tunnel_types = vxlan", "firewall_driver = openvswitch"):
+        assert line in ovs, line
+    assert neutron.LB_CONF not in host.files
+    assert "mechanism_drivers = openvswitch,l2population" in host.read_file(neutron.ML2_CONF)
+    nconf = host.read_file(neutron.NEUTRON_CONF)
+    assert "interface_driver = openvswitch" in nconf and "[experimental]" not in nconf
+    for agent_conf in (neutron.L3_CONF, neutron.DHCP_CONF):
+        assert "interface_driver = openvswitch" in host.read_file(agent_conf)
+    assert not any(v in c for c in host.commands for v in SECRETS.values())
+    mark = host.mark()
+    assert _run(host, tmp_path, "debian-13", steps) == {s: Status.ALREADY_DONE for s in steps}
+    assert host.since(mark)[1] == []
+
+
+def test_the_mechanism_is_platform_data_with_its_agent_unit_and_packages():
+    d13, d12 = PLATFORMS["debian-13"], PLATFORMS["debian-12"]
+    assert (neutron.layout(d13).mechanism, neutron.layout(d13).ovs_datapath) == (
+        "openvswitch", "netdev")
+    assert neutron.layout(d12).mechanism == "linuxbridge"
+    assert "neutron-openvswitch-agent" in neutron.units(d13)
+    assert "neutron-linuxbridge-agent" in neutron.units(d12)
+    assert "neutron-openvswitch-agent" in neutron.PACKAGES(d13)
+    assert "neutron-linuxbridge-agent" not in neutron.PACKAGES(d13)
+    assert neutron.OVS_CONF in neutron.configs(d13) and neutron.LB_CONF in neutron.configs(d12)
+    steps = [s.id for ph in neutron.phases(_profile(), d13) for s in ph.steps]
+    assert "neutron.mechanism" not in steps and "neutron.agents" in steps
+
+
+def _provider_host(ovs_running: bool) -> FakeHost:
+    """A host whose Open vSwitch database has the setting and the port once the unit ran."""
+    host = _host().systemd(neutron.PROVIDER_UNIT, ovs.VSWITCHD)
+    host.units[ovs.VSWITCHD].active = ovs_running
+    host.on(r"^systemctl daemon-reload$", (0, ""))
+    host.on(r"^systemctl is-active -q ovs-vswitchd.service$",
+            lambda h, m, i: (0 if h.units[ovs.VSWITCHD].active else 3, ""))
+    host.on(r"^ip -o -4 addr show dev stk-ext", (0, "5: stk-ext inet 172.24.4.1/24 scope global"))
+
+    def db(h, m, i):
+        unit = h.units[neutron.PROVIDER_UNIT]
+        return (0, '"true"\nbr-provider\n') if unit.starts or unit.restarts else (1, "")
+    host.on(r"^ovs-vsctl --timeout=10 get Open_vSwitch \. other_config:userspace-tso-enable "
+            r"2>/dev/null; ovs-vsctl --timeout=10 port-to-br stk-ext-p 2>/dev/null$", db)
+    return host
+
+
+def _provider_step():
+    (step,) = [s for ph in neutron.phases(_profile(), PLATFORMS["debian-13"])
+               for s in ph.steps if s.id == "neutron.provider"]
+    return step
+
+
+def test_the_provider_veth_joins_a_netdev_bridge_and_vswitchd_finishes_checksums(tmp_path):
+    host = _provider_host(ovs_running=False)
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
+                   state_path=tmp_path / "s.json")
+    step = _provider_step()
+    assert not step.check(ctx)
+    step.run(ctx)
+    unit = host.read_file(neutron.PROVIDER_UNIT_PATH)
+    assert "datapath_type=netdev -- --may-exist add-port br-provider stk-ext-p" in unit
+    assert "Wants=openvswitch-switch.service" in unit
+    dropin = host.read_file(ovs.VSWITCHD_DROPIN)
+    assert "ExecStartPre=/usr/bin/ovs-vsctl --no-wait --timeout=30 set Open_vSwitch . " \
+           "other_config:userspace-tso-enable=true" in dropin
+    assert host.units[ovs.VSWITCHD].restarts == 0   # not running yet: its first start reads it
+    assert step.check(ctx)
+    mark = host.mark()
+    assert step.check(ctx) and host.since(mark)[1] == []
+    # Debian 12 keeps the plain veth unit for the Linux bridge agent
+    assert neutron.provider_unit(neutron.layout(PLATFORMS["debian-12"])) == \
+        neutron.PROVIDER_UNIT_BODY and "ovs-vsctl" not in neutron.PROVIDER_UNIT_BODY
+
+
+def test_a_running_vswitchd_is_restarted_once_for_the_setting(tmp_path):
+    host = _provider_host(ovs_running=True)
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
+                   state_path=tmp_path / "s.json")
+    step = _provider_step()
+    step.run(ctx)
+    assert host.units[ovs.VSWITCHD].restarts == 1
+    step.run(ctx)                                     # the drop-in is there: no second restart
+    assert host.units[ovs.VSWITCHD].restarts == 1
+
+
+def test_a_provider_veth_outside_the_bridge_is_not_done(tmp_path):
+    host = _provider_host(ovs_running=True)
+    host.put(neutron.PROVIDER_UNIT_PATH,
+             neutron.provider_unit(neutron.layout(PLATFORMS["debian-13"])))
+    host.put(ovs.VSWITCHD_DROPIN, ovs.VSWITCHD_DROPIN_BODY)
+    host.units[neutron.PROVIDER_UNIT].active = host.units[neutron.PROVIDER_UNIT].enabled = True
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS,
+                   state_path=tmp_path / "s.json")
+    assert not _provider_step().check(ctx)
 
 
 @pytest.mark.parametrize("answer,expected", [("kvm\n", "kvm"), ("", "qemu")])

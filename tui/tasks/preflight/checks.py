@@ -28,15 +28,15 @@ def _sudo_mode(transport) -> str | None:
 
 
 def _compute(ctx: Context, plat: Platform) -> list[Result]:
-    """Neutron needs a network mechanism on the platform: say so before any package is
-    installed (Debian 13's Neutron 2025.1 has no Linux bridge agent, our kernels no OVS)."""
+    """Neutron needs a network mechanism on the platform (neutron.layout: Linux bridge, or
+    Open vSwitch's userspace datapath where Linux bridge is gone): say so before any package
+    is installed when the platform's data names none."""
     if "neutron" not in ctx.profile.openstack.services or neutron.layout(plat).mechanism:
         return []
     return [Result("neutron-mechanism", BLOCKING, "Neutron network mechanism",
-                   f"{plat.name} gets Neutron from OpenStack {plat.openstack}, which removed the "
-                   "Linux bridge agent; Open vSwitch needs a kernel module (or a userspace "
-                   "datapath) stack-tui does not set up yet",
-                   fix_hint="deselect Neutron and Nova, or install compute on Debian 12")]
+                   f"stack-tui knows no Neutron network mechanism (Linux bridge, Open vSwitch) "
+                   f"for {plat.name}, which gets OpenStack {plat.openstack}",
+                   fix_hint="deselect Neutron and Nova, or install compute on Debian 13 or 12")]
 
 
 def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:

@@ -1,12 +1,16 @@
-"""Neutron (networking): service user, endpoints, neutron.conf, ML2 with linuxbridge (a flat
-provider network on a local veth pair and VXLAN self-service networks), the L3, DHCP and
-metadata agents, schema and services.
+"""Neutron (networking): service user, endpoints, neutron.conf, ML2 (a flat provider network
+on a local veth pair and VXLAN self-service networks), the L3, DHCP and metadata agents,
+schema and services.
 
-The mechanism is ``layout(plat).mechanism`` (linuxbridge: these kernels have bridge
-and vxlan but no openvswitch module; on Epoxy linuxbridge is experimental and is enabled
-explicitly).  The provider network is a veth pair made at boot by a small unit: the host
-keeps ``PROVIDER_GATEWAY`` on one end, the linuxbridge agent takes the other, so floating IPs
-answer from the host without touching its management interface.
+The mechanism is ``layout(plat).mechanism``, per platform: ``linuxbridge`` where Neutron
+still has it (Debian 12, Zed: experimental there, enabled explicitly; these kernels have bridge
+and vxlan but no openvswitch module), ``openvswitch`` with Open vSwitch's userspace datapath
+(``ovs_datapath = "netdev"``: ovs-vswitchd switches in userspace over tap devices and packet
+sockets, no kernel module) where Linux bridge is gone (Debian 13, Epoxy).  OVN can be a third.
+The provider network is a veth pair made at boot by a small unit: the host keeps
+``PROVIDER_GATEWAY`` on one end, the agent takes the other (in Open vSwitch: a port of
+``PROVIDER_BRIDGE``), so floating IPs answer from the host without touching its management
+interface.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
+from . import ovs
 from .base import PerPlatform, Port, Rule, Secret, Service
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
@@ -30,6 +35,7 @@ PORT = 9696
 NEUTRON_CONF = "/etc/neutron/neutron.conf"
 ML2_CONF = "/etc/neutron/plugins/ml2/ml2_conf.ini"
 LB_CONF = "/etc/neutron/plugins/ml2/linuxbridge_agent.ini"
+OVS_CONF = ovs.OVS_CONF
 L3_CONF = "/etc/neutron/l3_agent.ini"
 DHCP_CONF = "/etc/neutron/dhcp_agent.ini"
 META_CONF = "/etc/neutron/metadata_agent.ini"
@@ -42,13 +48,16 @@ PROVIDER_CIDR, PROVIDER_GATEWAY = "172.24.4.0/24", "172.24.4.1"
 PROVIDER_POOL = ("172.24.4.100", "172.24.4.199")
 PROVIDER_UNIT = "stack-tui-provider.service"
 PROVIDER_UNIT_PATH = f"/etc/systemd/system/{PROVIDER_UNIT}"
+PROVIDER_BRIDGE = ovs.PROVIDER_BRIDGE  # Open vSwitch only: the bridge mapped to PHYSNET
 
 
 @dataclass(frozen=True)
 class Layout:
-    # The ML2 mechanism (linuxbridge: no openvswitch module on our kernels; OVN later; ""
-    # none yet), whether it must be enabled as experimental, and the API server's units.
+    # The ML2 mechanism ("linuxbridge", "openvswitch"; OVN later; "" none), Open vSwitch's
+    # datapath ("netdev": userspace, no kernel module), whether linuxbridge must be enabled
+    # as experimental, and the API server's units.
     mechanism: str = "linuxbridge"
+    ovs_datapath: str = "system"
     linuxbridge_experimental: bool = False
     server_units: tuple[str, ...] = ("neutron-server",)
 
@@ -59,8 +68,9 @@ LAYOUT: PerPlatform[Layout] = PerPlatform(
     overrides={
         # Neutron 26 (2025.1) removed the Linux bridge driver and agent (Debian's
         # neutron-linuxbridge-agent is an empty leftover: no /usr/bin/neutron-linuxbridge-agent),
-        # and these kernels have no openvswitch module: no mechanism yet (OVN/OVS netdev later).
-        "debian-13": {"mechanism": "", "server_units": _SPLIT_SERVER},
+        # and these kernels have no openvswitch module: Open vSwitch's userspace datapath.
+        "debian-13": {"mechanism": "openvswitch", "ovs_datapath": "netdev",
+                      "server_units": _SPLIT_SERVER},
         # Neutron 21 (Zed) already calls linuxbridge experimental: the server refuses the
         # mechanism ("has to be explicitly enabled in 'cfg.CONF.experimental'") unless enabled.
         "debian-12": {"linuxbridge_experimental": True, "server_units": _SPLIT_SERVER},
@@ -70,7 +80,15 @@ PACKAGES = PerPlatform(
          "neutron-metadata-agent",
          "iputils-ping"),  # the verification pings a floating IP from the host
     # not verified: RDO's names for the same pieces
-    rpm=("openstack-neutron", "openstack-neutron-ml2", "openstack-neutron-linuxbridge"))
+    rpm=("openstack-neutron", "openstack-neutron-ml2", "openstack-neutron-linuxbridge"),
+    overrides={
+        "debian-13": ("neutron-server", "neutron-openvswitch-agent", "neutron-dhcp-agent",
+                      "neutron-l3-agent", "neutron-metadata-agent", "iputils-ping"),
+    })
+
+# per mechanism: the L2 agent's unit, its agent_type in neutron.agents and its config file
+AGENTS = {"linuxbridge": ("neutron-linuxbridge-agent", "Linux bridge agent", LB_CONF),
+          "openvswitch": ("neutron-openvswitch-agent", "Open vSwitch agent", OVS_CONF)}
 
 
 def layout(plat: Platform) -> Layout:
@@ -116,16 +134,28 @@ WantedBy=multi-user.target
 """
 
 
+def provider_unit(lay: Layout) -> str:
+    if lay.mechanism == "openvswitch":
+        return ovs.provider_unit(PROVIDER_IF, PROVIDER_PEER, PROVIDER_GATEWAY, lay.ovs_datapath)
+    return PROVIDER_UNIT_BODY
+
+
 def _provider_check(ctx) -> bool:
-    if read_remote(ctx, PROVIDER_UNIT_PATH) != PROVIDER_UNIT_BODY:
+    lay = layout(platform_of(ctx))
+    if read_remote(ctx, PROVIDER_UNIT_PATH) != provider_unit(lay):
         return False
     r = ctx.sh(f"ip -o -4 addr show dev {PROVIDER_IF} 2>/dev/null",
                check=False, quiet=True, timeout=LOOK)
-    return service_ok(ctx, PROVIDER_UNIT) and f"{PROVIDER_GATEWAY}/24" in r.stdout
+    if not (service_ok(ctx, PROVIDER_UNIT) and f"{PROVIDER_GATEWAY}/24" in r.stdout):
+        return False
+    return lay.mechanism != "openvswitch" or ovs.provider_ok(ctx, PROVIDER_PEER)
 
 
 def _provider_run(ctx) -> None:
-    if put_file(ctx, PROVIDER_UNIT_PATH, PROVIDER_UNIT_BODY):
+    lay = layout(platform_of(ctx))
+    if lay.mechanism == "openvswitch":
+        ovs.ensure_vswitchd(ctx)  # before the unit below starts Open vSwitch
+    if put_file(ctx, PROVIDER_UNIT_PATH, provider_unit(lay)):
         ctx.sh("systemctl daemon-reload", quiet=True, timeout=SERVICE_LIMIT)
     ensure_service(ctx, PROVIDER_UNIT, restart=True)
 
@@ -160,28 +190,31 @@ def _files(ctx) -> list[tuple[str, dict, str]]:
     """(path, settings, group) of every Neutron file stack-tui writes."""
     m = mgmt(ctx)
     secret = inifile.oslo_value(ctx.secrets["metadata_secret"])
+    lay = layout(platform_of(ctx))
+    agent = ((OVS_CONF, ovs.agent_values(lay.ovs_datapath, PHYSNET, m), "neutron")
+             if lay.mechanism == "openvswitch" else (LB_CONF, {
+        ("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}",
+        ("vxlan", "enable_vxlan"): "true",
+        ("vxlan", "local_ip"): m,
+        ("vxlan", "l2_population"): "true",
+        ("securitygroup", "enable_security_group"): "true",
+        ("securitygroup", "firewall_driver"):
+            "neutron.agent.linux.iptables_firewall.IptablesFirewallDriver",
+    }, "neutron"))
     return [
         (NEUTRON_CONF, _neutron_values(ctx), "neutron"),
         (ML2_CONF, {
             ("ml2", "type_drivers"): "flat,vxlan",
             ("ml2", "tenant_network_types"): "vxlan",
-            ("ml2", "mechanism_drivers"): "linuxbridge,l2population",
+            ("ml2", "mechanism_drivers"): f"{lay.mechanism},l2population",
             ("ml2", "extension_drivers"): "port_security",
             ("ml2_type_flat", "flat_networks"): PHYSNET,
             ("ml2_type_vxlan", "vni_ranges"): "1:1000",
         }, "neutron"),
-        (LB_CONF, {
-            ("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}",
-            ("vxlan", "enable_vxlan"): "true",
-            ("vxlan", "local_ip"): m,
-            ("vxlan", "l2_population"): "true",
-            ("securitygroup", "enable_security_group"): "true",
-            ("securitygroup", "firewall_driver"):
-                "neutron.agent.linux.iptables_firewall.IptablesFirewallDriver",
-        }, "neutron"),
-        (L3_CONF, {("DEFAULT", "interface_driver"): "linuxbridge"}, "neutron"),
+        agent,
+        (L3_CONF, {("DEFAULT", "interface_driver"): lay.mechanism}, "neutron"),
         (DHCP_CONF, {
-            ("DEFAULT", "interface_driver"): "linuxbridge",
+            ("DEFAULT", "interface_driver"): lay.mechanism,
             ("DEFAULT", "dhcp_driver"): "neutron.agent.linux.dhcp.Dnsmasq",
             ("DEFAULT", "enable_isolated_metadata"): "true",
         }, "neutron"),
@@ -241,10 +274,17 @@ def _schema_run(ctx) -> None:
 
 # -- services ---------------------------------------------------------------------------------
 
+def _agent(plat: Platform) -> tuple[str, str, str]:
+    return AGENTS[layout(plat).mechanism or "linuxbridge"]
+
+
+def configs(plat: Platform) -> tuple[str, ...]:
+    return (NEUTRON_CONF, ML2_CONF, _agent(plat)[2], L3_CONF, DHCP_CONF, META_CONF)
+
+
 def units(plat: Platform) -> tuple[str, ...]:
     return layout(plat).server_units + (
-        "neutron-linuxbridge-agent", "neutron-dhcp-agent", "neutron-l3-agent",
-        "neutron-metadata-agent")
+        _agent(plat)[0], "neutron-dhcp-agent", "neutron-l3-agent", "neutron-metadata-agent")
 
 
 def _services_check(ctx) -> bool:
@@ -269,7 +309,8 @@ def _agents_ok(ctx) -> tuple[bool, list[str]]:
                "2>/dev/null", check=False, quiet=True, timeout=LOOK)
     alive = {ln.rsplit("\t", 1)[0] for ln in r.stdout.splitlines()
              if ln.rsplit("\t", 1)[-1].lstrip("-").isdigit() and int(ln.rsplit("\t", 1)[-1]) < 75}
-    want = ["Linux bridge agent", "DHCP agent", "L3 agent", "Metadata agent"]
+    want = [AGENTS[layout(platform_of(ctx)).mechanism][1], "DHCP agent", "L3 agent",
+            "Metadata agent"]
     return all(w in alive for w in want), [w for w in want if w not in alive]
 
 
@@ -284,7 +325,8 @@ def _agents_run(ctx) -> None:
     while True:
         ok, missing = _agents_ok(ctx)
         if ok:
-            ctx.output("agents alive: linuxbridge, DHCP, L3, metadata")
+            ctx.output(f"agents alive: {layout(platform_of(ctx)).mechanism}, DHCP, L3, "
+                       "metadata")
             return
         if time.monotonic() > deadline:
             tail = ctx.sh("grep -hE 'ERROR|CRITICAL' /var/log/neutron/*.log | tail -n 12",
@@ -298,17 +340,18 @@ def _agents_run(ctx) -> None:
 def _no_mechanism(ctx) -> None:
     plat = platform_of(ctx)
     raise StepError(f"Neutron cannot be installed on {plat.name} by stack-tui yet.",
-                    f"OpenStack {plat.openstack} removed the Linux bridge agent, and Open vSwitch "
-                    "needs a kernel module (or a userspace datapath) stack-tui does not set up",
-                    "deselect Neutron and Nova, or use Debian 12 (Zed, Linux bridge) for compute")
+                    f"stack-tui knows no network mechanism (Linux bridge, Open vSwitch) for "
+                    f"OpenStack {plat.openstack} on this platform",
+                    "deselect Neutron and Nova, or install compute on Debian 13 or 12")
 
 
 def _no_mechanism_phases(plat: Platform) -> list[Phase]:
+    # A platform whose layout names no mechanism (none today): one explained stop.
     return [Phase("neutron", "Neutron (networking)", [
         Step("neutron.mechanism", "Neutron needs a network mechanism on this platform",
              run=_no_mechanism, check=None,
-             detail=f"{plat.name}: no Linux bridge in OpenStack {plat.openstack}, no "
-                    "openvswitch module; stops here with an explanation"),
+             detail=f"{plat.name}: no network mechanism known for OpenStack {plat.openstack}; "
+                    "stops here with an explanation"),
     ])]
 
 
@@ -316,10 +359,13 @@ def phases(profile, plat: Platform) -> list[Phase]:
     lay = layout(plat)
     if not lay.mechanism:
         return _no_mechanism_phases(plat)
-    conf_files = [NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF,
-                  *UWSGI_PROCESSES]
+    conf_files = [*configs(plat), *UWSGI_PROCESSES]
     exp = (" ([experimental] linuxbridge = true: experimental on this release)"
            if lay.linuxbridge_experimental else "")
+    ovs_ = lay.mechanism == "openvswitch"
+    if ovs_:
+        exp = (f" (datapath {lay.ovs_datapath}"
+               + (": userspace, no kernel module)" if lay.ovs_datapath == "netdev" else ")"))
     return [Phase("neutron", "Neutron (networking)", [
         Step("neutron.user", "User neutron with roles admin and service on project service",
              run=_user_run, check=_user_check,
@@ -328,13 +374,16 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_endpoints_run, check=_endpoints_check,
              detail=f"service neutron (type network); http://<endpoint host>:{PORT}"),
         Step("neutron.provider", f"Provider network link {PROVIDER_IF} ({PROVIDER_GATEWAY}/24)",
-             run=_provider_run, check=_provider_check, files=[PROVIDER_UNIT_PATH],
+             run=_provider_run, check=_provider_check,
+             files=[PROVIDER_UNIT_PATH, *([ovs.VSWITCHD_DROPIN] if ovs_ else [])],
              detail=f"a veth pair made at boot by {PROVIDER_UNIT}: the host keeps "
-                    f"{PROVIDER_GATEWAY} on {PROVIDER_IF}, the agent bridges {PROVIDER_PEER}"),
+                    f"{PROVIDER_GATEWAY} on {PROVIDER_IF}, the agent bridges {PROVIDER_PEER}"
+                    + (f" (a port of {PROVIDER_BRIDGE}); ovs-vswitchd drop-in: "
+                       "userspace-tso-enable (finishes offloaded checksums)" if ovs_ else "")),
         Step("neutron.config", f"neutron.conf, ML2 and agents: {lay.mechanism}{exp}",
              run=_conf_run, check=_conf_check, files=conf_files,
              detail="ML2 flat (physnet provider) + VXLAN self-service, l2population, "
-                    "port security; L3/DHCP interface_driver linuxbridge; metadata shared "
+                    f"port security; L3/DHCP interface_driver {lay.mechanism}; metadata shared "
                     "secret; transport_url with quorum queues on RabbitMQ 4"),
         Step("neutron.schema", "Create the Neutron database schema", run=_schema_run,
              check=_schema_check,
@@ -345,7 +394,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
                     + f"; wait until :{PORT} answers"),
         Step("neutron.agents", "Neutron agents report alive", run=_agents_run,
              check=_agents_check,
-             detail="neutron.agents heartbeats: linuxbridge, DHCP, L3, metadata"),
+             detail=f"neutron.agents heartbeats: {lay.mechanism}, DHCP, L3, metadata"),
     ])]
 
 
@@ -370,10 +419,10 @@ SERVICE = Service(
     database="neutron",
     default=False,
     rules=RULES,
-    configs=lambda plat: (NEUTRON_CONF, ML2_CONF, LB_CONF, L3_CONF, DHCP_CONF, META_CONF),
+    configs=configs,
     units=units,
     logs=lambda plat: ("/var/log/neutron/neutron-api.log",
-                       "/var/log/neutron/neutron-linuxbridge-agent.log",
+                       f"/var/log/neutron/{_agent(plat)[0]}.log",
                        "/var/log/neutron/neutron-l3-agent.log",
                        "/var/log/neutron/neutron-dhcp-agent.log"),
     packages=PACKAGES,
