@@ -238,15 +238,18 @@ def _bootstrap_run(ctx) -> None:
 
 
 def _wait_admin_role(ctx, within: float = 60.0) -> None:
-    """A grant bootstrap gave back (admin had lost its role) reaches new tokens only when
-    Keystone's cached assignments expire or are invalidated: poll, a new token each time."""
+    """Poll, a new token each time, until admin's token works for admin actions.  A grant
+    bootstrap gave back (admin had lost its role) reaches new tokens only when Keystone's
+    cached assignments expire (403 until then); a password bootstrap just reset revokes the
+    user's tokens issued before it, and a token issued within that same second is taken for
+    one of them (401: seen on Debian 12 when the password went back and forth)."""
     end = time.monotonic() + within
     while True:
         try:
             _identity_endpoints_ok(ctx)
             return
         except KeystoneAnswered as exc:
-            if exc.status != 403 or time.monotonic() >= end:
+            if exc.status not in (401, 403) or time.monotonic() >= end:
                 raise
         forget_session(ctx, "admin", ctx.secrets["admin_password"], "admin")
         ctx.cancel.wait(1.0)
