@@ -189,3 +189,17 @@ def _systemctl_action(host: FakeHost, m: re.Match, _stdin) -> tuple[int, str]:
     unit.restarts += m.group(1) == "restart"
     unit.active = True
     return 0, ""
+
+
+def run_plan(plan, ctx) -> dict:
+    """Run ``plan`` on ``ctx`` with the real engine: {step id: its last Status}."""
+    from tui.tasks.engine import Engine
+
+    seen: dict = {}
+
+    def listen(ev):
+        if type(ev).__name__ == "StepFinished":
+            seen[ev.step_id] = ev.status
+
+    Engine(plan, ctx, listeners=[listen]).run()
+    return seen

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Phase, Plan, Status
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Phase, Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.services import neutron, nova, ovs
@@ -39,14 +39,7 @@ def _run(host, tmp_path, plat_id, steps) -> dict[str, Status]:
                    state_path=tmp_path / "state.json")
     chosen = [s for m in (neutron, nova) for ph in m.phases(_profile(), plat)
               for s in ph.steps if s.id in steps]
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(Plan([Phase("x", "x", chosen)], platform=plat_id), ctx, listeners=[listen]).run()
-    return seen
+    return run_plan(Plan([Phase("x", "x", chosen)], platform=plat_id), ctx)
 
 
 def test_config_files_are_written_once_with_quorum_queues_on_debian_12_without(tmp_path):

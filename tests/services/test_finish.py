@@ -4,8 +4,8 @@ and the last verification passed is already done; a run that changed something v
 
 from __future__ import annotations
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Phase, Plan, Status, Step
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Phase, Plan, Status, Step
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.services import finish
@@ -26,14 +26,7 @@ def _run(ctx, changed: bool, calls: list, monkeypatch, results=OK) -> dict[str, 
     host_step = Step("other.step", "Other", run=lambda c: None, check=lambda c: not changed)
     plan = Plan([Phase("x", "X", [host_step]), Phase("finish", "Finish", [_verify_step()])],
                 platform="debian-13")
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(plan, ctx, listeners=[listen]).run()
-    return seen
+    return run_plan(plan, ctx)
 
 
 def test_check_never_verifies_and_never_writes(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ import ast
 
 import pytest
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Phase, Plan, Status
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Phase, Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.services import by_id, horizon
@@ -74,14 +74,7 @@ def _run(host: FakeHost, tmp_path, profile: Profile | None = None,
     ctx = host.ctx(profile, platform=platform, secrets={}, state_path=tmp_path / "state.json")
     steps = [s for ph in horizon.phases(profile, PLATFORMS[platform]) for s in ph.steps]
     plan = Plan([Phase("horizon", "Horizon", steps)], platform=platform)
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(plan, ctx, listeners=[listen]).run()
-    return seen
+    return run_plan(plan, ctx)
 
 
 def _settings(host: FakeHost) -> dict:

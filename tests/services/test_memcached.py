@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Plan, Status
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.services import memcached
@@ -31,14 +31,7 @@ def _host(conf: str | None = DEBIAN_CONF) -> FakeHost:
 def _run(host: FakeHost, tmp_path, plat: str = "debian-13") -> dict[str, Status]:
     ctx = host.ctx(_profile(), platform=plat, state_path=tmp_path / "state.json")
     plan = Plan(memcached.phases(_profile(), PLATFORMS[plat]), platform=plat)
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(plan, ctx, listeners=[listen]).run()
-    return seen
+    return run_plan(plan, ctx)
 
 
 def test_first_run_acts_second_run_is_already_done_and_writes_nothing(tmp_path):

@@ -4,8 +4,8 @@ is masked; the password never reaches a command line; checks never write."""
 
 from __future__ import annotations
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Plan, Status
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Plan, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.services import placement
@@ -61,14 +61,7 @@ def _run(host: FakeHost, tmp_path) -> dict[str, Status]:
     from tui.tasks.engine import Phase
 
     plan = Plan([Phase("placement", "Placement", steps)], platform="debian-13")
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(plan, ctx, listeners=[listen]).run()
-    return seen
+    return run_plan(plan, ctx)
 
 
 def test_first_run_configures_and_serves_second_run_changes_nothing(tmp_path):

@@ -4,8 +4,8 @@ them already done with the management address still known."""
 
 from __future__ import annotations
 
-from tests.fakehost import FakeHost
-from tui.tasks.engine import Engine, Plan, RunState, Status
+from tests.fakehost import FakeHost, run_plan
+from tui.tasks.engine import Plan, RunState, Status
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.redact import Redactor
@@ -40,14 +40,7 @@ def _run(host: FakeHost, state_path) -> tuple[dict[str, Status], dict]:
     plan = Plan([prepare.Phase("prepare", "Prepare", [steps["prepare.detect"],
                                                       steps["prepare.hostname"]])],
                 platform="debian-13")
-    seen: dict[str, Status] = {}
-
-    def listen(ev):
-        if type(ev).__name__ == "StepFinished":
-            seen[ev.step_id] = ev.status
-
-    Engine(plan, ctx, listeners=[listen]).run()
-    return seen, dict(ctx.facts)
+    return run_plan(plan, ctx), dict(ctx.facts)
 
 
 def _outputs(ctx) -> list[str]:
