@@ -34,9 +34,6 @@ KNOWN = [
      ["E: Failed to fetch http://deb.debian.org/debian/pool/main/k/keystone.deb  Temporary "
       "failure resolving 'deb.debian.org'"], "mirror", True),
     ("Cannot reach the package repository from the host.", [], "mirror", True),
-    ("Package command failed (exit 100): apt-get install",
-     ["E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the "
-      "problem."], "dpkg-interrupted", False),
     ("Package command failed (exit 100): apt-get update",
      ["Err:1 http://deb.debian.org/debian trixie InRelease", "  407  Proxy Authentication "
       "Required [IP: 10.0.0.1 3128]"], "apt-proxy", False),

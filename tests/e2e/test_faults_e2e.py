@@ -856,10 +856,9 @@ def test_bundle_has_the_promised_files_and_no_secret(ready, tmp_path):
 # breaks the host the way its rule names, runs the affected steps in-process, and the
 # ErrorInfo must carry that rule's words (and the real output or the log tail it names);
 # then the host is restored and the same steps pass again.
-# Not provoked: dpkg-interrupted.  The packages step runs `dpkg --configure -a` before any
-# apt-get that would report it, so that state is repaired, not explained (seen by hand on a
-# Debian 13 sandbox; an e2e for it left glance-api not listening for the next test and was
-# taken out until that is understood).
+# There is no rule for "dpkg was interrupted": the packages step runs `dpkg --configure -a`
+# before any apt-get that would report it, so that state is repaired, never shown (seen by
+# hand on a Debian 13 sandbox).
 
 COOKIES = ("/var/lib/rabbitmq/.erlang.cookie", "/root/.erlang.cookie")
 

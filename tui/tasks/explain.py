@@ -56,9 +56,6 @@ GENERIC: list[Rule] = [
                     r"dpkg frontend lock|frontend lock was locked|is another process using it|"
                     r"package manager lock is still held|Waiting for cache lock", re.I),
          "transient", _lock_why, _lock_hint),
-    Rule("dpkg-interrupted", re.compile(r"dpkg was interrupted", re.I), "error",
-         "an earlier package run was interrupted and left dpkg half-configured",
-         "Retry: the packages step runs `dpkg --configure -a` first"),
     Rule("apt-proxy", re.compile(r"407\s+Proxy Authentication Required|Proxy Authentication", re.I),
          "error", "the HTTP proxy between the host and the package mirror wants credentials",
          "set Acquire::http::Proxy with user:password in /etc/apt/apt.conf.d/ on the host, then "
