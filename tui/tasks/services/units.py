@@ -28,7 +28,8 @@ def url_host(host: str) -> str:
 
 
 def service_failed(ctx: Context, unit: str, what: str, since: str | None = None,
-                   output: list[str] = ()) -> StepError:
+                   output: list[str] = (), *, why: str | None = None,
+                   hint: str | None = None) -> StepError:
     """The failure of ``unit`` with its journal: only what it logged ``since`` (the host's
     epoch seconds when this step started it), so an earlier failure's lines do not
     explain this one; ``output`` is what systemctl itself said."""
@@ -36,8 +37,9 @@ def service_failed(ctx: Context, unit: str, what: str, since: str | None = None,
     r = ctx.sh(f"journalctl -u {q(unit)} {window}--no-pager -o cat 2>&1 | tail -n 25; "
                f"systemctl status {q(unit)} --no-pager -n 0 2>&1 | head -5", check=False,
                quiet=True, timeout=LOOK)
-    return StepError(what, f"{unit} is not running; its journal is below",
-                     f"fix the cause shown in the journal, then Retry (journalctl -u {unit})",
+    return StepError(what, why or f"{unit} is not running; its journal is below",
+                     hint or f"fix the cause shown in the journal, then Retry (journalctl -u "
+                             f"{unit})",
                      tail=([ln for ln in output if ln.strip()] + r.lines)[-30:])
 
 
@@ -99,12 +101,12 @@ def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "1
             raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).", since)
         foreign = [t.split("=", 1)[1] for t in out if t.startswith("port-foreign=")]
         if foreign and answers:
-            err = service_failed(ctx, unit, f"{unit} cannot have its port: port {port} is "
-                                            f"already in use by {', '.join(foreign)}.", since)
-            err.why = f"{unit} is not what listens on port {port}"
-            err.hint = (f"stop that program or move it off port {port} (ss -ltnp | grep "
-                        f"{port} names it), then Retry")
-            raise err
+            raise service_failed(
+                ctx, unit, f"{unit} cannot have its port: port {port} is already in use by "
+                           f"{', '.join(foreign)}.", since,
+                why=f"{unit} is not what listens on port {port}",
+                hint=f"stop that program or move it off port {port} (ss -ltnp | grep {port} "
+                     "names it), then Retry")
         waited = time.monotonic() - start
         if state == "active" and answers and waited >= MOMENT:
             return
@@ -114,12 +116,12 @@ def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "1
     if state != "active":
         raise service_failed(ctx, unit, f"{unit} did not finish starting within {within:.0f} s "
                                         f"({state}).", since)
-    err = service_failed(ctx, unit, f"{unit} runs, but nothing answers on "
-                                    f"{url_host(host)}:{port} after {within:.0f} s.", since)
-    err.why = f"{unit} is active but does not accept connections on port {port}"
-    err.hint = (f"check the address it listens on (ss -ltnp | grep {port}) and its journal "
-                f"(journalctl -u {unit}), then Retry")
-    raise err
+    raise service_failed(
+        ctx, unit, f"{unit} runs, but nothing answers on {url_host(host)}:{port} after "
+                   f"{within:.0f} s.", since,
+        why=f"{unit} is active but does not accept connections on port {port}",
+        hint=f"check the address it listens on (ss -ltnp | grep {port}) and its journal "
+             f"(journalctl -u {unit}), then Retry")
 
 
 def service_ok(ctx: Context, unit: str) -> bool:
