@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +90,13 @@ def openstack(clouds_yaml: Path, cloud: str, *args: str) -> subprocess.Completed
     exe = Path(sys.executable).parent / "openstack"
     return subprocess.run([str(exe if exe.exists() else "openstack"), "--os-cloud", cloud, *args], capture_output=True,
                           text=True, timeout=120, env=env, cwd="/")
+
+
+def wait_until(pred, timeout: float, interval: float = 0.3) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds have passed (then one last try)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())

@@ -38,6 +38,41 @@ def pytest_configure(config):
         "markers",
         "e2e: end-to-end test on a real sandbox host (needs root, systemd-nspawn, debootstrap, nftables)",
     )
+    config.addinivalue_line(
+        "markers",
+        "one_release: what it tests does not depend on the Debian release (SSH, the engine, the "
+        "screens) or another release's test covers it: it runs for the first configured release "
+        "only (13 unless STACK_TUI_RELEASES / STACK_TUI_FAULT_RELEASES say otherwise)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "only_way(way): a compute e2e test about one way in (\"apply\" or \"tui\", see "
+        "tests/e2e/test_compute_e2e.py): deselected for the other",
+    )
+
+
+_RELEASE_PARAMS = ("release", "fault_release")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Drop the other releases' copies of `one_release` tests from the run: deselected (as
+    `-k` would), so they are neither run nor counted as skipped."""
+    first = {"release": _env_releases("STACK_TUI_RELEASES", "13,12")[0],
+             "fault_release": _env_releases("STACK_TUI_FAULT_RELEASES",
+                                            os.environ.get("STACK_TUI_RELEASES", "13,12"))[0]}
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        other = [k for k in _RELEASE_PARAMS if k in params and params[k] != first[k]]
+        way = item.get_closest_marker("only_way")
+        if (other and item.get_closest_marker("one_release")) or (
+                way and params.get("compute_cloud", ("", ""))[1] != way.args[0]):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

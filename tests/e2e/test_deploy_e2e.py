@@ -304,6 +304,7 @@ def test_tempest_identity_and_image_pass(deployed, capsys):
         assert v.encode() not in text
 
 
+@pytest.mark.one_release  # Debian 12's Horizon: installed and logged into in the compute e2e
 def test_horizon_added_later_serves_the_dashboard_beside_keystone(deployed):
     """Horizon added to the installed cloud: apply prints its URL and the demo login; a real
     browser logs in as demo and sees the uploaded image; a wrong password gets Horizon's own

@@ -106,13 +106,7 @@ def newest_log(since: float) -> Path | None:
     return max(logs, key=lambda p: p.stat().st_mtime) if logs else None
 
 
-def wait_until(pred, timeout: float, interval: float = 0.3) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
+wait_until = cloud.wait_until
 
 
 def wait_ssh(info, timeout: float = 30) -> None:
@@ -334,6 +328,7 @@ def test_hostile_values_never_execute_nor_leak(installed, ready, stack_home):
                 assert f not in text
 
 
+@pytest.mark.one_release
 def test_newline_password_and_hostile_region_refused_before_anything_runs(ready, tmp_path):
     """A password with a newline (environment or secrets file) and a region with shell
     characters are refused by validation with a plain message: no login, state untouched."""
@@ -388,6 +383,7 @@ KILL_OTHER_SESSIONS = ('for p in $(pgrep -f "sshd(-session)?: root@notty"); do '
                        '[ "$p" != "$PPID" ] && kill "$p"; done; true')
 
 
+@pytest.mark.one_release
 @pytest.mark.parametrize("fault", ["sshd-killed", "link-dropped"])
 def test_connection_cut_mid_step_reconnects_and_retries(ready, tmp_path, fault):
     """In-process engine on the installed host, a small plan whose middle step sleeps on
@@ -459,6 +455,7 @@ LOCK_HOLDER = ("python3 -c 'import fcntl, time; f = open(\"/var/lib/dpkg/lock-fr
                "fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(900)' faults-lock-holder")
 
 
+@pytest.mark.one_release
 def test_host_gone_for_good_then_later_apply_completes(ready, tmp_path):
     """`apply` is mid-step (waiting for another package manager's dpkg lock) when the host
     drops off the network for good: within a bounded time (silence probe + the reconnect
@@ -551,6 +548,7 @@ def test_mirror_unreachable_plain_error_then_recovers(ready):
 # --------------------------------------------------------------------------- 4. login errors
 
 
+@pytest.mark.one_release
 def test_login_errors_distinct_plain_and_fast(ready, tmp_path):
     """Wrong key, wrong SSH password, wrong sudo password, host unreachable, port closed:
     each `apply` ends within 10 s, exit 3, a distinct plain message, no traceback, no
@@ -613,6 +611,7 @@ def test_login_errors_distinct_plain_and_fast(ready, tmp_path):
 # --------------------------------------------------------------------------- 6. bad input
 
 
+@pytest.mark.one_release
 def test_missing_key_file_refused_nothing_written(ready):
     """A profile naming a key file that does not exist: exit 2 with the key and the path,
     the profile byte-identical, no secrets file generated, no login on the host."""
@@ -636,6 +635,7 @@ def test_missing_key_file_refused_nothing_written(ready):
     assert logins(info) == n + 1
 
 
+@pytest.mark.one_release
 @pytest.mark.parametrize("content,words", [
     (b'{"version": 1, "steps": {"prepare.detect": {"status": "do', "corrupted"),
     (b"\xff\xfe\x00binary", "corrupted"),
@@ -668,6 +668,7 @@ def test_bad_state_file_refused_untouched_nothing_run(ready, content, words):
 UNKNOWN_SECRET = "Unkn0wn-Ldap-S3cret"  # in keystone.conf, never given to stack-tui
 
 
+@pytest.mark.one_release
 def test_wrong_hosts_entry_blocks_and_fix_repairs_it(ready):
     info = ready
     wrong = "127.0.0.1 localhost\n10.9.9.9 stackhost\n::1 localhost ip6-localhost ip6-loopback\n"
@@ -1103,6 +1104,7 @@ def _delete_images(info, name: str | None) -> None:
 # --------------------------------------------------------------------------- 5. host key (last)
 
 
+@pytest.mark.one_release
 def test_changed_host_key_refused_nothing_run(ready):
     """The host's SSH keys are regenerated after stack-tui knew them: `apply` (even with
     --accept-new-host-key) refuses loudly, exit 3; no login happened, the state is

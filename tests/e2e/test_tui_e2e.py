@@ -52,6 +52,7 @@ def failing_once_runner():
     return FailingOnce, calls
 
 
+@pytest.mark.one_release  # Debian 12 goes through the screens in tests/e2e/test_compute_e2e.py
 async def test_tui_installs_a_fresh_host_with_one_retry(sandbox_factory, stack_home, release):
     """On Debian 13 (the default, what `bash try.sh` opens) only Enter and ctrl+n are pressed,
     as a newcomer taking every default would: `sandbox up` has trusted the host keys it
