@@ -40,3 +40,13 @@ def test_vhost_has_one_thread_per_process():
     m = re.search(r"WSGIDaemonProcess keystone-public processes=(\d+) threads=(\d+) ", text)
     assert m, text
     assert m.groups() == ("4", "1")
+
+
+def test_vhost_loads_the_application_when_each_process_starts():
+    """process-group and application-group on WSGIScriptAlias: mod_wsgi preloads the script
+    in every daemon process at start, so no request (a re-run's first token) waits for a
+    cold Keystone to import."""
+    text = keystone._vhost(_Ctx(2, 24 * 1024 * 1024))
+    alias = [ln.split() for ln in text.splitlines() if ln.strip().startswith("WSGIScriptAlias")]
+    assert len(alias) == 1 and alias[0][1] == "/", alias
+    assert {"process-group=keystone-public", "application-group=%{GLOBAL}"} <= set(alias[0][3:])

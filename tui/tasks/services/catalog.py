@@ -102,13 +102,16 @@ class WsgiLayout:
 def wsgi_vhost(*, title: str, port: int, group: str, script: str, user: str, processes: int,
                server_name: str, log_dir: str, log: str) -> str:
     """An Apache vhost serving one WSGI application; one thread per process (as Keystone:
-    the OpenStack WSGI services keep per-request context on shared objects)."""
+    the OpenStack WSGI services keep per-request context on shared objects).  Naming the
+    process and application group on the alias makes mod_wsgi load the application when
+    each daemon process starts, not on the first request that process happens to get (a
+    cold Keystone process took seconds to answer a re-run's first token request)."""
     return f"""# Written by stack-tui: {title} on port {port} under mod_wsgi
 Listen {port}
 
 <VirtualHost *:{port}>
     ServerName {server_name}
-    WSGIScriptAlias / {script}
+    WSGIScriptAlias / {script} process-group={group} application-group=%{{GLOBAL}}
     WSGIDaemonProcess {group} processes={processes} threads=1 user={user} group={user} display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
     WSGIProcessGroup {group}
     WSGIApplicationGroup %{{GLOBAL}}
