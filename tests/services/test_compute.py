@@ -197,3 +197,28 @@ def test_uwsgi_process_counts_are_cut_once_and_duplicates_removed(tmp_path):
     assert _run(host, tmp_path, "debian-12", ("nova.config",)) == {
         "nova.config": Status.ALREADY_DONE}
     assert host.since(mark)[1] == []
+
+
+@pytest.mark.parametrize("rows,mapped", [("1\n", True), ("0\n", False), ("", False)])
+def test_discover_check_reads_the_host_mapping_with_sql_not_nova_manage(rows, mapped):
+    """The re-run's look at host discovery is one SQL count (nova-manage's Python start-up
+    cost seconds); the host name reaches it as a quoted SQL literal inside one shell word."""
+    import shlex
+
+    host = _host()
+    seen = []
+
+    def answer(_host, m, _stdin):
+        seen.append(m.string)
+        return (0, rows)
+
+    host.on(r"^mysql --batch --skip-column-names -e ", answer)
+    ctx = host.ctx(_profile(), platform="debian-13", secrets=SECRETS)
+    ctx.facts["hostname"] = "node'1$(x)"
+    assert nova._discover_check(ctx) is mapped
+    words = shlex.split(seen[0])
+    assert words[4] == ("SELECT COUNT(*) FROM nova_api.host_mappings WHERE host = "
+                        "'node\\'1$(x)'"), words
+    assert not any("nova-manage" in c for c in seen)
+    ctx.facts["hostname"] = ""
+    assert nova._discover_check(ctx) is False

@@ -14,8 +14,8 @@ from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok
                       service_auth, service_url, uwsgi_ok, uwsgi_run,
                       with_lines)
 from .common import one_line_settings
-from .common import (LOOK, SERVICE_ROLES, db_url, ensure_service, ensure_user, ep, ini_target,
-                     manage, marker_check, marker_set, mgmt, put_file, q, root_sql,
+from .common import (LOOK, SERVICE_ROLES, SQL, db_url, ensure_service, ensure_user, ep,
+                     ini_target, manage, marker_check, marker_set, mgmt, put_file, q, root_sql,
                      service_ok, sql_literal, url_host, wait_http)
 
 NOVA_CONF = "/etc/nova/nova.conf"
@@ -260,10 +260,15 @@ def _services_run(ctx) -> None:
 
 
 def _discover_check(ctx) -> bool:
-    r = ctx.sh("runuser -u nova -- nova-manage cell_v2 list_hosts 2>/dev/null", check=False,
-               quiet=True, timeout=120)
+    """The host is mapped into a cell: one row in nova_api.host_mappings (what
+    `nova-manage cell_v2 list_hosts` prints, without its seconds of Python start-up)."""
     name = ctx.facts.get("hostname") or ""
-    return r.ok and bool(name) and f" {name} " in r.stdout
+    if not name:
+        return False
+    sql = f"SELECT COUNT(*) FROM nova_api.host_mappings WHERE host = {sql_literal(name)}"
+    r = ctx.sh(f"mysql --batch --skip-column-names -e {q(sql)} 2>/dev/null", check=False,
+               quiet=True, timeout=SQL)
+    return r.ok and r.stdout.strip() not in ("", "0")
 
 
 def _discover_run(ctx) -> None:
