@@ -3,7 +3,7 @@ offered with what they need, and ticking Nova turns on what it needs and says so
 
 from __future__ import annotations
 
-from tui.screens.services import label, toggle
+from tui.screens.services import LABEL_WIDTH, label, toggle
 from tui.tasks import profile as pr
 
 
@@ -14,6 +14,13 @@ def test_the_compute_services_are_offered_with_their_needs():
                        "horizon": "needs Memcached and Keystone"}.items():
         assert svc in pr.SERVICES and svc not in pr.DEFAULT_SERVICES
         assert needs in label(svc).plain, label(svc).plain
+        assert len(label(svc).plain) <= LABEL_WIDTH  # whole on an 80-column terminal
+
+
+def test_nova_names_the_services_that_bring_the_rest():
+    assert label("nova").plain == ("Nova (compute)  needs Glance, Placement and Neutron (and "
+                                   "their needs)")
+    assert label("glance").plain == "Glance (images)  needs MariaDB, Memcached and Keystone"
 
 
 def test_ticking_nova_turns_on_what_it_needs_and_says_so():
