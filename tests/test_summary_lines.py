@@ -261,3 +261,11 @@ def test_apply_that_failed_prints_no_summary_lines(monkeypatch, capsys):
     assert _fake_apply(monkeypatch, _profile(), {"virt_type": "kvm"}, ok=False) == EXIT_FAILED
     out = capsys.readouterr().out
     assert "NOT COMPLETE" in out and "virt_type" not in out and "Dashboard" not in out
+
+
+def test_a_half_made_cloud_after_the_run_records_nothing(monkeypatch):
+    monkeypatch.setattr(cloudobjects, "_state", lambda ctx: dict(_cloud_state(), net=None,
+                                                                 router=None))
+    ctx = FakeHost().ctx(_profile())
+    cloudobjects._record(ctx, cloudobjects._state(ctx))
+    assert "networks" not in ctx.facts

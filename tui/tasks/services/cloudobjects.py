@@ -78,6 +78,8 @@ def _record(ctx, s: dict) -> None:
     """What the verification made and leaves for the user, as found (the run's summary
     shows it: neutron.summary)."""
     prov, net = s["provider"], s["net"]
+    if not (prov and net and s["router"]):
+        return
 
     def subnet(network) -> dict:
         return _one(s["subnets"], network_id=network["id"]) or {}
