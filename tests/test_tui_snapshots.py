@@ -269,6 +269,35 @@ async def image_skipped_summary_run(pilot):
     await settle(pilot, "New session")
 
 
+async def services_compute_run(pilot):
+    """Horizon, then Nova ticked: what Nova needs (Placement, Neutron) is turned on and said."""
+    from tui.tasks import profile as pr
+
+    await services_run(pilot)
+    sl = pilot.app.screen.query_one("#service-list")
+    for svc in ("horizon", "nova"):
+        sl.highlighted = pr.SERVICES.index(svc)
+        await pilot.press("space")
+    await wait_for(pilot, lambda: "Nova needs" in str(
+        pilot.app.screen.query_one("#deps-note").render()), what="Nova's dependencies")
+    await settle(pilot, "Browse")
+
+
+COMPUTE_FACTS = dict(FACTS, virt_type="qemu", networks={
+    "provider": "provider", "floating": "172.24.4.100-172.24.4.199", "network": "demo-net",
+    "cidr": "192.168.100.0/24", "router": "demo-router"})
+
+
+def compute_setup():
+    from tui.tasks import profile as pr
+
+    p = save_profile("lab", "10.0.0.2")
+    p.openstack.services = list(pr.SERVICES)  # compute, networking and the dashboard
+    pr.save(p)
+    _secrets(p, admin_password="Correct-Horse-Battery-9")
+    return make_test_app(profile="lab", runner_factory=runner_factory(facts=COMPUTE_FACTS))
+
+
 SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "01-start": (start_setup, start_run),
     "02-host": (lab_setup(), host_run),
@@ -285,6 +314,8 @@ SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "13-quit-confirm": (running_setup, quit_run),
     "14-image-unreachable": (image_skip_setup, image_failed_run),
     "15-summary-image-skipped": (image_skip_setup, image_skipped_summary_run),
+    "16-services-compute": (lab_setup(), services_compute_run),
+    "17-summary-compute": (compute_setup, summary_run),
 }
 
 

@@ -173,10 +173,10 @@ def cmd_apply(args) -> int:
             files = session.state.facts.get("local_files")
             if files:
                 print(f"admin-openrc.sh, demo-openrc.sh and clouds.yaml saved in {files}")
-            from .tasks.services.horizon import dashboard_line
+            from .tasks.services import summary_lines
 
-            if dashboard_line(prof):
-                print(dashboard_line(prof))
+            for line in summary_lines(prof, session.state.facts):
+                print(line.line())
             return EXIT_OK
         print(f"NOT COMPLETE: {summary}. Full log: {session.log_path}\n"
               f"Fix the cause and run `stack-tui apply {args.profile}` again: it resumes.")

@@ -58,11 +58,20 @@ def toggle(selected: set[str], svc: str, on: bool) -> tuple[set[str], str]:
     return selected, msg
 
 
+LABEL_WIDTH = 70  # what a row of the list shows on an 80-column terminal
+
+
 def label(svc: str) -> Text:
+    """Its title, role and what it needs; a list too long for 80 columns names only the
+    services that bring the rest (Nova: Glance, Placement and Neutron)."""
     t = Text.assemble((TITLES[svc], "bold"), f" ({ROLES[svc]})")
     deps = pr.DEPENDS.get(svc, ())
     if deps:
-        t.append(f"  needs {names(deps)}", style="dim")
+        needs = f"  needs {names(deps)}"
+        if len(t.plain + needs) > LABEL_WIDTH:
+            top = set(deps) - set().union(*(requires(d) for d in deps))
+            needs = f"  needs {names(top)} (and their needs)"
+        t.append(needs, style="dim")
     return t
 
 

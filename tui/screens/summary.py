@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, Static
 from .common import Responsive, fmt_duration, tildify
 from ..tasks.engine import Status
 from ..tasks.redact import strip_controls
+from ..tasks.services import summary_lines
 from ..tasks.services.common import url_host
 from .services import TITLES
 
@@ -64,20 +65,37 @@ def installed_text(r) -> Text:
     return installed
 
 
-def endpoints_table(prof) -> Table:
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", width=10)
+    grid.add_column()
+    return grid
+
+
+def endpoints_table(prof, facts=None) -> Table:
+    """The APIs' URLs, then the endpoint lines of the services' summary hooks."""
     ep = url_host(prof.endpoint_host)
-    endpoints = Table.grid(padding=(0, 2))
-    endpoints.add_column(style="bold", width=10)
-    endpoints.add_column()
+    endpoints = _grid()
     if "keystone" in prof.openstack.services:
         endpoints.add_row("Identity", f"http://{ep}:5000/v3")
     if "glance" in prof.openstack.services:
         endpoints.add_row("Image", f"http://{ep}:9292")
-    if "horizon" in prof.openstack.services:
-        from ..tasks.services.horizon import dashboard_url, login_hint
-
-        endpoints.add_row("Dashboard", f"{dashboard_url(prof)}  ({login_hint(prof)})")
+    for line in summary_lines(prof, facts):
+        if line.endpoint:
+            endpoints.add_row(line.label, line.text)
     return endpoints
+
+
+def cloud_table(prof, facts) -> Table | None:
+    """The services' other summary lines (virt_type, the networks left for the user), or
+    None when there are none."""
+    lines = [line for line in summary_lines(prof, facts) if not line.endpoint]
+    if not lines:
+        return None
+    grid = _grid()
+    for line in lines:
+        grid.add_row(line.label, line.text)
+    return grid
 
 
 def files_text(r) -> Text:
@@ -151,7 +169,11 @@ class SummaryScreen(Responsive, Screen):
             yield Static(Text("Installed", style="bold underline"), classes="summary-title")
             yield Static(installed_text(r), classes="summary-block")
             yield Static(Text("Endpoints", style="bold underline"), classes="summary-title")
-            yield Static(endpoints_table(prof), classes="summary-block")
+            yield Static(endpoints_table(prof, r.facts), classes="summary-block")
+            cloud = cloud_table(prof, r.facts)
+            if cloud is not None:
+                yield Static(Text("Your cloud", style="bold underline"), classes="summary-title")
+                yield Static(cloud, classes="summary-block", id="summary-cloud")
             yield Static(Text("Credentials files", style="bold underline"),
                          classes="summary-title")
             yield Static(files_text(r), classes="summary-block")

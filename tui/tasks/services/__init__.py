@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import (finish, glance, horizon, keystone, mariadb, memcached, neutron, nova, placement,
                prepare, rabbitmq)
-from .base import PerPlatform, Port, Secret, Service
+from .base import PerPlatform, Port, Secret, Service, SummaryLine
 
 
 REGISTRY: tuple[Service, ...] = tuple(
@@ -36,10 +36,25 @@ def packages_for(plat, services) -> list[str]:
     return pkgs
 
 
+def summary_lines(profile, facts) -> list[SummaryLine]:
+    """What the end of a run tells the user, each selected service's in registry order (its
+    ``summary`` hook), without control characters (facts hold names the cloud gave)."""
+    from dataclasses import replace
+
+    from ..redact import strip_controls
+
+    def clean(text: str) -> str:  # one line each
+        return strip_controls(text).replace("\n", " ").replace("\t", " ")
+
+    chosen = set(profile.openstack.services)
+    return [replace(line, label=clean(line.label), text=clean(line.text), cli=clean(line.cli))
+            for s in REGISTRY if s.id in chosen for line in s.summary(profile, facts or {})]
+
+
 def all_packages(plat) -> list[str]:
     """Every package stack-tui may install on the platform (every service selected)."""
     return packages_for(plat, [s.id for s in REGISTRY])
 
 
-__all__ = ["REGISTRY", "PerPlatform", "Port", "Secret", "Service", "all_packages", "by_id",
-           "finish", "packages_for", "prepare"]
+__all__ = ["REGISTRY", "PerPlatform", "Port", "Secret", "Service", "SummaryLine",
+           "all_packages", "by_id", "finish", "packages_for", "prepare", "summary_lines"]

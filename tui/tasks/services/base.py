@@ -70,6 +70,24 @@ class Port:
 
 
 @dataclass(frozen=True)
+class SummaryLine:
+    """One thing the end of a run tells the user about a service (never a secret): on the
+    Summary screen ``label`` beside ``text`` (in the Endpoints table when ``endpoint``, else
+    under "Your cloud"); `stack-tui apply` prints ``cli``, by default "label: text"."""
+    label: str                 # "Dashboard", "Compute"
+    text: str
+    cli: str = ""
+    endpoint: bool = False
+
+    def line(self) -> str:
+        return self.cli or f"{self.label}: {self.text}"
+
+
+def no_summary(profile, facts) -> tuple[SummaryLine, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
 class Service:
     id: str                    # name in [openstack] services
     title: str                 # "Keystone"
@@ -88,3 +106,6 @@ class Service:
     rules: tuple[Rule, ...] = ()
     # Its packages per platform, installed in the one transaction (services.packages_for).
     packages: PerPlatform = NO_PACKAGES
+    # What the end of a run tells the user: (profile, the run's facts) -> its SummaryLines,
+    # shown by `stack-tui apply` and the Summary screen (finish.summary_lines gathers them).
+    summary: Callable = no_summary

@@ -74,11 +74,31 @@ def _sg_missing(sg) -> list[tuple[str, int | None]]:
         and (port is None or r.get("port_range_min") == port) for r in rules)]
 
 
+def _record(ctx, s: dict) -> None:
+    """What the verification made and leaves for the user, as found (the run's summary
+    shows it: neutron.summary)."""
+    prov, net = s["provider"], s["net"]
+    if not (prov and net and s["router"]):
+        return
+
+    def subnet(network) -> dict:
+        return _one(s["subnets"], network_id=network["id"]) or {}
+
+    floating = ", ".join(f"{p.get('start')}-{p.get('end')}"
+                         for p in subnet(prov).get("allocation_pools") or ())
+    ctx.facts["networks"] = {"provider": prov.get("name", ""), "floating": floating,
+                             "network": net.get("name", ""), "cidr": subnet(net).get("cidr", ""),
+                             "router": s["router"].get("name", "")}
+
+
 def _objects_check(ctx) -> bool:
     s = _state(ctx)
-    return bool(s["flavor"] and s["provider"] and s["net"] and s["router"] and s["keypair"]
-                and s["sg"] and not _sg_missing(s["sg"])
-                and s["router"].get("external_gateway_info"))
+    ok = bool(s["flavor"] and s["provider"] and s["net"] and s["router"] and s["keypair"]
+              and s["sg"] and not _sg_missing(s["sg"])
+              and s["router"].get("external_gateway_info"))
+    if ok:
+        _record(ctx, s)
+    return ok
 
 
 def _objects_run(ctx) -> None:
@@ -122,6 +142,7 @@ def _objects_run(ctx) -> None:
     if not s["keypair"]:
         _nova(ctx, demo, "POST", "/os-keypairs", json={"keypair": {
             "name": KEYPAIR, "public_key": _public_key(ctx)}})
+    _record(ctx, _state(ctx))
 
 
 def _public_key(ctx) -> str:

@@ -20,7 +20,7 @@ import hashlib
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from . import neutron
-from .base import PerPlatform, Port, Service
+from .base import PerPlatform, Port, Service, SummaryLine
 from .catalog import drop_unloadable_ssl_site, unloadable_ssl_site
 from .common import (LOOK, ensure_service, ep, identity_url, marker_check,
                      marker_set, mgmt, one_line, platform_of, put_file, q, read_remote,
@@ -59,6 +59,14 @@ def dashboard_line(profile) -> str:
         return ""
     return (f"Dashboard: {dashboard_url(profile)} - {login_hint(profile)}; "
             f"the password is in {profile.secrets_file}")
+
+
+def summary(profile, facts) -> tuple[SummaryLine, ...]:
+    """The end of a run: where the dashboard is and whom to log in as."""
+    if "horizon" not in profile.openstack.services:
+        return ()
+    return (SummaryLine("Dashboard", f"{dashboard_url(profile)}  ({login_hint(profile)})",
+                        cli=dashboard_line(profile), endpoint=True),)
 
 
 def self_service(profile, plat: Platform) -> bool:
@@ -326,6 +334,7 @@ SERVICE = Service(
     ports=(Port(80, frozenset({"apache2", "httpd"}), "Horizon dashboard (Apache)"),),
     default=False,
     packages=PACKAGES,
+    summary=summary,
     configs=lambda plat: (SETTINGS, SNIPPET, SITE),
     units=lambda plat: (plat.web_service,),
     logs=lambda plat: (f"{plat.apache_log_dir}/error.log",),

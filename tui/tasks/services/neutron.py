@@ -22,7 +22,7 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from . import ovs
-from .base import PerPlatform, Port, Rule, Secret, Service
+from .base import PerPlatform, Port, Rule, Secret, Service, SummaryLine
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
 from .common import SERVICE as SERVICE_LIMIT
@@ -398,6 +398,28 @@ def phases(profile, plat: Platform) -> list[Phase]:
     ])]
 
 
+def summary(profile, facts) -> tuple[SummaryLine, ...]:
+    """The end of a run: the networks the verification made and left for the user (the
+    fact cloud.objects records as it finds them)."""
+    found = facts.get("networks")
+    if "neutron" not in profile.openstack.services or not isinstance(found, dict):
+        return ()
+    v = {k: str(found.get(k) or "") for k in ("provider", "floating", "network", "cidr",
+                                               "router")}
+    out = []
+    if v["provider"]:
+        out.append(SummaryLine("Provider", f"network {v['provider']}, floating IPs "
+                               f"{v['floating'] or 'none'}",
+                               cli=f"Provider network: {v['provider']}, floating IPs "
+                                   f"{v['floating'] or 'none'}"))
+    if v["network"]:
+        net = " ".join(x for x in (v["network"], v["cidr"]) if x)
+        router = f", router {v['router']}" if v["router"] else ""
+        out.append(SummaryLine("Demo", f"network {net}{router}",
+                               cli=f"Demo network: {net}{router} (project demo; made by the "
+                                   "verification and kept for your servers)"))
+    return tuple(out)
+
 RULES = (
     Rule("neutron-experimental",
          re.compile(r"Feature '\w+' is experimental and has to be explicitly enabled", re.I),
@@ -426,4 +448,5 @@ SERVICE = Service(
                        "/var/log/neutron/neutron-l3-agent.log",
                        "/var/log/neutron/neutron-dhcp-agent.log"),
     packages=PACKAGES,
+    summary=summary,
 )

@@ -9,7 +9,7 @@ import re
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from .base import PerPlatform, Port, Rule, Secret, Service
+from .base import PerPlatform, Port, Rule, Secret, Service, SummaryLine
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run,
                       with_lines)
@@ -182,7 +182,23 @@ def virt_type(ctx) -> str:
         r = ctx.sh("test -c /dev/kvm && test -r /dev/kvm && test -w /dev/kvm && echo kvm",
                    check=False, quiet=True, timeout=LOOK)
         ctx.cache["virt_type"] = "kvm" if r.stdout.strip() == "kvm" else "qemu"
+        # for the run's summary; the check decides it too, so a resumed run records it
+        ctx.facts["virt_type"] = ctx.cache["virt_type"]
     return ctx.cache["virt_type"]
+
+
+VIRT_TYPES = {"kvm": "virt_type kvm (hardware virtualisation through /dev/kvm)",
+              "qemu": "virt_type qemu — no usable /dev/kvm, guests run under QEMU emulation, "
+                      "slower"}
+
+
+def summary(profile, facts) -> tuple[SummaryLine, ...]:
+    """The end of a run: the virt_type the nova.libvirt step chose (its recorded fact)."""
+    vt = facts.get("virt_type")
+    text = VIRT_TYPES.get(vt, "") if isinstance(vt, str) else ""
+    if "nova" not in profile.openstack.services or not text:
+        return ()
+    return (SummaryLine("Compute", text, cli="Compute: " + text.replace("—", "-")),)
 
 
 def _in_container(ctx) -> bool:
@@ -364,4 +380,5 @@ SERVICE = Service(
     units=lambda plat: UNITS + ("libvirtd",),
     logs=lambda plat: tuple(f"/var/log/nova/{u}.log" for u in UNITS),
     packages=PACKAGES,
+    summary=summary,
 )
