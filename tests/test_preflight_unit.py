@@ -95,7 +95,7 @@ def test_an_unsupported_system_blocks_naming_it(tmp_path):
 
 def test_neutron_without_a_mechanism_blocks_before_any_package(monkeypatch):
     from tests.fakehost import FakeHost
-    from tui.tasks.preflight import checks
+    from tui.tasks.preflight import compute
     from tui.tasks.services import neutron
 
     p = Profile(name="t")
@@ -104,12 +104,12 @@ def test_neutron_without_a_mechanism_blocks_before_any_package(monkeypatch):
                             "placement", "neutron", "nova"]
     ctx = FakeHost().ctx(p)
     # Debian 13 (Open vSwitch, userspace datapath) and 12 (Linux bridge) both have one now
-    assert checks._compute(ctx, PLATFORMS["debian-13"]) == []
-    assert checks._compute(ctx, PLATFORMS["debian-12"]) == []
+    assert compute._mechanism(ctx, PLATFORMS["debian-13"]) == []
+    assert compute._mechanism(ctx, PLATFORMS["debian-12"]) == []
     bare = neutron.Layout(mechanism="")
     monkeypatch.setattr(neutron, "layout", lambda plat: bare)
-    (res,) = checks._compute(ctx, PLATFORMS["debian-13"])
+    (res,) = compute._mechanism(ctx, PLATFORMS["debian-13"])
     assert res.blocking and "no Neutron network mechanism" in res.why
     assert "Debian 13 or 12" in res.fix_hint
     p.openstack.services = ["mariadb", "memcached", "keystone"]
-    assert checks._compute(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []
+    assert compute._mechanism(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []
