@@ -54,7 +54,7 @@ head -n 1 {PROVIDER_UNIT_PATH} 2>/dev/null | sed 's/^/unit /'
 FACTS_SH = LOCK_HOLDERS_SH + r"""
 echo @@os; cat /etc/os-release 2>/dev/null
 echo @@uid; id -u
-echo @@mem; awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo
+echo @@mem; awk '/^MemTotal:/ {printf "%.0f\n", $2 * 1024}' /proc/meminfo
 cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null
 echo @@disk; df -P -B1 /var 2>/dev/null | awk 'NR == 2 {print $4}'
 echo @@hostname; hostname
@@ -106,10 +106,14 @@ def parse_ss(text: str) -> dict[int, list[tuple[str, int | None]]]:
 
 
 def _mem_bytes(text: str) -> int | None:
+    """The smallest of MemTotal and the cgroup limits; mawk (Debian 12's awk) may have
+    printed MemTotal as 2.52762e+10."""
     vals = []
     for tok in text.split():
         if tok.isdigit():
             vals.append(int(tok))
+        elif re.fullmatch(r"\d+(\.\d+)?e\+\d+", tok):
+            vals.append(int(float(tok)))
     vals = [v for v in vals if v > 0 and v < 1 << 60]
     return min(vals) if vals else None
 
