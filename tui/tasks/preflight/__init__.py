@@ -148,13 +148,17 @@ def _step_run(ctx: Context) -> None:
         raise blocking_error(results)
 
 
-def _plan_ports(services) -> list[int]:
+def _plan_ports(services) -> str:
     """The ports the plan names: every default service's (as before opt-in services existed)
-    and those of the selected ones."""
+    and those of the selected ones; Open vSwitch's apart (the plan knows no platform yet)."""
     from ..services import REGISTRY
 
     wanted = {s.id for s in REGISTRY if s.default} | set(services or ())
-    return [p for p, (owner, _holders, _label) in PORTS.items() if owner in wanted]
+    ovs = unused_ports(None)
+    ports = [p for p, (owner, _holders, _label) in PORTS.items() if owner in wanted]
+    text = ", ".join(str(p) for p in ports if p not in ovs)
+    mine = [str(p) for p in ports if p in ovs]
+    return text + (f" ({' and '.join(mine)} where Neutron uses Open vSwitch)" if mine else "")
 
 
 def _compute_detail(services) -> str:
@@ -175,7 +179,7 @@ def phase(services=None) -> Phase:
         Step("preflight.checks", "Preflight: can this host take the install?",
              run=_step_run, check=_step_check,
              detail="distribution and release, root/sudo without a TTY, memory, free disk in "
-                    "/var, host name resolution, ports " + ", ".join(str(p) for p in _plan_ports(services))
+                    "/var, host name resolution, ports " + _plan_ports(services)
                     + ", time sync, package repositories and lock, endpoint reachable"
                     + _compute_detail(services) + "; changes "
                     "nothing unless fixes are allowed (--fix; fix_hosts for /etc/hosts)",
