@@ -174,12 +174,12 @@ def test_linuxbridge_missing_vxlan_blocks_naming_it_and_what_needs_it():
     assert "bridge (built in)" in rows["kernel-net"].why
 
 
-def test_loadable_bridge_is_fine_but_loadable_br_netfilter_blocks_with_a_fix(tmp_path):
+def test_loadable_bridge_is_fine_and_loadable_br_netfilter_warns_with_a_fix(tmp_path):
     kernel = "moddir\nfile bridge\nfile vxlan\nfile br_netfilter\nCONFIG_MODULES=y"
     rows = _kernel_rows(kernel)
     assert "bridge (loadable)" in rows["kernel-net"].why
     res = rows["kernel-br_netfilter"]
-    assert res.blocking and res.fix is not None and "security groups" in res.why
+    assert res.level == "warning" and res.fix is not None and "security groups" in res.why
     host = FakeHost().on(r"^modprobe ")
     res.fix(host.ctx(Profile(name="t")))
     assert any("modprobe br_netfilter" in c and "/etc/modules-load.d/" in c

@@ -31,8 +31,9 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
 # what each kernel module is for, per mechanism
 NEEDS = {"bridge": "Neutron's Linux bridge agent (a bridge per network)",
          "vxlan": "Neutron's self-service (VXLAN) networks",
-         "br_netfilter": "Neutron's security groups (iptables on bridged traffic; the Linux "
-                         "bridge agent exits at start without net.bridge.bridge-nf-call-*)",
+         "br_netfilter": "Neutron's security groups (iptables must see bridged traffic; "
+                         "without it the Linux bridge agent only logs a warning and the "
+                         "rules filter nothing)",
          "openvswitch": "Open vSwitch's kernel datapath",
          "tun": ""}
 
@@ -132,7 +133,7 @@ def _module_row(k: Kernel, name: str, need: str, fix: str) -> Result | None:
     if state == "loadable":
         if name != "br_netfilter":
             return None   # the kernel loads it when the first such link is made
-        return Result(f"kernel-{name}", BLOCKING, title,
+        return Result(f"kernel-{name}", WARNING, title,   # the agent starts without it
                       f"br_netfilter is a loadable module but not loaded; {need}",
                       fix=_load_br_netfilter,
                       fix_hint="load it now and at every boot (modprobe br_netfilter; "
