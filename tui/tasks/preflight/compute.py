@@ -177,7 +177,8 @@ def _netcaps_rows(text: str, neutron_on: bool) -> tuple[list[Result], list[str]]
     if "CapEff:" not in text:
         out.append(Result("kernel-caps", WARNING, "Kernel: capabilities",
                           "could not read root's capabilities (/proc/self/status); bridges, "
-                          "veths and taps need CAP_NET_ADMIN"))
+                          "veths and taps need CAP_NET_ADMIN",
+                          fix_hint="check `grep CapEff /proc/self/status` as root on the host"))
     elif CAP_NET_ADMIN not in caps:
         out.append(Result("kernel-net-admin", BLOCKING, "Kernel: CAP_NET_ADMIN",
                           "root here runs without CAP_NET_ADMIN (a container that drops it), so "
@@ -253,8 +254,9 @@ def _kernel(ctx: Context, plat: Platform, s: dict[str, str]) -> list[Result]:
     out, fine = [], []
     for name in mods:
         row = _module_row(k, name, f"{NEEDS[name]} needs it",
-                          f"load it (modprobe {name}) or use a kernel that has it; in a "
-                          "container, on the machine that runs it")
+                          f"use a kernel built with CONFIG_{KMODS[name][0]} (Debian's own "
+                          "kernels have it; a minimal or custom kernel may not); a container "
+                          "uses the kernel of the machine that runs it")
         if row is not None:
             out.append(row)
         else:
