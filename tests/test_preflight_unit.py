@@ -95,7 +95,7 @@ def test_an_unsupported_system_blocks_naming_it(tmp_path):
 
 def test_neutron_without_a_mechanism_blocks_before_any_package(monkeypatch):
     from tests.fakehost import FakeHost
-    from tui.tasks.preflight import checks
+    from tui.tasks.preflight import compute
     from tui.tasks.services import neutron
 
     p = Profile(name="t")
@@ -104,12 +104,32 @@ def test_neutron_without_a_mechanism_blocks_before_any_package(monkeypatch):
                             "placement", "neutron", "nova"]
     ctx = FakeHost().ctx(p)
     # Debian 13 (Open vSwitch, userspace datapath) and 12 (Linux bridge) both have one now
-    assert checks._compute(ctx, PLATFORMS["debian-13"]) == []
-    assert checks._compute(ctx, PLATFORMS["debian-12"]) == []
+    assert compute._mechanism(ctx, PLATFORMS["debian-13"]) == []
+    assert compute._mechanism(ctx, PLATFORMS["debian-12"]) == []
     bare = neutron.Layout(mechanism="")
     monkeypatch.setattr(neutron, "layout", lambda plat: bare)
-    (res,) = checks._compute(ctx, PLATFORMS["debian-13"])
+    (res,) = compute._mechanism(ctx, PLATFORMS["debian-13"])
     assert res.blocking and "no Neutron network mechanism" in res.why
     assert "Debian 13 or 12" in res.fix_hint
     p.openstack.services = ["mariadb", "memcached", "keystone"]
-    assert checks._compute(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []
+    assert compute._mechanism(FakeHost().ctx(p), PLATFORMS["debian-13"]) == []
+
+
+def test_memory_is_read_on_debian_12_whose_mawk_prints_big_numbers_in_e_notation(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from tui.tasks.preflight.facts import FACTS_SH, _mem_bytes
+
+    # what Debian 12's facts said before: "Memory: could not read the host's memory size"
+    assert _mem_bytes("2.52762e+10\nmax") == 25276200000
+    assert _mem_bytes("25276194816\n4294967296") == 4294967296
+    mawk = shutil.which("mawk")
+    if mawk is None:
+        pytest.skip("mawk (Debian's default awk) is not installed here")
+    prog = re.search(r"echo @@mem; awk '([^']*)' /proc/meminfo", FACTS_SH).group(1)
+    (tmp_path / "meminfo").write_text("MemTotal:       24683784 kB\n")
+    out = subprocess.run([mawk, prog, str(tmp_path / "meminfo")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "25276194816\n"

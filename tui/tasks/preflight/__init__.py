@@ -11,7 +11,8 @@ The ``preflight.checks`` step (first in every plan) runs them all and fails
 with the blocking ones and their fixes, before a single package is installed.
 
 Parts: ``facts`` (the batched probe and its parsers), ``checks`` (one function per
-check), ``result`` (Result and levels); this module runs them and is the step.
+check), ``compute`` (the checks for Nova and Neutron: KVM, memory, kernel facilities, the
+provider network), ``result`` (Result and levels); this module runs them and is the step.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 from ..engine import Context, Notice, Phase, Step, StepError
 from ..pkglock import lock_wait_seconds, run_lock_wait
 from ..platforms import Platform
-from ..services import packages_for
-from .checks import (PORTS, _compute, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
+from ..services import neutron, packages_for
+from .checks import (PORTS, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
                      _repos, _sudo, _time)
+from .compute import compute_checks, unused_ports
 from .facts import (FACTS_SH, _mem_bytes, _probe_sh, _sections, parse_probes, parse_ss,
                     repo_urls, yum_urls)
 from .result import BLOCKING, GiB, OK, WARNING, Result
@@ -39,15 +41,16 @@ def run_checks(ctx: Context, *, wait_for_lock: bool = True) -> list[Result]:
     plat_res, plat = _platform(ctx, s.get("os", ""))
     results.append(plat_res)
     results.append(_sudo(ctx, s.get("uid", "")))
-    results.append(_memory(_mem_bytes(s.get("mem", ""))))
+    mem = _mem_bytes(s.get("mem", ""))
+    results.append(_memory(mem))
     disk = s.get("disk", "").strip()
     results.append(_disk(int(disk) if disk.isdigit() else None))
     name = s.get("hostname", "").strip()
     results.append(_hostname(ctx, name, s.get("resolved", "").split(), s.get("addrs", "").split()))
-    results += _ports(ctx, s.get("ss", ""))
+    results += _ports(ctx, s.get("ss", ""), unused_ports(plat))
     results.append(_time(ctx, s.get("time", "")))
     if plat is not None:
-        results += _compute(ctx, plat)
+        results += compute_checks(ctx, plat, s, mem)
         results += _package_checks(ctx, plat, s, wait_for_lock)
     results.append(endpoint())
     return results
@@ -145,13 +148,30 @@ def _step_run(ctx: Context) -> None:
         raise blocking_error(results)
 
 
-def _plan_ports(services) -> list[int]:
+def _plan_ports(services) -> str:
     """The ports the plan names: every default service's (as before opt-in services existed)
-    and those of the selected ones."""
+    and those of the selected ones; Open vSwitch's apart (the plan knows no platform yet)."""
     from ..services import REGISTRY
 
     wanted = {s.id for s in REGISTRY if s.default} | set(services or ())
-    return [p for p, (owner, _holders, _label) in PORTS.items() if owner in wanted]
+    ovs = unused_ports(None)
+    ports = [p for p, (owner, _holders, _label) in PORTS.items() if owner in wanted]
+    text = ", ".join(str(p) for p in ports if p not in ovs)
+    mine = [str(p) for p in ports if p in ovs]
+    return text + (f" ({' and '.join(mine)} where Neutron uses Open vSwitch)" if mine else "")
+
+
+def _compute_detail(services) -> str:
+    svc = set(services or ())
+    out = ""
+    if "nova" in svc:
+        out += ", CPU virtualization (KVM or QEMU emulation), memory for compute"
+    if svc & {"nova", "neutron"}:
+        out += ", kernel facilities (the Neutron mechanism's modules or /dev/net/tun, CAP_NET_ADMIN)"
+    if "neutron" in svc:
+        out += (", network namespaces, provider network " + neutron.PROVIDER_CIDR
+                + " and its interfaces free")
+    return out
 
 
 def phase(services=None) -> Phase:
@@ -159,8 +179,9 @@ def phase(services=None) -> Phase:
         Step("preflight.checks", "Preflight: can this host take the install?",
              run=_step_run, check=_step_check,
              detail="distribution and release, root/sudo without a TTY, memory, free disk in "
-                    "/var, host name resolution, ports " + ", ".join(str(p) for p in _plan_ports(services))
-                    + ", time sync, package repositories and lock, endpoint reachable; changes "
+                    "/var, host name resolution, ports " + _plan_ports(services)
+                    + ", time sync, package repositories and lock, endpoint reachable"
+                    + _compute_detail(services) + "; changes "
                     "nothing unless fixes are allowed (--fix; fix_hosts for /etc/hosts)",
              files=["/etc/hosts (only with --fix or fix_hosts)"]),
     ])

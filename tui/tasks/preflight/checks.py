@@ -11,7 +11,7 @@ from typing import Callable
 from ..engine import Context
 from ..pkglock import lock_wait_seconds
 from ..platforms import Platform, by_id, describe, detect
-from ..services import REGISTRY, neutron
+from ..services import REGISTRY
 from ..services.common import fix_hosts_file
 from .facts import parse_ss
 from .result import BLOCKING, GiB, OK, WARNING, Result, _fmt_gib
@@ -25,18 +25,6 @@ def _sudo_mode(transport) -> str | None:
     """How the transport reaches root: its public ``sudo_mode`` when it has one."""
     mode = getattr(transport, "sudo_mode", None)
     return getattr(mode, "value", mode)
-
-
-def _compute(ctx: Context, plat: Platform) -> list[Result]:
-    """Neutron needs a network mechanism on the platform (neutron.layout: Linux bridge, or
-    Open vSwitch's userspace datapath where Linux bridge is gone): say so before any package
-    is installed when the platform's data names none."""
-    if "neutron" not in ctx.profile.openstack.services or neutron.layout(plat).mechanism:
-        return []
-    return [Result("neutron-mechanism", BLOCKING, "Neutron network mechanism",
-                   f"stack-tui knows no Neutron network mechanism (Linux bridge, Open vSwitch) "
-                   f"for {plat.name}, which gets OpenStack {plat.openstack}",
-                   fix_hint="deselect Neutron and Nova, or install compute on Debian 13 or 12")]
 
 
 def _platform(ctx: Context, os_text: str) -> tuple[Result, Platform | None]:
@@ -157,9 +145,11 @@ def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> 
                      if ctx.profile.openstack.fix_hosts else ""))
 
 
-def _ports(ctx: Context, ss_text: str) -> list[Result]:
+def _ports(ctx: Context, ss_text: str, skip: set[int] = frozenset()) -> list[Result]:
+    """The selected services' ports are free or held by them (``skip``: ports this platform's
+    services never open)."""
     svc = set(ctx.profile.openstack.services)
-    wanted = {p: v for p, v in PORTS.items() if v[0] in svc}
+    wanted = {p: v for p, v in PORTS.items() if v[0] in svc and p not in skip}
     if not wanted:
         return []
     if ss_text.strip() == "@@noss":

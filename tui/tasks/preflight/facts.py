@@ -6,11 +6,55 @@ import re
 
 from ..pkglock import LOCK_HOLDERS_SH
 from ..pkgmgr import PackageManager, repo_urls, yum_urls  # noqa: F401 - repo_urls: public here too
+from ..services.neutron import PROVIDER_UNIT_PATH
+
+# Kernel pieces the compute checks ask about: module name -> (its CONFIG_ symbol, a function
+# of it in /proc/kallsyms: present when built in or loaded, where /sys/module may not show it).
+KMODS = {"bridge": ("BRIDGE", "br_dev_xmit"), "vxlan": ("VXLAN", "vxlan_xmit"),
+         "br_netfilter": ("BRIDGE_NETFILTER", "br_nf_pre_routing"),
+         "tun": ("TUN", "tun_chr_open"), "openvswitch": ("OPENVSWITCH", "ovs_vport_receive")}
+# Nova's own decision (nova.virt_type): the preflight asks the very same question.
+KVM_TEST = "test -c /dev/kvm && test -r /dev/kvm && test -w /dev/kvm"
+_NAMES = "|".join(KMODS)
+_SYMS = "|".join(sym for _c, sym in KMODS.values())
+_CFG = "|".join(["MODULES", "NET_NS"] + [c for c, _s in KMODS.values()])
+# Read only: which modules are loaded (/sys/module with initstate, /proc/modules), built in
+# (/sys/module without, modules.builtin, CONFIG_=y, a kallsyms symbol) or loadable (a .ko file).
+KERNEL_SH = rf"""echo @@kernel
+stk_kr=$(uname -r)
+for m in {" ".join(KMODS)}; do
+  if test -e /sys/module/$m/initstate; then echo "loaded $m"; elif test -d /sys/module/$m; then echo "builtin $m"; fi
+done
+test -r /proc/modules && awk '{{print "loaded " $1}}' /proc/modules | grep -E ' ({_NAMES})$'
+if test -d /lib/modules/$stk_kr; then
+  echo moddir
+  sed -n -E 's#(^|.*/)({_NAMES})\.ko$#builtin \2#p' /lib/modules/$stk_kr/modules.builtin 2>/dev/null
+  find /lib/modules/$stk_kr -name '*.ko*' 2>/dev/null | sed -n -E 's#.*/({_NAMES})\.ko(\.[a-z0-9]+)?$#file \1#p'
+fi
+{{ zcat /proc/config.gz 2>/dev/null || cat /boot/config-$stk_kr 2>/dev/null; }} | grep -E '^(# )?CONFIG_({_CFG})[= ]'
+awk '$3 ~ /^({_SYMS})$/ {{print "sym " $3}}' /proc/kallsyms 2>/dev/null | sort -u
+test -e /sys/class/misc/tun && echo "live tun"
+test -d /proc/sys/net/bridge && echo "live br_netfilter"
+echo @@kvm
+if {KVM_TEST}; then echo kvm=usable; elif test -e /dev/kvm; then echo kvm=unusable; else echo kvm=absent; fi
+grep -m1 -owE 'vmx|svm' /proc/cpuinfo 2>/dev/null | head -n 1 | sed 's/^/cpu=/'
+echo @@netcaps
+grep '^CapEff:' /proc/self/status
+test -e /proc/self/ns/net && echo netns=kernel
+ip netns list >/dev/null 2>&1 && echo netns=ip
+test -w /proc/sys/net/ipv4/ip_forward && echo sysnet=rw
+if test -c /dev/net/tun && test -r /dev/net/tun && test -w /dev/net/tun; then echo tundev=usable; elif test -e /dev/net/tun; then echo tundev=unusable; else echo tundev=absent; fi
+echo @@net
+ip -o -4 addr show 2>/dev/null | awk '{{print "addr " $2 " " $4}}'
+ip -4 route show 2>/dev/null | sed 's/^/route /'
+ip -o link show 2>/dev/null | awk -F': ' '{{print "link " $2}}'
+head -n 1 {PROVIDER_UNIT_PATH} 2>/dev/null | sed 's/^/unit /'
+"""
 
 FACTS_SH = LOCK_HOLDERS_SH + r"""
 echo @@os; cat /etc/os-release 2>/dev/null
 echo @@uid; id -u
-echo @@mem; awk '/^MemTotal:/ {print $2 * 1024}' /proc/meminfo
+echo @@mem; awk '/^MemTotal:/ {printf "%.0f\n", $2 * 1024}' /proc/meminfo
 cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null
 echo @@disk; df -P -B1 /var 2>/dev/null | awk 'NR == 2 {print $4}'
 echo @@hostname; hostname
@@ -26,8 +70,7 @@ echo @@sources822; cat /etc/apt/sources.list.d/*.sources 2>/dev/null
 echo @@yum; grep -h -E '^(baseurl|mirrorlist|metalink) *=' /etc/yum.repos.d/*.repo 2>/dev/null
 echo @@lock; stk_lock_holders
 echo @@pm; pgrep -a -x 'dnf|yum|packagekitd|unattended-upgr' 2>/dev/null
-echo @@end
-"""
+""" + KERNEL_SH + "echo @@end\n"
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -63,10 +106,14 @@ def parse_ss(text: str) -> dict[int, list[tuple[str, int | None]]]:
 
 
 def _mem_bytes(text: str) -> int | None:
+    """The smallest of MemTotal and the cgroup limits; mawk (Debian 12's awk) may have
+    printed MemTotal as 2.52762e+10."""
     vals = []
     for tok in text.split():
         if tok.isdigit():
             vals.append(int(tok))
+        elif re.fullmatch(r"\d+(\.\d+)?e\+\d+", tok):
+            vals.append(int(float(tok)))
     vals = [v for v in vals if v > 0 and v < 1 << 60]
     return min(vals) if vals else None
 

@@ -431,13 +431,20 @@ RULES = (
 )
 
 
+# Open vSwitch mechanism only: ovsdb-server's manager (ptcp:6640:127.0.0.1, made by the agent)
+# and the agent's own OpenFlow controller (of_listen_port, 127.0.0.1:6633).
+OVS_PORTS = (Port(6640, frozenset({"ovsdb-server"}), "Open vSwitch database (OVSDB manager)"),
+             Port(6633, frozenset({"neutron-openvsw", "neutron-openvswitch-agent"}),
+                  "OpenFlow controller of the Open vSwitch agent"))
+
+
 SERVICE = Service(
     "neutron", "Neutron", "networking", phases,
     requires=("keystone", "mariadb", "memcached", "rabbitmq"),
     secrets=(Secret("neutron_db_password", "MariaDB user 'neutron'", "database"),
              Secret("neutron_password", "Keystone 'neutron' service user", "keystone"),
              Secret("metadata_secret", "Shared secret of Nova's metadata proxy")),
-    ports=(Port(PORT, UWSGI | {"neutron-server", "neutron-api"}, "Neutron API"),),
+    ports=(Port(PORT, UWSGI | {"neutron-server", "neutron-api"}, "Neutron API"), *OVS_PORTS),
     database="neutron",
     default=False,
     rules=RULES,
