@@ -149,3 +149,53 @@ def test_cli_down_and_status_find_the_group(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Group lab removed" in out
     assert "lab-1" in out and "10.198.1.11" in out and "running" in out
+
+
+def _record(tmp_path, monkeypatch, name, hosts):
+    """A group record as group_up writes it, under a fresh STACK_TUI_HOME."""
+    monkeypatch.setenv("STACK_TUI_HOME", str(tmp_path / "home"))
+    gdir = group._group_path(name)
+    gdir.mkdir(parents=True)
+    group._save_group(group.GroupInfo(name=name, index=1, hosts=hosts, dir=str(gdir)))
+
+
+def test_group_of_finds_a_hosts_group_only_for_its_hosts(tmp_path, monkeypatch):
+    _record(tmp_path, monkeypatch, "lab", ["lab-1", "lab-2"])
+    assert group.group_of("lab-2") == "lab"
+    assert group.group_of("lab-3") is None  # not one of its hosts
+    assert group.group_of("lab") is None and group.group_of("other-1") is None
+    assert group.group_exists("lab") and not group.group_exists("other")
+
+
+def test_cli_refuses_to_remove_one_host_of_a_group(tmp_path, monkeypatch, capsys):
+    _record(tmp_path, monkeypatch, "lab", ["lab-1", "lab-2"])
+    monkeypatch.setattr(sandbox, "down", lambda name, log=None: pytest.fail("removed one host"))
+    assert cli.main(["sandbox", "down", "--name", "lab-2"]) != 0
+    assert "stack-tui sandbox down --name lab" in capsys.readouterr().err
+
+
+def test_a_host_that_fails_to_boot_takes_the_whole_group_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACK_TUI_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sandbox.claims, "CLAIM_ROOT", tmp_path / "claims")
+    monkeypatch.setattr(group, "require_root_tools", lambda: None)
+    made, removed, nets = [], [], []
+    monkeypatch.setattr(group, "_setup_group_net", lambda g, log: nets.append(("up", g)))
+    monkeypatch.setattr(group, "_teardown_group_net", lambda g: nets.append(("down", g)))
+    monkeypatch.setattr(group, "_wire_host", lambda *a: pytest.fail("wired a host of a failed group"))
+
+    def fake_up(name, log=None, release="13", hostname=""):
+        assert hostname == name
+        if name == "lab-2":
+            raise sandbox.SandboxError("sshd did not answer")
+        made.append(name)
+        return sandbox.SandboxInfo(name=name, index=1, address="a", host_address="b")
+
+    monkeypatch.setattr(group, "up", fake_up)
+    monkeypatch.setattr(group, "down", lambda name, log=None: removed.append(name) or True)
+    with pytest.raises(sandbox.SandboxError, match="lab-2: sshd did not answer"):
+        sandbox.group_up("lab", 3)
+    assert sorted(made) == ["lab-1", "lab-3"]
+    assert sorted(removed) == ["lab-1", "lab-2", "lab-3"]
+    assert ("up", 1) in nets and nets[-1] == ("down", 1)
+    assert not group._group_path("lab").exists() and group._owned_group_claims(group._group_path("lab")) == []
+    assert not (tmp_path / "claims" / "grp-1").exists()

@@ -399,6 +399,10 @@ def cmd_sandbox(args) -> int:
             sandbox.group_down(args.name, log=log)
             print(f"Group {args.name} removed (every host, its bridges and its namespace).")
             return EXIT_OK
+        if args.action == "down" and sandbox.group_of(args.name):
+            _err(f"stack-tui sandbox: {args.name} is a host of group {sandbox.group_of(args.name)}; "
+                 f"remove the whole group: stack-tui sandbox down --name {sandbox.group_of(args.name)}")
+            return EXIT_FAILED
         if args.action == "down":
             if sandbox.down(args.name, log=log):
                 print(f"Sandbox {args.name} removed.")

@@ -79,6 +79,14 @@ def test_three_hosts_share_a_management_and_a_provider_network(sandbox_factory, 
         assert status.returncode == 0 and all(h in status.stdout for h in hosts), status.stdout
         assert status.stdout.count("NOT running") == 0 and status.stdout.count(" running") == 3
 
+        # up again: the running group is kept (same hosts, same slots), not rebuilt.
+        again = cli("sandbox", "up", "--hosts", "3", "--name", name)
+        assert again.returncode == 0 and f"group {name!r} already running" in again.stdout, again.stdout
+        assert [sandbox._load_info(h).pid for h in hosts] == [i.pid for i in infos]
+        # One host of the group is not removed alone.
+        single = cli("sandbox", "down", "--name", hosts[1])
+        assert single.returncode != 0 and f"down --name {name}" in single.stderr, single.stdout + single.stderr
+
         for info, host, addr in zip(infos, hosts, mgmt):
             # Reached from this machine as a single sandbox is; named after itself on the management net.
             assert run(info, "hostname").strip() == host

@@ -44,8 +44,8 @@ from .base import (APT_COMMAND, BASE_VERSION, BOOT_TIMEOUT, DEFAULT_RELEASE, HOS
                    require_root_tools, suite_of)
 from .claims import (CLAIM_ROOT, _claim_dir, _claim_index, _claim_owner, _claims, _clean_index,
                      _owned_claims, _release_index)
-from .group import (MAX_GROUPS, MAX_HOSTS, GroupInfo, group_down, group_exists, group_status,
-                    group_up, list_groups)
+from .group import (MAX_GROUPS, MAX_HOSTS, GroupInfo, group_down, group_exists, group_of,
+                    group_status, group_up, list_groups)
 from .lifecycle import _healthy, _load_info, add_user, down, list_sandboxes, status, up
 from .network import _netns_exists, _nft_exists, _setup_network, _teardown_network, _veth_exists
 from .processes import (_cgroup_dirs, _container_leader, _is_our_nspawn, _kill, _pid_alive,
@@ -53,7 +53,8 @@ from .processes import (_cgroup_dirs, _container_leader, _is_our_nspawn, _kill, 
 from .rootfs import ensure_base, harvest_debs
 from .trust import own_host_keys, trust_own_host_keys
 
-__all__ = ["GroupInfo", "MAX_GROUPS", "MAX_HOSTS", "group_down", "group_exists", "group_status",
-           "group_up", "list_groups", "own_host_keys", "trust_own_host_keys", "APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
+__all__ = ["own_host_keys", "trust_own_host_keys", "APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
            "add_user", "base_tarball", "down", "ensure_base", "harvest_debs", "list_sandboxes",
-           "require_root_tools", "status", "suite_of", "up"]
+           "require_root_tools", "status", "suite_of", "up",
+           "GroupInfo", "MAX_GROUPS", "MAX_HOSTS", "group_down", "group_exists", "group_of",
+           "group_status", "group_up", "list_groups"]

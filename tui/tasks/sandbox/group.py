@@ -129,6 +129,13 @@ def group_exists(name: str) -> bool:
     return _GROUP_RE.fullmatch(name or "") is not None and _group_path(name).exists()
 
 
+def group_of(host: str) -> str | None:
+    """The group whose host ``host`` is (NAME-k of group NAME), or None."""
+    prefix, _, k = (host or "").rpartition("-")
+    info = load_group(prefix) if k.isdigit() and _GROUP_RE.fullmatch(prefix) else None
+    return prefix if info is not None and host in info.hosts else None
+
+
 def list_groups() -> list[str]:
     root = _groups_root()
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
