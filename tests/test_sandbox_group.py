@@ -120,7 +120,8 @@ def test_cli_group_up_writes_one_profile_per_host_and_names_the_group(tmp_path, 
 
     infos = _fake_infos(tmp_path, ["lab-1", "lab-2", "lab-3"])
     calls = []
-    monkeypatch.setattr(sandbox, "group_up", lambda name, n, **kw: calls.append((name, n, kw["release"])) or infos)
+    monkeypatch.setattr(sandbox, "group_up",
+                        lambda name, n, **kw: calls.append((name, n, kw["release"])) or infos)
     monkeypatch.setattr(sandbox, "trust_own_host_keys", lambda info: ["SHA256:x"])
     monkeypatch.setattr(sandbox, "group_status", lambda name: {
         "mgmt_subnet": "10.198.1.0/24", "netns": "stkg-1",
@@ -131,7 +132,8 @@ def test_cli_group_up_writes_one_profile_per_host_and_names_the_group(tmp_path, 
     assert "Group lab: 3 Debian 13 hosts" in out and "10.198.1.0/24" in out
     for k, info in enumerate(infos, 1):
         assert profile.load(info.name).host.address == info.address
-        assert f"{info.name}: ssh -i {info.key_file} root@{info.address} (management 10.198.1.{10 + k})" in out
+        line = f"{info.name}: ssh -i {info.key_file} root@{info.address} (management 10.198.1.{10 + k})"
+        assert line in out
 
 
 def test_cli_down_and_status_find_the_group(monkeypatch, capsys):

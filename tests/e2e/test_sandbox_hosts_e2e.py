@@ -35,7 +35,8 @@ def csum(b):
 dst = socket.gethostbyname(sys.argv[1])
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 s.settimeout(3)
-body = struct.pack("!BBHHH", 8, 0, 0, 0x5354, 1) + b"stack-tui-host"  # even length: the checksum sums 16-bit words
+# (an even length: the checksum sums 16-bit words)
+body = struct.pack("!BBHHH", 8, 0, 0, 0x5354, 1) + b"stack-tui-host"
 s.sendto(body[:2] + struct.pack("!H", csum(body)) + body[4:], (dst, 0))
 while True:
     data, (src, _) = s.recvfrom(2048)
@@ -85,7 +86,8 @@ def test_three_hosts_share_a_management_and_a_provider_network(sandbox_factory, 
         assert [sandbox._load_info(h).pid for h in hosts] == [i.pid for i in infos]
         # One host of the group is not removed alone.
         single = cli("sandbox", "down", "--name", hosts[1])
-        assert single.returncode != 0 and f"down --name {name}" in single.stderr, single.stdout + single.stderr
+        assert single.returncode != 0 and f"down --name {name}" in single.stderr, \
+            single.stdout + single.stderr
 
         for info, host, addr in zip(infos, hosts, mgmt):
             # Reached from this machine as a single sandbox is; named after itself on the management net.
