@@ -381,6 +381,8 @@ def cmd_sandbox(args) -> int:
 
     log = lambda s: print(s, flush=True)  # noqa: E731
     try:
+        if args.action == "up" and args.hosts > 1:
+            return _sandbox_group_up(sandbox, args, log)
         if args.action == "up":
             info = sandbox.up(args.name, log=log, release=args.release)
             path = write_sandbox_profile(info)
@@ -393,12 +395,22 @@ def cmd_sandbox(args) -> int:
                   f"Install with: stack-tui apply {args.name} "
                   f"(or open the TUI: stack-tui --profile {args.name})")
             return EXIT_OK
+        if args.action == "down" and sandbox.group_exists(args.name):
+            sandbox.group_down(args.name, log=log)
+            print(f"Group {args.name} removed (every host, its bridges and its namespace).")
+            return EXIT_OK
+        if args.action == "down" and sandbox.group_of(args.name):
+            _err(f"stack-tui sandbox: {args.name} is a host of group {sandbox.group_of(args.name)}; "
+                 f"remove the whole group: stack-tui sandbox down --name {sandbox.group_of(args.name)}")
+            return EXIT_FAILED
         if args.action == "down":
             if sandbox.down(args.name, log=log):
                 print(f"Sandbox {args.name} removed.")
             else:
                 print(f"No sandbox named {args.name}.")
             return EXIT_OK
+        if args.action == "status" and sandbox.group_exists(args.name):
+            return _sandbox_group_status(sandbox.group_status(args.name), args.name)
         if args.action == "status":
             st = sandbox.status(args.name)
             if not st:
@@ -411,6 +423,37 @@ def cmd_sandbox(args) -> int:
         _err(f"stack-tui sandbox: {exc}")
         return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _sandbox_group_up(sandbox, args, log) -> int:
+    hosts = sandbox.group_up(args.name, args.hosts, log=log, release=args.release)
+    st = sandbox.group_status(args.name) or {}
+    print(f"Group {args.name}: {len(hosts)} Debian {args.release} hosts, management network "
+          f"{st.get('mgmt_subnet')} (interface mgmt0) and provider network (interface prov0, no "
+          f"address), bridged in network namespace {st.get('netns')}.")
+    mgmt = {h["name"]: h["mgmt_address"] for h in st.get("hosts", [])}
+    for info in hosts:
+        path = write_sandbox_profile(info)
+        prints = sandbox.trust_own_host_keys(info)
+        print(f"  {info.name}: ssh -i {info.key_file} root@{info.address} "
+              f"(management {mgmt.get(info.name)}); host keys trusted: {', '.join(prints)}; "
+              f"profile written: {path}")
+    print(f"One profile per host for now (stack-tui apply {hosts[0].name}); remove the group with: "
+          f"stack-tui sandbox down --name {args.name}")
+    return EXIT_OK
+
+
+def _sandbox_group_status(st, name: str) -> int:
+    if not st:
+        print(f"No group named {name}.")
+        return EXIT_FAILED
+    for key in ("group", "release", "netns", "netns_exists", "mgmt_subnet", "mgmt_bridge",
+                "provider_bridge"):
+        print(f"{key:14s} {st[key]}")
+    for h in st["hosts"]:
+        print(f"host           {h['name']:20s} mgmt {h['mgmt_address']:15s} ssh {h['address']} "
+              f"{'running' if h['alive'] else 'NOT running'}")
+    return EXIT_OK
 
 
 def write_sandbox_profile(info, name: str | None = None):

@@ -101,7 +101,16 @@ def _sandbox(sub) -> None:
     x.add_argument("--release", choices=["13", "12"], default="13",
                    help="Debian release of the host: 13 (trixie, OpenStack 2025.1 Epoxy; "
                         "the default) or 12 (bookworm, Zed)")
-    x = ssub.add_parser("down", help="remove everything it made")
+    x.add_argument("--hosts", type=_host_count, default=1, metavar="N",
+                   help="boot N hosts (1-5) named NAME-1 .. NAME-N on a shared management "
+                        "and provider network, one profile each (default 1: one host named NAME)")
+    x = ssub.add_parser("down", help="remove everything it made (a group: every host)")
     x.add_argument("--name", default="sandbox")
-    x = ssub.add_parser("status", help="show what exists")
+    x = ssub.add_parser("status", help="show what exists (a group: its hosts)")
     x.add_argument("--name", default="sandbox")
+
+
+def _host_count(text: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 5):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hosts from 1 to 5")
+    return int(text)

@@ -25,7 +25,8 @@ Resources per instance, all derived from a claimed index ``i`` (1..60):
 The package is split by concern: ``base`` (constants, SandboxInfo, helpers, cache
 paths, mounts), ``rootfs`` (base rootfs cache and instance rootfs), ``network`` (netns,
 veth, nft), ``processes`` (nspawn children, cgroups, SSH probes), ``claims`` (slot
-claims and slot cleanup) and ``lifecycle`` (up/down/status/add_user).
+claims and slot cleanup), ``lifecycle`` (up/down/status/add_user) and ``group`` (several hosts
+on shared management and provider bridges: group_up/group_down/group_status).
 
 Files live under ``paths.sandbox_dir()/<name>/``.  Needs root.  No Textual.
 """
@@ -35,7 +36,7 @@ from __future__ import annotations
 import os  # noqa: F401 - tests patch sandbox.os.geteuid
 import shutil  # noqa: F401 - tests patch sandbox.shutil.which
 
-from . import base, claims, lifecycle, network, processes, rootfs  # noqa: F401
+from . import base, claims, group, lifecycle, network, processes, rootfs  # noqa: F401
 from .base import (APT_COMMAND, BASE_VERSION, BOOT_TIMEOUT, DEFAULT_RELEASE, HOSTNAME, INCLUDE,
                    MAX_INDEX, MIRROR, NET_PREFIX, POLL, RELEASES, SECURITY_MIRROR, TOOLS, Log,
                    SandboxError, SandboxInfo, _apt_cache, _cache, _check_name, _mounts_under,
@@ -43,6 +44,8 @@ from .base import (APT_COMMAND, BASE_VERSION, BOOT_TIMEOUT, DEFAULT_RELEASE, HOS
                    require_root_tools, suite_of)
 from .claims import (CLAIM_ROOT, _claim_dir, _claim_index, _claim_owner, _claims, _clean_index,
                      _owned_claims, _release_index)
+from .group import (MAX_GROUPS, MAX_HOSTS, GroupInfo, group_down, group_exists, group_of,
+                    group_status, group_up, list_groups)
 from .lifecycle import _healthy, _load_info, add_user, down, list_sandboxes, status, up
 from .network import _netns_exists, _nft_exists, _setup_network, _teardown_network, _veth_exists
 from .processes import (_cgroup_dirs, _container_leader, _is_our_nspawn, _kill, _pid_alive,
@@ -52,4 +55,6 @@ from .trust import own_host_keys, trust_own_host_keys
 
 __all__ = ["own_host_keys", "trust_own_host_keys", "APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
            "add_user", "base_tarball", "down", "ensure_base", "harvest_debs", "list_sandboxes",
-           "require_root_tools", "status", "suite_of", "up"]
+           "require_root_tools", "status", "suite_of", "up",
+           "GroupInfo", "MAX_GROUPS", "MAX_HOSTS", "group_down", "group_exists", "group_of",
+           "group_status", "group_up", "list_groups"]

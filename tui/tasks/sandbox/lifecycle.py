@@ -10,11 +10,12 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from .. import hostkeys, paths
-from .base import (BOOT_TIMEOUT, DEFAULT_RELEASE, POLL, Log, SandboxError, SandboxInfo, _apt_cache,
+from .base import (BOOT_TIMEOUT, DEFAULT_RELEASE, HOSTNAME, POLL, Log, SandboxError, SandboxInfo, _apt_cache,
                    _check_name, _flock, _lock_path, _mounts_under, _names, _remove_tree, _run,
                    _sandbox_path, _say, _wait, _write_atomic, require_root_tools, suite_of)
 from .claims import (_claim_index, _claim_owner, _clean_index, _enable_ip_forward, _owned_claims,
@@ -24,6 +25,10 @@ from .processes import (_CHILDREN, _cgroup_dirs, _container_leader, _is_our_nspa
                         _log_tail, _pid_alive, _ssh_argv, _ssh_banner, _system_state)
 from .compute import compute_args, compute_env
 from .rootfs import _customize, _harvest_debs, _mount_rootfs, ensure_base
+
+
+# The hosts of a group boot in threads of one process: known_hosts is rewritten by one at a time.
+_KNOWN_HOSTS_LOCK = threading.Lock()
 
 
 def _info_path(name: str) -> Path:
@@ -51,25 +56,28 @@ def _healthy(info: SandboxInfo) -> bool:
     return _system_state(info).split()[:1] in (["running"], ["degraded"])
 
 
-def up(name: str = "sandbox", *, log: Log = None, release: str = DEFAULT_RELEASE) -> SandboxInfo:
-    """Boot (or return the already running) sandbox ``name`` on Debian ``release``."""
+def up(name: str = "sandbox", *, log: Log = None, release: str = DEFAULT_RELEASE,
+       hostname: str = HOSTNAME) -> SandboxInfo:
+    """Boot (or return the already running) sandbox ``name`` on Debian ``release``, its host
+    name ``hostname`` (a group's hosts are named after themselves)."""
     require_root_tools()
     _check_name(name)
     suite_of(release)
     with _flock(_lock_path(name)):
         info = _load_info(name)
-        if info is not None and _healthy(info) and info.release == release:
+        if info is not None and _healthy(info) and (info.release, info.hostname) == (release, hostname):
             _say(log, f"sandbox {name!r} already running at {info.address}")
             return info
         if info is not None and _healthy(info):
-            _say(log, f"sandbox {name!r} runs Debian {info.release}; replacing it with Debian {release}")
+            _say(log, f"sandbox {name!r} runs Debian {info.release} as {info.hostname!r}; replacing it "
+                      f"with Debian {release} as {hostname!r}")
         if _sandbox_path(name).exists() or info is not None or _owned_claims(_sandbox_path(name)):
             _say(log, f"cleaning up a previous, unhealthy instance of sandbox {name!r}")
             _down_locked(name, log)
-        return _create(name, log, release)
+        return _create(name, log, release, hostname)
 
 
-def _create(name: str, log: Log, release: str = DEFAULT_RELEASE) -> SandboxInfo:
+def _create(name: str, log: Log, release: str = DEFAULT_RELEASE, hostname: str = HOSTNAME) -> SandboxInfo:
     start = time.monotonic()
     tarball = ensure_base(log, release)
     apt_cache = _apt_cache(release)
@@ -82,13 +90,14 @@ def _create(name: str, log: Log, release: str = DEFAULT_RELEASE) -> SandboxInfo:
         key_file=str(sdir / "id_ed25519"), image_file=str(sdir / "test-image.qcow2"),
         rootfs=str(sdir / "rootfs"), netns=n["netns"], dir=str(sdir),
         log_file=str(sdir / "nspawn.log"), machine=n["machine"], veth=n["veth"],
-        nft_table=n["table"], created=time.time(), release=release,
+        nft_table=n["table"], created=time.time(), release=release, hostname=hostname,
     )
     _save_info(info)  # early, so a crash part-way can still be cleaned up by down()
     try:
         # A reused slot may have been left half-built by a crashed process.
         _clean_index(index, log)
-        hostkeys.forget(info.address, info.port)
+        with _KNOWN_HOSTS_LOCK:
+            hostkeys.forget(info.address, info.port)
         info.rootfs_mode = _mount_rootfs(info, tarball, log)
         _save_info(info)
         _customize(info)
