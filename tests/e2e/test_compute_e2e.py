@@ -166,7 +166,7 @@ async def first_tui(name: str) -> None:
         while screen_name(app) != "FailureModal":
             await pilot.pause(0.5)
         print(f"first TUI: unexpected failure of {app.screen.step_id}: "
-              f"{app.screen.info.text()}", flush=True)
+              f"{app.screen.info.text()}\n" + "\n".join(app.screen.tail), flush=True)
 
 
 async def _tick(pilot, app, service: str) -> None:
@@ -256,7 +256,12 @@ async def _resume_in_the_screens(name: str) -> dict:
         res["summary_ok"] = all(ok for _, ok, _ in report.facts.get("verification", [])) \
             and bool(report.facts.get("verification"))
         res["verification"] = report.facts.get("verification")
-        res["summary_text"] = "\n".join(str(w.render()) for w in app.screen.query("Static"))
+        from tui.tasks.services import summary_lines
+
+        res["cloud_lines"] = [f"{ln.label}: {ln.text}"
+                              for ln in summary_lines(report.profile, report.facts)]
+        res["cloud_section_shown"] = bool(app.screen.query("#summary-cloud"))
+        res["summary_text"] = "\n".join(res["cloud_lines"])
     return res
 
 
@@ -266,6 +271,13 @@ def test_the_install_boots_a_server_that_answers_ping(compute_cloud):
     if compute_cloud["way"] == "apply":
         out = compute_cloud["stdout"]
         assert "OK:" in out and "FAILED" not in out
+        lines = out
+    else:
+        assert compute_cloud["cloud_section_shown"]
+        lines = compute_cloud["summary_text"]
+    # the end of the run says which virt_type and what the verification left for the user
+    assert "Compute: virt_type qemu" in lines, lines[-2000:]  # no usable /dev/kvm here
+    assert "Demo network: demo-net 192.168.100.0/24, router demo-router" in lines, lines[-2000:]
     log = compute_cloud["logs"]
     assert "stack-tui-verify is ACTIVE" in log and "answers ping" in log, log[-3000:]
     # the guest's own console: it booted and got its address by DHCP on demo-net
