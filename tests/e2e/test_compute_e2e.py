@@ -402,3 +402,30 @@ def test_horizon_shows_instances_routers_and_the_hypervisor(compute_cloud):
         assert browser.left_login(driver), browser.page_text(driver)[:800]
         driver.get(base + "admin/hypervisors/")
         assert browser.wait_text(driver, hypervisor), browser.page_text(driver)[:1500]
+
+
+def test_check_on_the_installed_compute_host_is_clean(compute_cloud):
+    """`stack-tui check` after the install: the compute rows read the host as it is (no KVM
+    here, so a warning that says QEMU; the kernel facilities the release's mechanism needs;
+    the provider network and its interfaces now stack-tui's own) and nothing blocks."""
+    assert compute_cloud["ok"]
+    r = cloud.cli("check", compute_cloud["name"], timeout=120)
+    out = r.stdout
+    assert r.returncode == 0 and "0 blocking" in out, out[-3000:]
+    assert "CPU virtualization (KVM): there is no /dev/kvm, so Nova uses virt_type = qemu" in out
+    assert "ok       Memory for compute:" in out, out
+    kernel = "bridge (built in), vxlan (built in)" if compute_cloud["release"] == "12" else \
+        "(userspace datapath: no openvswitch module needed)"
+    assert "ok       Kernel facilities for compute:" in out and kernel in out, out
+    assert "Provider network 172.24.4.0/24:" in out and "already stack-tui's" in out, out
+    no_secret = [v for v in _secret_values(compute_cloud) if v in out + r.stderr]
+    assert not no_secret
+
+
+def _secret_values(c) -> list[str]:
+    import tomllib
+
+    from tui.tasks import paths
+
+    data = tomllib.loads((paths.profiles_dir() / f"{c['name']}.secrets.toml").read_text())
+    return [v for v in data.values() if isinstance(v, str)]

@@ -105,14 +105,16 @@ def wsgi_vhost(*, title: str, port: int, group: str, script: str, user: str, pro
     the OpenStack WSGI services keep per-request context on shared objects).  Naming the
     process and application group on the alias makes mod_wsgi load the application when
     each daemon process starts, not on the first request that process happens to get (a
-    cold Keystone process took seconds to answer a re-run's first token request)."""
+    cold Keystone process took seconds to answer a re-run's first token request).  The
+    daemon group is defined above the alias that names it: Apache refuses the other order
+    ("WSGI process group not yet configured")."""
     return f"""# Written by stack-tui: {title} on port {port} under mod_wsgi
 Listen {port}
 
 <VirtualHost *:{port}>
     ServerName {server_name}
-    WSGIScriptAlias / {script} process-group={group} application-group=%{{GLOBAL}}
     WSGIDaemonProcess {group} processes={processes} threads=1 user={user} group={user} display-name=%{{GROUP}} lang=C.UTF-8 locale=C.UTF-8
+    WSGIScriptAlias / {script} process-group={group} application-group=%{{GLOBAL}}
     WSGIProcessGroup {group}
     WSGIApplicationGroup %{{GLOBAL}}
     WSGIPassAuthorization On
