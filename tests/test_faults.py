@@ -59,6 +59,8 @@ class FakeTransport:
         status, out = next((v for k, v in self.table.items() if k in command), (0, ""))
         if callable(out):
             out = out()
+        if isinstance(out, tuple):  # a callable may answer (status, output)
+            status, out = out
         lines = out.splitlines()
         for ln in lines:
             if on_line is not None:
@@ -292,3 +294,45 @@ def test_a_bare_eoferror_from_paramiko_is_a_connect_error(tmp_path, monkeypatch)
     with pytest.raises(ConnectError) as ei:
         t.connect()
     assert "closed before the SSH handshake" in str(ei.value)
+
+
+# What bookworm's apt printed when openstack-dashboard's postinst failed (a real run).
+INSTALL_POSTINST_FAILED = """\
+Setting up neutron-server (2:21.0.0-7+deb12u1) ...
+Errors were encountered while processing:
+ openstack-dashboard
+ openstack-dashboard-apache
+E: Sub-process /usr/bin/dpkg returned an error code (1)"""
+
+
+def test_a_failed_setup_script_is_configured_once_more_then_the_install_completes(tmp_path):
+    state = {"installed": False, "installs": 0, "configures": 0}
+
+    def install():
+        state["installs"] += 1
+        if state["installs"] == 1:
+            return 100, INSTALL_POSTINST_FAILED
+        state["installed"] = True
+        return 0, "0 upgraded, 0 newly installed"
+
+    def configure():
+        state["configures"] += 1
+        return ""
+
+    table = _packages_table(state)
+    table["apt-get install"] = (0, install)
+    table["dpkg --configure -a"] = (0, configure)
+    ctx, t = make_ctx(tmp_path, table)
+    outputs = []
+    ctx.output = outputs.append
+    prepare._packages_run(ctx)
+    assert state["installs"] == 2 and state["configures"] == 2  # before, and once more
+    assert any("openstack-dashboard, openstack-dashboard-apache failed; configuring once more"
+               in o for o in outputs), outputs
+
+
+def test_setup_script_failures_are_only_apts_list_after_its_words():
+    assert prepare.setup_script_failures(INSTALL_POSTINST_FAILED.splitlines()) == [
+        "openstack-dashboard", "openstack-dashboard-apache"]
+    assert prepare.setup_script_failures(INSTALL_NO_NETWORK.splitlines()) == []
+    assert prepare.setup_script_failures(INSTALL_UNKNOWN.splitlines()) == []

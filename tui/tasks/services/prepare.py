@@ -159,7 +159,7 @@ def _packages_run(ctx: Context) -> None:
             ctx.transport.write_file(POLICY_RC, POLICY_RC_BODY, mode=0o755)
             try:
                 _apt(ctx, "dpkg --configure -a")
-                _apt(ctx, plat.install_cmd(missing), watch=AptProgress(ctx).feed)
+                _install(ctx, plat.install_cmd(missing))
             finally:
                 ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true",
                        quiet=True, timeout=LOOK)
@@ -176,6 +176,41 @@ def _packages_run(ctx: Context) -> None:
     if still:
         raise StepError(f"Packages still missing after install: {' '.join(still)}.",
                         "the package manager did not install them", "see the output above")
+
+
+def _install(ctx: Context, cmd: str) -> None:
+    """apt-get install; when only packages' setup scripts failed ("Errors were encountered
+    while processing"), they are configured once more before the step gives up: some fail
+    now and then, e.g. Debian 12's openstack-dashboard, whose postinst compresses the
+    dashboard's CSS with pyScss and stopped on a garbled token ("Found 'inline-blo'") in
+    one of four identical installs."""
+    try:
+        _apt(ctx, cmd, watch=AptProgress(ctx).feed)
+    except StepError as exc:
+        failed = setup_script_failures(exc.tail or [])
+        if not failed:
+            raise
+        ctx.output(f"the setup script of {', '.join(failed)} failed; configuring once more "
+                   "(dpkg --configure -a), then the rest of the install")
+        _apt(ctx, "dpkg --configure -a")
+        _apt(ctx, cmd)  # what apt had not reached when it stopped
+
+
+def setup_script_failures(lines: list[str]) -> list[str]:
+    """The packages apt names under "Errors were encountered while processing:" (empty when
+    anything else went wrong, e.g. a download)."""
+    out: list[str] = []
+    if any(_APT_FETCH_FAILED.search(ln) for ln in lines):
+        return out
+    after = False
+    for ln in lines:
+        if ln.startswith("Errors were encountered while processing:"):
+            after = True
+        elif after and re.fullmatch(r" [a-z0-9][a-z0-9+.:-]*", ln.rstrip("\n")):
+            out.append(ln.strip())
+        else:
+            after = False
+    return out
 
 
 def _apt(ctx: Context, cmd: str, watch=None) -> None:
