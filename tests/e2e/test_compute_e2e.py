@@ -361,6 +361,32 @@ def test_the_openstack_cli_agrees(compute_cloud):
     assert [f["Name"] for f in osc("flavor", "list")].count("stack-tui.tiny") == 1
 
 
+def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_cloud):
+    """`openstack server create --wait` as demo, with the clouds.yaml stack-tui wrote (its
+    NAME-demo entry), from the uploaded image, on demo-net with the stack-tui keypair: ACTIVE
+    on this host; then deleted (the cloud is left as the verification left it)."""
+    from tui.tasks import profile as pr
+
+    assert compute_cloud["ok"]
+    name = compute_cloud["name"]
+    clouds = compute_cloud["home"] / "data" / "clouds" / name / "clouds.yaml"
+    demo, server = f"{name}-demo", f"osc-{os.getpid()}"
+    image = pr.load(name).image.name
+    r = cloud.openstack(clouds, demo, "server", "create", "--flavor", "stack-tui.tiny",
+                        "--image", image, "--network", "demo-net", "--key-name", "stack-tui",
+                        "--wait", "-f", "json", server)
+    try:
+        assert r.returncode == 0, r.stderr[-2000:]
+        made = json.loads(r.stdout)
+        assert made["status"] == "ACTIVE", made
+        assert "demo-net" in str(made.get("addresses")), made
+    finally:
+        d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server)
+    assert d.returncode == 0, d.stderr[-2000:]
+    left = cloud.openstack(clouds, demo, "server", "list", "-f", "json")
+    assert left.returncode == 0 and server not in left.stdout
+
+
 def test_the_apis_run_few_processes(compute_cloud):
     """Debian's uWSGI defaults (nova-api 16 processes, neutron-api 8 x 32 threads) are cut
     for one host: each process holds ~170-220 MB."""
