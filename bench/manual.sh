@@ -6,10 +6,19 @@
 # Runs ON the host as root. Passwords come from the environment (ADMIN_PASS, DEMO_PASS,
 # KEYSTONE_DBPASS, GLANCE_DBPASS, GLANCE_PASS, RABBIT_PASS); IMAGE is the image path;
 # HOST the management/endpoint address. Prints "@@ <phase> <epoch>" markers for timing.
+# COMPUTE=1: the package transaction also takes Placement, Nova and Neutron (REL's
+# mechanism), and the script stops before its "end" mark: bench/manual-compute.sh follows.
 set -eu
 REL=${REL:-13}
 mark() { echo "@@ $1 $(date +%s.%N)"; }
 export DEBIAN_FRONTEND=noninteractive
+COMPUTE_PACKAGES=
+if [ "${COMPUTE:-0}" = 1 ]; then
+  [ "$REL" = 13 ] && L2=neutron-openvswitch-agent || L2=neutron-linuxbridge-agent
+  COMPUTE_PACKAGES="placement-api neutron-server $L2 neutron-dhcp-agent neutron-l3-agent
+    neutron-metadata-agent iputils-ping nova-api nova-conductor nova-scheduler nova-consoleproxy
+    nova-compute nova-compute-kvm"
+fi
 
 mark prepare
 cat <<EOF | debconf-set-selections
@@ -24,7 +33,7 @@ EOF
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends python3-openstackclient mariadb-server \
   python3-pymysql rabbitmq-server memcached python3-memcache keystone apache2 \
-  libapache2-mod-wsgi-py3 glance-api >/dev/null
+  libapache2-mod-wsgi-py3 glance-api $COMPUTE_PACKAGES >/dev/null
 
 mark mariadb
 cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<EOF
@@ -190,4 +199,4 @@ sed -e "s/=admin$/=demo/" -e "s/^export OS_PASSWORD=.*/export OS_PASSWORD=$DEMO_
 . /root/admin-openrc.sh && openstack token issue -f value -c id >/dev/null
 . /root/demo-openrc.sh && openstack token issue -f value -c id >/dev/null
 openstack image list
-mark end
+[ "${COMPUTE:-0}" = 1 ] || mark end
