@@ -89,6 +89,7 @@ endpoints() {  # endpoints NAME TYPE DESCRIPTION URL
   for i in public internal admin; do q openstack endpoint create --region RegionOne "$2" $i "$4"; done
 }
 uwsgi_processes() {  # uwsgi_processes INI N: Debian's defaults are for big hosts
+  [ -f "$1" ] || return 0
   sed -i '/^processes *=/d' "$1"
   sed -i "s/^\[uwsgi\]$/[uwsgi]\nprocesses = $2/" "$1"
 }
@@ -304,8 +305,10 @@ EOF
   authtoken nova "$NOVA_PASS"; auth service_user nova "$NOVA_PASS"
   auth placement placement "$PLACEMENT_PASS"; auth neutron neutron "$NEUTRON_PASS"
 } | merge /etc/nova/nova.conf
-sed -i '/^NOVA_CONSOLE_PROXY_TYPE=/d' /etc/default/nova-consoleproxy
-echo NOVA_CONSOLE_PROXY_TYPE=novnc >> /etc/default/nova-consoleproxy
+if [ -f /etc/default/nova-consoleproxy ]; then
+  sed -i '/^NOVA_CONSOLE_PROXY_TYPE=/d' /etc/default/nova-consoleproxy
+  echo NOVA_CONSOLE_PROXY_TYPE=novnc >> /etc/default/nova-consoleproxy
+fi
 uwsgi_processes /etc/nova/nova-api-uwsgi.ini 2
 uwsgi_processes /etc/nova/nova-api-metadata-uwsgi.ini 1
 su -s /bin/sh -c "nova-manage api_db sync" nova
@@ -342,8 +345,9 @@ export OS_USERNAME=demo OS_PASSWORD="$DEMO_PASS" OS_PROJECT_NAME=demo
 q openstack network create demo-net
 q openstack subnet create --network demo-net --subnet-range 192.168.100.0/24 \
   --gateway 192.168.100.1 demo-subnet
-q openstack router create --external-gateway provider demo-router
+q openstack router create demo-router
 openstack router add subnet demo-router demo-subnet
+openstack router set --external-gateway provider demo-router
 q openstack security group rule create --protocol icmp default
 q openstack security group rule create --protocol tcp --dst-port 22 default
 rm -f /root/demo-key /root/demo-key.pub

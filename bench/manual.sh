@@ -31,9 +31,16 @@ glance-common glance/configure_ksat boolean false
 glance-api glance/configure_api-endpoint boolean false
 EOF
 apt-get update -q >/dev/null
+# With compute, a dozen Nova and Neutron daemons would start unconfigured and crash-loop
+# (Restart=on-failure) through the whole transaction, each restart also pulling keystone's
+# uWSGI back up (they Want= it): keep every service from starting during the install, as
+# stack-tui does; each section below starts its own.
+[ "${COMPUTE:-0}" = 1 ] && printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+  chmod 755 /usr/sbin/policy-rc.d
 apt-get install -y -q --no-install-recommends python3-openstackclient mariadb-server \
   python3-pymysql rabbitmq-server memcached python3-memcache keystone apache2 \
   libapache2-mod-wsgi-py3 glance-api $COMPUTE_PACKAGES >/dev/null
+rm -f /usr/sbin/policy-rc.d
 
 mark mariadb
 cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<EOF
@@ -68,8 +75,11 @@ systemctl enable memcached
 systemctl restart memcached
 
 mark keystone
-# Debian's package started uWSGI keystone on :5000; Apache needs the port.
-systemctl disable --now keystone
+# Debian's package started uWSGI keystone on :5000; Apache needs the port.  Masked, not
+# just disabled: every other OpenStack unit Wants= it, and their restarts would start it
+# again (a stop can also be cancelled by such a start: stop until it is stopped).
+systemctl mask -q keystone
+until systemctl stop keystone; do sleep 1; done
 cat > /tmp/ks.ini <<EOF
 [database]
 connection = mysql+pymysql://keystone:$KEYSTONE_DBPASS@$HOST/keystone
