@@ -140,6 +140,7 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' http://$HOST:8778/)" = 200 ]; 
 TOKEN=$(openstack token issue -f value -c id)
 curl -sf -H "X-Auth-Token: $TOKEN" -H "OpenStack-API-Version: placement 1.0" \
   http://$HOST:8778/resource_providers
+echo  # the JSON has no newline of its own
 
 mark neutron
 database neutron neutron "$NEUTRON_DBPASS"
