@@ -149,17 +149,24 @@ def write_profile(a, compute: bool) -> Path:
 
 
 def run_script(b, release: str, compute: bool, image: str) -> tuple[subprocess.CompletedProcess, float]:
-    """bench/manual.sh (then manual-compute.sh) on host B over plain ssh, timed."""
-    subprocess.run(["scp", "-q", "-i", b.key_file, "-o", "StrictHostKeyChecking=no",
-                    "-o", "UserKnownHostsFile=/dev/null", image,
-                    f"root@{b.address}:/root/image.qcow2"], check=True)
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in passwords(compute).items())
+    """bench/manual.sh (then manual-compute.sh) on host B over plain ssh, timed.
+
+    The script is copied, not fed on stdin: a command in it that reads its stdin (one of
+    Debian 12's service enables did) would eat the rest of the script."""
     script = (ROOT / "bench" / "manual.sh").read_text()
     if compute:
         script += (ROOT / "bench" / "manual-compute.sh").read_text()
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as f:
+        f.write(script)
+        f.flush()
+        for src, dst in ((image, "/root/image.qcow2"), (f.name, "/root/manual.sh")):
+            subprocess.run(["scp", "-q", "-i", b.key_file, "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", src,
+                            f"root@{b.address}:{dst}"], check=True)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in passwords(compute).items())
     t0 = time.monotonic()
     rs = ssh(b, f"env {env} REL={release} HOST={b.address} IMAGE=/root/image.qcow2 "
-                f"COMPUTE={int(compute)} sh -s", stdin=script, timeout=3600)
+                f"COMPUTE={int(compute)} sh /root/manual.sh </dev/null", timeout=3600)
     return rs, time.monotonic() - t0
 
 
