@@ -6,10 +6,19 @@
 # Runs ON the host as root. Passwords come from the environment (ADMIN_PASS, DEMO_PASS,
 # KEYSTONE_DBPASS, GLANCE_DBPASS, GLANCE_PASS, RABBIT_PASS); IMAGE is the image path;
 # HOST the management/endpoint address. Prints "@@ <phase> <epoch>" markers for timing.
+# COMPUTE=1: the package transaction also takes Placement, Nova and Neutron (REL's
+# mechanism), and the script stops before its "end" mark: bench/manual-compute.sh follows.
 set -eu
 REL=${REL:-13}
 mark() { echo "@@ $1 $(date +%s.%N)"; }
 export DEBIAN_FRONTEND=noninteractive
+COMPUTE_PACKAGES=
+if [ "${COMPUTE:-0}" = 1 ]; then
+  [ "$REL" = 13 ] && L2=neutron-openvswitch-agent || L2=neutron-linuxbridge-agent
+  COMPUTE_PACKAGES="placement-api neutron-server $L2 neutron-dhcp-agent neutron-l3-agent
+    neutron-metadata-agent iputils-ping nova-api nova-conductor nova-scheduler nova-consoleproxy
+    nova-compute nova-compute-kvm"
+fi
 
 mark prepare
 cat <<EOF | debconf-set-selections
@@ -22,9 +31,16 @@ glance-common glance/configure_ksat boolean false
 glance-api glance/configure_api-endpoint boolean false
 EOF
 apt-get update -q >/dev/null
+# With compute, a dozen Nova and Neutron daemons would start unconfigured and crash-loop
+# (Restart=on-failure) through the whole transaction, each restart also pulling keystone's
+# uWSGI back up (they Want= it): keep every service from starting during the install, as
+# stack-tui does; each section below starts its own.
+[ "${COMPUTE:-0}" = 1 ] && printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+  chmod 755 /usr/sbin/policy-rc.d
 apt-get install -y -q --no-install-recommends python3-openstackclient mariadb-server \
   python3-pymysql rabbitmq-server memcached python3-memcache keystone apache2 \
-  libapache2-mod-wsgi-py3 glance-api >/dev/null
+  libapache2-mod-wsgi-py3 glance-api $COMPUTE_PACKAGES >/dev/null
+rm -f /usr/sbin/policy-rc.d
 
 mark mariadb
 cat > /etc/mysql/mariadb.conf.d/99-openstack.cnf <<EOF
@@ -59,8 +75,11 @@ systemctl enable memcached
 systemctl restart memcached
 
 mark keystone
-# Debian's package started uWSGI keystone on :5000; Apache needs the port.
-systemctl disable --now keystone
+# Debian's package started uWSGI keystone on :5000; Apache needs the port.  Masked, not
+# just disabled: every other OpenStack unit Wants= it, and their restarts would start it
+# again (a stop can also be cancelled by such a start: stop until it is stopped).
+systemctl mask -q keystone
+until systemctl stop keystone; do sleep 1; done
 cat > /tmp/ks.ini <<EOF
 [database]
 connection = mysql+pymysql://keystone:$KEYSTONE_DBPASS@$HOST/keystone
@@ -190,4 +209,4 @@ sed -e "s/=admin$/=demo/" -e "s/^export OS_PASSWORD=.*/export OS_PASSWORD=$DEMO_
 . /root/admin-openrc.sh && openstack token issue -f value -c id >/dev/null
 . /root/demo-openrc.sh && openstack token issue -f value -c id >/dev/null
 openstack image list
-mark end
+[ "${COMPUTE:-0}" = 1 ] || mark end
