@@ -383,8 +383,13 @@ def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_c
     finally:
         d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server)
     assert d.returncode == 0, d.stderr[-2000:]
-    left = cloud.openstack(clouds, demo, "server", "list", "-f", "json")
-    assert left.returncode == 0 and server not in left.stdout
+
+    def gone() -> bool:  # `delete --wait` returns while the list can still say DELETED
+        left = cloud.openstack(clouds, demo, "server", "list", "-f", "json")
+        return left.returncode == 0 and not [x for x in json.loads(left.stdout)
+                                             if x["Name"] == server and x["Status"] != "DELETED"]
+
+    assert cloud.wait_until(gone, 60, 2)
 
 
 def test_the_apis_run_few_processes(compute_cloud):
