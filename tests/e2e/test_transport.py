@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import cloud
 from tui.tasks import hostkeys, paths
 from tui.tasks.engine import Context, Decision, Engine, Phase, Plan, RunState, Step, Transcript
 from tui.tasks.sandbox import add_user
@@ -111,12 +112,7 @@ def running(box, pattern: str) -> bool:
 
 
 def wait_until(pred, timeout: float, interval: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
+    return cloud.wait_until(pred, timeout, interval)
 
 
 def host_fingerprint(box, kind: str = "ed25519") -> str:
