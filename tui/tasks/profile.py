@@ -8,7 +8,6 @@ and nothing is overwritten.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths, platforms
-from .errors import Failure
 from .fsutil import FileRefused, atomic_write, read_regular
 from .services import REGISTRY
 from .secrets import (
@@ -29,8 +27,27 @@ from .secrets import (
     validate,
 )
 from .tomldoc import merge, where_in
+from .profile_schema import (  # noqa: F401  (the names other modules use as pr.*)
+    COMPUTE,
+    CONTROLLER,
+    HOSTNAME_RE,
+    MAX_PATH_CHARS,
+    ROLES,
+    USER_RE,
+    ZONE_RE,
+    HostConfig,
+    ProfileError,
+    read_fields,
+    read_hosts,
+    hosts_errors,
+    is_file as _is_file,
+    show as _show,
+    text_error as _text_error,
+    v1_text_as_v2,
+    valid_host,
+)
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 SERVICES = tuple(s.id for s in REGISTRY)
 # What a new profile selects: the control plane; compute (Placement, Nova, Neutron) is opt-in.
 DEFAULT_SERVICES = tuple(s.id for s in REGISTRY if s.default)
@@ -49,38 +66,8 @@ SUITABLE_IMAGE = ("a bootable cloud disk image (qcow2 or raw); CirrOS (20 MB) is
                   "testing, a distribution's cloud image for real use")
 # Every pattern is used with fullmatch (and ends in \Z): `$` would let a final newline through.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-HOSTNAME_RE = re.compile(
-    r"(?=[A-Za-z0-9.-]{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
-)
 REGION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?\Z")
-ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 URL_RE = re.compile(r"(https?|file)://\S+\Z")
-MAX_PATH_CHARS = 4096
-
-
-class ProfileError(Failure, ValueError):
-    """A profile that cannot be used; the message names file, key and reason."""
-
-    def __init__(self, message: str, *, file: Path | str | None = None, key: str | None = None):
-        self.file = str(file) if file else None
-        self.key = key
-        self.reason = message
-        where = ""
-        if file:
-            where += f"{file}: "
-        if key:
-            where += f"[{key}] "
-        super().__init__(where + message)
-
-
-@dataclass
-class HostConfig:
-    address: str = ""
-    port: int = 22
-    user: str = "root"
-    key_file: str | None = None
 
 
 @dataclass
@@ -111,15 +98,73 @@ class ImageConfig:
         return self.file or self.url or DEFAULT_IMAGE_URL
 
 
-@dataclass
+@dataclass(init=False)
 class Profile:
+    """What to install where.  ``hosts`` are every host described; ``host`` (what the engine
+    and the screens use) is the controller: the one host of a single-host profile."""
+
     name: str
-    host: HostConfig = field(default_factory=HostConfig)
-    openstack: OpenStackConfig = field(default_factory=OpenStackConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
-    path: Path | None = None
-    inline_secrets: dict[str, str] = field(default_factory=dict)
-    version: int = PROFILE_VERSION
+    hosts: list[HostConfig]
+    openstack: OpenStackConfig
+    image: ImageConfig
+    path: Path | None
+    inline_secrets: dict[str, str]
+    version: int
+
+    def __init__(self, name: str, host: HostConfig | None = None,
+                 openstack: OpenStackConfig | None = None, image: ImageConfig | None = None,
+                 path: Path | None = None, inline_secrets: dict[str, str] | None = None,
+                 version: int = PROFILE_VERSION, *, hosts: list[HostConfig] | None = None):
+        if host is not None and hosts is not None:
+            raise TypeError("give host (one host) or hosts, not both")
+        self.name = name
+        self.hosts = list(hosts) if hosts is not None else [host or HostConfig()]
+        self.openstack = openstack if openstack is not None else OpenStackConfig()
+        self.image = image if image is not None else ImageConfig()
+        self.path = path
+        self.inline_secrets = dict(inline_secrets or {})
+        self.version = version
+
+    @property
+    def controller(self) -> HostConfig | None:
+        """The host with the controller role (the first one when a broken profile has two)."""
+        return next((h for h in self.hosts if CONTROLLER in h.roles), None)
+
+    @property
+    def host(self) -> HostConfig:
+        """The controller; the first host while none has the role (a profile being edited)."""
+        found = self.controller
+        if found is not None:
+            return found
+        if not self.hosts:
+            raise ProfileError("no host described", file=self.path, key="hosts")
+        return self.hosts[0]
+
+    @host.setter
+    def host(self, value: HostConfig) -> None:
+        if not self.hosts:
+            self.hosts.append(value)
+        else:
+            current = self.host
+            self.hosts = [value if h is current else h for h in self.hosts]
+
+    @property
+    def computes(self) -> list[HostConfig]:
+        """The hosts with the compute role, in the profile's order."""
+        return [h for h in self.hosts if COMPUTE in h.roles]
+
+    def require_single_host(self) -> None:
+        """Refuse a profile of several hosts before anything is installed: this version
+        installs one host, and installing only the controller would silently skip the rest."""
+        if len(self.hosts) <= 1:
+            return
+        others = ", ".join(f"{_show(h.name)} ({h.address})" for h in self.hosts
+                           if h is not self.host)
+        raise ProfileError(
+            f"describes {len(self.hosts)} hosts, but this stack-tui installs one host; "
+            f"installing would use only {_show(self.host.name)} ({self.host.address}) and "
+            f"ignore {others}. Keep one [[hosts]] entry (roles = [\"controller\", "
+            f"\"compute\"]) to install now", file=self.path, key="hosts")
 
     # -- derived -------------------------------------------------------
     @property
@@ -146,12 +191,7 @@ class Profile:
     def to_dict(self, *, with_secrets: bool = False) -> dict:
         data: dict = {
             "version": self.version,
-            "host": {
-                "address": self.host.address,
-                "port": self.host.port,
-                "user": self.host.user,
-                "key_file": self.host.key_file,
-            },
+            "hosts": [h.to_dict() for h in self.hosts],
             "openstack": {
                 "region": self.openstack.region,
                 "endpoint_host": self.openstack.endpoint_host,
@@ -176,12 +216,17 @@ class Profile:
 
     def dumps(self, old_text: str | None = None) -> str:
         """The profile as TOML; written into ``old_text`` (the file as the user left it)
-        when given, so their comments and key order survive."""
+        when given, so their comments and key order survive.  A version 1 text's [host]
+        table becomes the [[hosts]] entry in place (its comments stay)."""
+        if old_text:
+            old_text = v1_text_as_v2(old_text) or old_text
         return merge(old_text, self.to_dict(with_secrets=True),
                      header=f"# stack-tui profile '{self.name}'")
 
-    def validate(self) -> None:
-        errors = validation_errors(self)
+    def validate(self, *, list_form: bool | None = None) -> None:
+        """Raise the first problem as a ProfileError.  ``list_form``: name a host's keys
+        ``hosts[N]`` (True: the file lists [[hosts]]), ``host`` (False) or by count (None)."""
+        errors = validation_errors(self, list_form=list_form)
         if errors:
             key, reason = errors[0]
             raise ProfileError(reason, file=self.path, key=key)
@@ -190,74 +235,10 @@ class Profile:
 # ---------------------------------------------------------------------------
 # validation
 
-def valid_host(value: str) -> bool:
-    """A host name or an IP address; an IPv6 zone (``fe80::1%eth0``) only of the characters
-    an interface name has: the value lands in Apache and oslo.config files and shell lines."""
-    if not isinstance(value, str) or not value or len(value) > 253:
-        return False
-    if "%" in value:
-        addr, _, zone = value.partition("%")
-        if not ZONE_RE.fullmatch(zone) or ":" not in addr:
-            return False
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "\"'`$;\\" for c in value):
-        return False
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return bool(HOSTNAME_RE.fullmatch(value)) and not value.replace(".", "").isdigit()
-
-
-def _show(value: str, quote: bool = True) -> str:
-    """A value for a message: as is when printable and short, else escaped (repr), so a
-    newline or an escape sequence in it cannot break the message or the terminal."""
-    if value.isprintable() and len(value) <= 80:
-        return f"'{value}'" if quote else value
-    return repr(value[:80])
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # a name too long for the file system
-        return False
-
-
-def _text_error(value: str | None, max_chars: int) -> str | None:
-    """Why a free-text field (a path, a URL, an image name) cannot be used, or None."""
-    if value is None:
-        return None
-    if len(value) > max_chars:
-        return f"is {len(value)} characters long; at most {max_chars}"
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        return "contains a control character (newline, tab, escape or similar)"
-    return None
-
-
-def validation_errors(p: Profile) -> list[tuple[str, str]]:
+def validation_errors(p: Profile, *, list_form: bool | None = None) -> list[tuple[str, str]]:
     """Every problem as (key, reason); empty when the profile is usable."""
-    errs: list[tuple[str, str]] = []
-    h, o, i = p.host, p.openstack, p.image
-    if not h.address:
-        errs.append(("host.address", "no host address given"))
-    elif not valid_host(h.address):
-        errs.append(("host.address", f"{_show(h.address)} is not a hostname or IP address "
-                                     "(no spaces, quotes, $, `, ; or control characters; an "
-                                     "IPv6 zone is letters, digits, _ . -)"))
-    if not 1 <= h.port <= 65535:
-        errs.append(("host.port", f"port {h.port} is outside 1-65535"))
-    if not h.user or not USER_RE.fullmatch(h.user):
-        errs.append(("host.user", f"{_show(h.user)} is not a valid user name"))
-    why = _text_error(h.key_file, MAX_PATH_CHARS)
-    if why:
-        errs.append(("host.key_file", f"the key file name {why}"))
-    elif h.key_file:
-        kf = Path(h.key_file).expanduser()
-        if not _is_file(kf):
-            errs.append(("host.key_file", f"key file {kf} " + ("is not a regular file"
-                         if os.path.lexists(kf) else "does not exist")))
-        elif not os.access(kf, os.R_OK):
-            errs.append(("host.key_file", f"key file {kf} is not readable"))
+    errs = hosts_errors(p.hosts, list_form)
+    o, i = p.openstack, p.image
     if not REGION_RE.fullmatch(o.region or ""):
         errs.append(("openstack.region", f"{_show(o.region)} is not a valid region name "
                                          "(letters, digits, _ . -)"))
@@ -309,7 +290,6 @@ def _image_errors(i: ImageConfig, used: bool) -> list[tuple[str, str]]:
 
 
 _SCHEMA = {
-    "host": (HostConfig, {"address": str, "port": int, "user": str, "key_file": (str, type(None))}),
     "openstack": (
         OpenStackConfig,
         {"region": str, "endpoint_host": (str, type(None)), "services": list, "demo": bool,
@@ -321,53 +301,51 @@ _SCHEMA = {
          "container_format": str, "visibility": str, "upload": bool},
     ),
 }
+# The top-level keys of each version: version 1 has one [host], version 2 [[hosts]].
+_TOP_KEYS = {1: ("version", "host", "openstack", "image", "secrets"),
+             2: ("version", "hosts", "openstack", "image", "secrets")}
 
-_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
-
-
-def _typename(t) -> str:
-    if isinstance(t, tuple):
-        t = t[0]
-    return _TYPE_NAMES.get(t, t.__name__)
-
-
-def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
+def _version(data: dict, path: Path | None) -> int:
     version = data.get("version")
+    writes = f"this stack-tui writes version = {PROFILE_VERSION}"
     if version is None:
-        raise ProfileError("missing 'version' (this stack-tui writes version = 1)", file=path, key="version")
+        raise ProfileError(f"missing 'version' ({writes})", file=path, key="version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ProfileError("must be a whole number", file=path, key="version")
     if version < 1:
-        raise ProfileError(f"profile version {version} is not valid (this stack-tui writes version = 1)",
+        raise ProfileError(f"profile version {version} is not valid ({writes})",
                            file=path, key="version")
     if version > PROFILE_VERSION:
         raise ProfileError(
             f"profile version {version} is newer than this stack-tui understands ({PROFILE_VERSION}); upgrade stack-tui",
             file=path, key="version")
+    return version
+
+
+def _check_form(data: dict, version: int, path: Path | None) -> None:
+    """The keys the version has: [host] only in version 1, [[hosts]] only in version 2."""
+    if version == 1 and "hosts" in data:
+        raise ProfileError("[[hosts]] entries are the version 2 form, but this file says "
+                           "version = 1: set version = 2 (each entry with name and roles), "
+                           "or describe the one host in a [host] table", file=path, key="hosts")
+    if version >= 2 and "host" in data:
+        raise ProfileError("[host] is the version 1 form; a version 2 profile lists its hosts "
+                           "as [[hosts]] entries, each with name, roles and address (or set "
+                           "version = 1 for a single [host])", file=path, key="host")
+    known = _TOP_KEYS[version]
     for key in data:
-        if key not in ("version", "host", "openstack", "image", "secrets"):
-            raise ProfileError(f"unknown key {_show(key)} (known: version, host, openstack, image, secrets)",
+        if key not in known:
+            raise ProfileError(f"unknown key {_show(key)} (known: {', '.join(known)})",
                                file=path, key=_show(key, quote=False))
-    if "host" not in data:
-        raise ProfileError("missing [host] table with at least address = \"...\"", file=path, key="host")
-    built = {}
-    for table, (cls, fields) in _SCHEMA.items():
-        raw = data.get(table, {})
-        if not isinstance(raw, dict):
-            raise ProfileError("must be a table", file=path, key=table)
-        kwargs = {}
-        for key, value in raw.items():
-            if key not in fields:
-                raise ProfileError(f"unknown key {_show(key)} (known: {', '.join(fields)})", file=path,
-                                   key=f"{table}.{_show(key, quote=False)}")
-            want = fields[key]
-            ok = isinstance(value, want) and not (isinstance(value, bool) and want is int)
-            if not ok:
-                raise ProfileError(f"must be {_typename(want)}, not {type(value).__name__}", file=path, key=f"{table}.{key}")
-            if want is list and not all(isinstance(v, str) for v in value):
-                raise ProfileError("must be a list of strings", file=path, key=f"{table}.{key}")
-            kwargs[key] = value
-        built[table] = cls(**kwargs)
+
+
+def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
+    """A profile from parsed TOML of version 1 or 2 (in memory it is always version 2)."""
+    version = _version(data, path)
+    _check_form(data, version, path)
+    hosts = read_hosts(data, version, path)
+    built = {table: cls(**read_fields(data.get(table, {}), fields, table, path))
+             for table, (cls, fields) in _SCHEMA.items()}
     secrets_raw = data.get("secrets", {})
     if not isinstance(secrets_raw, dict):
         raise ProfileError("must be a table", file=path, key="secrets")
@@ -377,8 +355,9 @@ def from_dict(data: dict, *, name: str, path: Path | None = None) -> Profile:
                                file=path, key=f"secrets.{_show(key, quote=False)}")
         if not isinstance(value, str):
             raise ProfileError("must be a string", file=path, key=f"secrets.{key}")
-    profile = Profile(name=name, path=path, inline_secrets=dict(secrets_raw), version=PROFILE_VERSION, **built)
-    profile.validate()
+    profile = Profile(name=name, path=path, inline_secrets=dict(secrets_raw),
+                      version=PROFILE_VERSION, hosts=hosts, **built)
+    profile.validate(list_form=version >= 2)
     return profile
 
 
