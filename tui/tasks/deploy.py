@@ -49,6 +49,9 @@ def describe_plan(profile) -> str:
     forced = profile.openstack.platform != "auto"
     say(f"Profile {profile.name}: {profile.host.user}@{profile.host.address}:{profile.host.port}, "
         f"region {profile.openstack.region}, endpoints on {profile.endpoint_host}")
+    if len(profile.hosts) > 1:
+        say(f"Hosts: {len(profile.hosts)} described; this version installs one host, so "
+            "`stack-tui apply` refuses this profile (the plan shows the controller's part)")
     say(f"Platform: {plat.name}, OpenStack {plat.openstack}"
         + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
         + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))

@@ -41,8 +41,10 @@ from .profile_schema import (  # noqa: F401  (the names other modules use as pr.
     read_hosts,
     hosts_errors,
     is_file as _is_file,
+    keep_v1_text,
     show as _show,
     text_error as _text_error,
+    v1_backup_path,
     v1_text_as_v2,
     valid_host,
 )
@@ -429,7 +431,9 @@ def save(profile: Profile, *, path: Path | None = None) -> Path:
         target = paths.profiles_dir() / f"{profile.name}.toml"
     if Path(target).is_dir():
         raise ProfileError("is a directory; cannot save the profile there", file=target)
-    atomic_write(target, profile.dumps(_existing_text(target)).encode(), mode=0o600)
+    old_text = _existing_text(target)
+    keep_v1_text(Path(target), old_text)
+    atomic_write(target, profile.dumps(old_text).encode(), mode=0o600)
     profile.path = target
     return target
 
@@ -441,15 +445,16 @@ def list_profiles() -> list[str]:
 
 
 def deletable_files(name: str) -> list[Path]:
-    """The files `delete(name)` would remove: the profile and its secrets file, both in the
-    profiles directory, found by name only (a path is refused).  A symlink there is itself
+    """The files `delete(name)` would remove: the profile, its secrets file and the version 1
+    copy saving kept (``NAME.toml.v1``), all in the profiles directory, found by name only (a path is refused).  A symlink there is itself
     removed, never what it points to; a directory is refused."""
     if not NAME_RE.fullmatch(name or "") or name.endswith(".secrets"):
         raise ProfileError(f"{_show(name)} is not a profile name (give the name `stack-tui "
                            "profiles list` shows, not a path)")
     base = paths.profiles_dir()
     found = []
-    for p in (base / f"{name}.toml", base / f"{name}.secrets.toml"):
+    for p in (base / f"{name}.toml", base / f"{name}.secrets.toml",
+              v1_backup_path(base / f"{name}.toml")):
         try:
             st = os.lstat(p)
         except FileNotFoundError:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Failure
+from .fsutil import atomic_write
 
 CONTROLLER, COMPUTE = "controller", "compute"
 ROLES = (CONTROLLER, COMPUTE)
@@ -250,6 +251,28 @@ def v1_text_as_v2(old_text: str) -> str | None:
     if "host" in new or new.pop("hosts", None) != [host] or new != old:
         return None
     return new_text
+
+
+def v1_backup_path(path: Path) -> Path:
+    """Where the version 1 text of the profile at ``path`` is kept: ``NAME.toml.v1``."""
+    return path.with_name(path.name + ".v1")
+
+
+def keep_v1_text(path: Path, old_text: str | None) -> Path | None:
+    """Before a version 1 file is first saved as version 2, its text is kept beside it (for
+    an older stack-tui, which cannot read version 2), 0600 like the profile since it may
+    hold inline secrets.  An existing copy is never overwritten.  The copy's path, or None."""
+    if not old_text:
+        return None
+    try:
+        version = tomllib.loads(old_text).get("version")
+    except tomllib.TOMLDecodeError:
+        return None
+    backup = v1_backup_path(Path(path))
+    if version != 1 or os.path.lexists(backup):
+        return None
+    atomic_write(backup, old_text.encode(), mode=0o600)
+    return backup
 
 
 # ---------------------------------------------------------------------------

@@ -47,7 +47,11 @@ def open_session(
     secrets: Secrets | None = None,
     reset_state: bool = False,
 ) -> Session:
-    """Secrets (generated and saved when missing), redactor, transport (not yet connected)."""
+    """Secrets (generated and saved when missing), redactor, transport (not yet connected).
+
+    Every install, check and TUI run starts here: a profile of several hosts is refused
+    (ProfileError) before any secret is written or host contacted; this version installs one."""
+    profile.require_single_host()
     made: list[str] = []
     if secrets is None:
         secrets, made = prepare_secrets(profile)
