@@ -318,3 +318,38 @@ def test_the_plan_text_says_a_profile_of_several_hosts_is_not_installed(tmp_path
     assert "Hosts: 3 described; this version installs one host" in many
     one = deploy.describe_plan(pr.load(write(tmp_path, V1, "one.toml")))
     assert "Hosts:" not in one
+
+
+def test_stack_tui_apply_refuses_several_hosts_with_a_message(tmp_path, home):
+    """The real command line: exit 2 (usage), one readable line naming the ignored hosts, no
+    traceback, no secrets file, no log of a run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write(tmp_path, THREE)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_TUI_")}
+    env.update(PYTHONPATH=root, STACK_TUI_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "tui.cli", "apply", str(path), "--yes"],
+                       capture_output=True, text=True, timeout=60, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr
+    assert "describes 3 hosts" in r.stderr and "ignore 'cmp1'" in r.stderr
+    assert "Traceback" not in r.stderr and "Installing on" not in r.stdout
+    assert not (tmp_path / "lab.secrets.toml").exists()
+
+
+def test_the_tuis_start_refuses_several_hosts_before_connecting(tmp_path):
+    """The progress screen's runner (LiveRunner.connect) goes through the same entry point;
+    the screen shows the ProfileError as "Could not start: ..." (connect_failure)."""
+    from tui.app import LiveRunner
+    from tui.screens.progress_view import connect_failure
+
+    p = pr.load(write(tmp_path, THREE))
+    live = LiveRunner(p, pr.load_secrets(p))
+    with pytest.raises(ProfileError) as ei:
+        live.connect(lambda host, key_type, fingerprint: False)
+    assert live.session is None     # no transport was made
+    stopped = connect_failure(ei.value, tmp_path / "state.json")
+    assert stopped.status.plain.startswith("Could not start: ") and "describes 3 hosts" in stopped.status.plain
