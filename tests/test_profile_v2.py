@@ -353,3 +353,18 @@ def test_the_tuis_start_refuses_several_hosts_before_connecting(tmp_path):
     assert live.session is None     # no transport was made
     stopped = connect_failure(ei.value, tmp_path / "state.json")
     assert stopped.status.plain.startswith("Could not start: ") and "describes 3 hosts" in stopped.status.plain
+
+
+def test_the_documented_example_loads(tmp_path):
+    """docs/multihost.md's three-host example is a valid profile (its key files made real)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "multihost.md").read_text()
+    block = doc[doc.index("```toml\nversion = 2"):]
+    text = block[len("```toml\n"):block.index("\n```")] + "\n"
+    key = tmp_path / "id_ed25519"
+    key.write_text("not a real key\n")
+    p = pr.load(write(tmp_path, text.replace("~/.ssh/id_ed25519", str(key))))
+    assert [(h.name, h.roles) for h in p.hosts] == [
+        ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"]), ("lab-3", ["compute"])]
+    assert p.host.address == "10.199.0.2" and len(p.computes) == 3
