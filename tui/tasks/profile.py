@@ -160,13 +160,15 @@ class Profile:
         installs one host, and installing only the controller would silently skip the rest."""
         if len(self.hosts) <= 1:
             return
-        others = ", ".join(f"{_show(h.name)} ({h.address})" for h in self.hosts
-                           if h is not self.host)
+        def label(h: HostConfig) -> str:
+            return f"{_show(h.name)} ({_show(h.address, quote=False)})"
+
+        others = ", ".join(label(h) for h in self.hosts if h is not self.host)
         raise ProfileError(
             f"describes {len(self.hosts)} hosts, but this stack-tui installs one host; "
-            f"installing would use only {_show(self.host.name)} ({self.host.address}) and "
-            f"ignore {others}. Keep one [[hosts]] entry (roles = [\"controller\", "
-            f"\"compute\"]) to install now", file=self.path, key="hosts")
+            f"installing would use only {label(self.host)} and ignore {others}. Keep one "
+            "[[hosts]] entry (roles = [\"controller\", \"compute\"]) to install now",
+            file=self.path, key="hosts")
 
     # -- derived -------------------------------------------------------
     @property
@@ -446,8 +448,9 @@ def list_profiles() -> list[str]:
 
 def deletable_files(name: str) -> list[Path]:
     """The files `delete(name)` would remove: the profile, its secrets file and the version 1
-    copy saving kept (``NAME.toml.v1``), all in the profiles directory, found by name only (a path is refused).  A symlink there is itself
-    removed, never what it points to; a directory is refused."""
+    copy saving kept (``NAME.toml.v1``), all in the profiles directory, found by name only
+    (a path is refused).  A symlink there is itself removed, never what it points to; a
+    directory is refused."""
     if not NAME_RE.fullmatch(name or "") or name.endswith(".secrets"):
         raise ProfileError(f"{_show(name)} is not a profile name (give the name `stack-tui "
                            "profiles list` shows, not a path)")

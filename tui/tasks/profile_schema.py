@@ -299,7 +299,8 @@ def read_fields(raw, fields: dict, where: str, path: Path | None) -> dict:
         want = fields[key]
         ok = isinstance(value, want) and not (isinstance(value, bool) and want is int)
         if not ok:
-            raise ProfileError(f"must be {typename(want)}, not {type(value).__name__}", file=path, key=f"{where}.{key}")
+            raise ProfileError(f"must be {typename(want)}, not {type(value).__name__}",
+                               file=path, key=f"{where}.{key}")
         if want is list and not all(isinstance(v, str) for v in value):
             raise ProfileError("must be a list of strings", file=path, key=f"{where}.{key}")
         kwargs[key] = value
@@ -311,7 +312,8 @@ def read_hosts(data: dict, version: int, path: Path | None) -> list[HostConfig]:
     the [[hosts]] entries, each naming itself and its roles."""
     if version == 1:
         if "host" not in data:
-            raise ProfileError("missing [host] table with at least address = \"...\"", file=path, key="host")
+            raise ProfileError("missing [host] table with at least address = \"...\"",
+                               file=path, key="host")
         return [HostConfig(**read_fields(data["host"], SSH_FIELDS, "host", path))]
     raw = data.get("hosts")
     if raw is None:
