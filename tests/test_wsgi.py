@@ -53,3 +53,23 @@ def test_vhost_loads_the_application_when_each_process_starts():
     # Apache refuses an alias naming a group defined below it: "WSGI process group not yet
     # configured" (found on a real host)
     assert text.index("WSGIDaemonProcess keystone-public") < text.index("WSGIScriptAlias")
+
+
+def test_horizon_compress_runs_the_render_pool_with_one_thread(tmp_path):
+    """pyScss is not thread-safe; django-compressor's offline compress asks for 4 render
+    threads.  The script the static step runs makes any pool one thread, with manage.py's own
+    argv: run here against a stand-in manage.py that builds the pool as compress does."""
+    import subprocess
+    import sys
+
+    from tui.tasks.services import horizon
+
+    manage = tmp_path / "manage.py"
+    manage.write_text("import concurrent.futures, sys\n"
+                      "pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)\n"
+                      "print(pool._max_workers, sys.argv[1:])\n")
+    r = subprocess.run([sys.executable, "-c", horizon.compress_script(str(manage))],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(None, 1) == ["1", "['compress', '--force', '-v0']\n"]
+

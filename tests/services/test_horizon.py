@@ -6,6 +6,8 @@ nothing and restarts nothing; checks only read; other platforms are refused in t
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 
 import pytest
 
@@ -44,7 +46,8 @@ def _host() -> FakeHost:
 
     host.on(rf"^test -s {horizon.MANIFEST}$", manifest)
     host.on(r"^cd /usr/share/openstack-dashboard && python3 \S+manage.py collectstatic "
-            r"--noinput --clear -v0 && python3 \S+manage.py compress --force -v0 && chown ", build)
+            r"--noinput --clear -v0 && python3 -c "
+            + re.escape(shlex.quote(horizon.compress_script())) + " && chown ", build)
     host.on(r"^a2enmod -q wsgi >/dev/null; a2ensite -q openstack-dashboard-alias-only$", (0, ""))
     host.on(r"^test -e /etc/apache2/sites-enabled/openstack-dashboard-alias-only.conf$",
             lambda h, m, s: (0 if horizon.SITE in h.files else 1, ""))
