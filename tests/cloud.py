@@ -81,7 +81,8 @@ def counts(address: str, password: str) -> dict[str, int]:
     return out
 
 
-def openstack(clouds_yaml: Path, cloud: str, *args: str) -> subprocess.CompletedProcess:
+def openstack(clouds_yaml: Path, cloud: str, *args: str,
+              timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)}
     for k in list(env):
         if k.startswith("OS_") and k != "OS_CLIENT_CONFIG_FILE":
@@ -89,7 +90,7 @@ def openstack(clouds_yaml: Path, cloud: str, *args: str) -> subprocess.Completed
     # the openstack CLI of the test venv (python-openstackclient is a test dependency)
     exe = Path(sys.executable).parent / "openstack"
     return subprocess.run([str(exe if exe.exists() else "openstack"), "--os-cloud", cloud, *args], capture_output=True,
-                          text=True, timeout=120, env=env, cwd="/")
+                          text=True, timeout=timeout, env=env, cwd="/")
 
 
 def wait_until(pred, timeout: float, interval: float = 0.3) -> bool:

@@ -361,6 +361,16 @@ def test_the_openstack_cli_agrees(compute_cloud):
     assert [f["Name"] for f in osc("flavor", "list")].count("stack-tui.tiny") == 1
 
 
+def _why_not_active(compute_cloud, server: str) -> str:
+    """The server as admin sees it (status, task, fault) and nova-compute's last words."""
+    clouds = compute_cloud["home"] / "data" / "clouds" / compute_cloud["name"] / "clouds.yaml"
+    show = cloud.openstack(clouds, compute_cloud["name"], "server", "show", "--all-projects",
+                           server, "-f", "json")
+    log = cloud.ssh(compute_cloud["info"], "grep -hE 'WARNING|ERROR|vif|Took' "
+                    "/var/log/nova/nova-compute.log | tail -n 25", timeout=30)
+    return f"\nserver show: {show.stdout[-1500:]}{show.stderr[-500:]}\nnova-compute:\n{log.stdout}"
+
+
 def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_cloud):
     """`openstack server create --wait` as demo, with the clouds.yaml stack-tui wrote (its
     NAME-demo entry), from the uploaded image, on demo-net with the stack-tui keypair: ACTIVE
@@ -372,16 +382,22 @@ def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_c
     clouds = compute_cloud["home"] / "data" / "clouds" / name / "clouds.yaml"
     demo, server = f"{name}-demo", f"osc-{os.getpid()}"
     image = pr.load(name).image.name
-    r = cloud.openstack(clouds, demo, "server", "create", "--flavor", "stack-tui.tiny",
-                        "--image", image, "--network", "demo-net", "--key-name", "stack-tui",
-                        "--wait", "-f", "json", server)
+    t0 = time.monotonic()
     try:
-        assert r.returncode == 0, r.stderr[-2000:]
+        # as long as stack-tui's own boot check allows (a QEMU host, no KVM, under CI's load)
+        r = cloud.openstack(clouds, demo, "server", "create", "--flavor", "stack-tui.tiny",
+                            "--image", image, "--network", "demo-net", "--key-name",
+                            "stack-tui", "--wait", "-f", "json", server, timeout=300)
+        print(f"server create --wait: {time.monotonic() - t0:.0f} s")
+        assert r.returncode == 0, r.stderr[-2000:] + _why_not_active(compute_cloud, server)
         made = json.loads(r.stdout)
         assert made["status"] == "ACTIVE", made
         assert "demo-net" in str(made.get("addresses")), made
+    except subprocess.TimeoutExpired:
+        pytest.fail("server create --wait did not return in 300 s\n"
+                    + _why_not_active(compute_cloud, server))
     finally:
-        d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server)
+        d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server, timeout=180)
     assert d.returncode == 0, d.stderr[-2000:]
 
     def gone() -> bool:  # `delete --wait` returns while the list can still say DELETED
