@@ -267,6 +267,68 @@ def test_the_same_host_written_two_ways_is_one_address(tmp_path):
     assert len(pr.load(write(tmp_path, ok)).hosts) == 3
 
 
+
+# -- management addresses --------------------------------------------------------------
+
+MGMT = THREE.replace('address = "10.198.1.11"', 'address = "192.0.2.11"\nmgmt_address = "10.198.1.11"')\
+    .replace('address = "10.198.1.12"', 'address = "192.0.2.12"\nmgmt_address = "10.198.1.12"')
+
+
+def test_a_management_address_round_trips_and_is_optional(tmp_path):
+    path = write(tmp_path, MGMT)
+    p = pr.load(path)
+    assert [h.mgmt_address for h in p.hosts] == ["10.198.1.11", "10.198.1.12", None]
+    assert p.host.address == "192.0.2.11"   # SSH still goes to the address
+    p.hosts[2].mgmt_address = "10.198.1.13"
+    pr.save(p)
+    again = pr.load(path)
+    assert again == p and again.hosts[2].mgmt_address == "10.198.1.13"
+    assert [h.get("mgmt_address") for h in tomllib.loads(path.read_text())["hosts"]] == \
+        ["10.198.1.11", "10.198.1.12", "10.198.1.13"]
+    again.hosts[0].mgmt_address = None   # removed again: the key goes, detection as before
+    pr.save(again)
+    assert "mgmt_address" not in tomllib.loads(path.read_text())["hosts"][0]
+    assert pr.load(path).hosts[0].mgmt_address is None
+    assert pr.from_dict(again.to_dict(with_secrets=True), name="lab", path=path) == again
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("10.198.1.12", "already the management address of hosts[2]"),
+    ("10.198.1.12\\n", "not an IPv4 address"),
+    ("10.198.1.12 ", "not an IPv4 address"),
+    ("cmp2.example", "not an IPv4 address"),
+    ("fd00::13", "not an IPv4 address"),
+    ("10.198.1.256", "not an IPv4 address"),
+    ("010.198.1.13", "not an IPv4 address"),
+    ("127.0.1.1", "loopback"),
+    ("0.0.0.0", "loopback, unspecified"),
+    ("10.198.1.13; reboot", "not an IPv4 address"),
+])
+def test_a_bad_management_address_is_refused_naming_its_key(tmp_path, value, reason):
+    text = MGMT.replace('port = 2222', f'port = 2222\nmgmt_address = "{value}"')
+    exc = refused(tmp_path, text, "hosts[3].mgmt_address", reason)
+    assert "\n" not in str(exc)
+
+
+def test_a_management_address_must_be_a_string(tmp_path):
+    refused(tmp_path, MGMT.replace('port = 2222', 'port = 2222\nmgmt_address = 13'),
+            "hosts[3].mgmt_address", "must be a string")
+
+
+def test_a_version_1_host_has_no_management_address(tmp_path):
+    refused(tmp_path, V1.replace('user = "deploy"', 'user = "deploy"\nmgmt_address = "10.0.0.1"'),
+            "host.mgmt_address", "unknown key")
+    p = pr.load(write(tmp_path, V1))
+    assert p.host.mgmt_address is None
+    pr.save(p)
+    assert "mgmt_address" not in p.path.read_text()
+
+
+def test_one_host_in_memory_names_its_management_address_key():
+    p = Profile(name="one", host=HostConfig(address="10.0.0.5", mgmt_address="10.0.0"))
+    assert [k for k, _ in pr.validation_errors(p)] == ["host.mgmt_address"]
+
+
 @pytest.mark.parametrize("text, key, reason", [
     ("version = 2\n", "hosts", "missing [[hosts]]"),
     ('version = 2\nhosts = "10.0.0.1"\n', "hosts", "must be [[hosts]] entries"),

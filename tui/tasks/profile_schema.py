@@ -40,7 +40,8 @@ ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 MAX_PATH_CHARS = 4096
 # The keys of one host: a version 1 [host] table has the SSH ones, a [[hosts]] entry all.
 SSH_FIELDS = {"address": str, "port": int, "user": str, "key_file": (str, type(None))}
-HOST_FIELDS = {"name": str, "roles": list, **SSH_FIELDS}
+# ``mgmt_address`` only in a [[hosts]] entry: a version 1 [host] reads as it always did.
+HOST_FIELDS = {"name": str, "roles": list, **SSH_FIELDS, "mgmt_address": (str, type(None))}
 
 
 class ProfileError(Failure, ValueError):
@@ -66,10 +67,14 @@ class HostConfig:
     key_file: str | None = None
     name: str = SINGLE_HOST_NAME
     roles: list[str] = field(default_factory=lambda: list(ROLES))
+    # The host's IPv4 address on the management network, where the services talk (the
+    # address above is how stack-tui reaches it over SSH); None: detected from its name.
+    mgmt_address: str | None = None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "roles": list(self.roles), "address": self.address,
-                "port": self.port, "user": self.user, "key_file": self.key_file}
+                "port": self.port, "user": self.user, "key_file": self.key_file,
+                "mgmt_address": self.mgmt_address}
 
 
 # ---------------------------------------------------------------------------
@@ -157,6 +162,9 @@ def _one_host_errors(h: HostConfig, key: str) -> list[tuple[str, str]]:
         errs.append((f"{key}.port", f"port {h.port} is outside 1-65535"))
     if not h.user or not USER_RE.fullmatch(h.user):
         errs.append((f"{key}.user", f"{show(h.user)} is not a valid user name"))
+    why = mgmt_address_error(h.mgmt_address)
+    if why:
+        errs.append((f"{key}.mgmt_address", why))
     why = text_error(h.key_file, MAX_PATH_CHARS)
     if why:
         errs.append((f"{key}.key_file", f"the key file name {why}"))
@@ -168,6 +176,26 @@ def _one_host_errors(h: HostConfig, key: str) -> list[tuple[str, str]]:
         elif not os.access(kf, os.R_OK):
             errs.append((f"{key}.key_file", f"key file {kf} is not readable"))
     return errs
+
+
+def mgmt_address_error(value: str | None) -> str | None:
+    """Why ``value`` cannot be a host's management address, or None (None: not given).  An
+    IPv4 address written plainly: the host name is mapped to it in /etc/hosts and checked
+    with IPv4 lookups, and it lands in the services' configuration files."""
+    if value is None:
+        return None
+    shown = show(value) if isinstance(value, str) else repr(value)
+    try:
+        addr = ipaddress.IPv4Address(value) if isinstance(value, str) else None
+    except ValueError:
+        addr = None
+    if addr is None or str(addr) != value:
+        return (f"{shown} is not an IPv4 address (the host's address on the management "
+                "network, such as 10.0.0.11; leave it out to use the address the host's name "
+                "resolves to)")
+    if addr.is_loopback or addr.is_unspecified or addr.is_multicast:
+        return f"{shown} is a loopback, unspecified or multicast address, not a host's address"
+    return None
 
 
 def _roles_errors(roles: list[str], key: str) -> list[tuple[str, str]]:
@@ -190,7 +218,8 @@ def _address_key(address: str, port: int) -> tuple[str, int]:
 
 
 def _set_errors(hosts: list[HostConfig], list_form: bool) -> list[tuple[str, str]]:
-    """Across the hosts: exactly one controller, names and address:port each used once."""
+    """Across the hosts: exactly one controller, names, address:port and management
+    addresses each used once."""
     errs: list[tuple[str, str]] = []
     controllers = [i for i, h in enumerate(hosts) if CONTROLLER in h.roles]
     if not controllers:
@@ -204,6 +233,7 @@ def _set_errors(hosts: list[HostConfig], list_form: bool) -> list[tuple[str, str
                      f"{show(str(hosts[first].name))} is one); exactly one host is the controller"))
     names: dict[str, int] = {}
     seen: dict[tuple[str, int], int] = {}
+    mgmts: dict[str, int] = {}
     for i, h in enumerate(hosts):
         key = host_key(i, list_form)
         if isinstance(h.name, str) and h.name.lower() in names:
@@ -211,6 +241,13 @@ def _set_errors(hosts: list[HostConfig], list_form: bool) -> list[tuple[str, str
                                         f"{host_key(names[h.name.lower()], list_form)}"))
         elif isinstance(h.name, str):
             names[h.name.lower()] = i
+        if isinstance(h.mgmt_address, str) and mgmt_address_error(h.mgmt_address) is None:
+            if h.mgmt_address in mgmts:
+                errs.append((f"{key}.mgmt_address", f"{show(h.mgmt_address)} is already the "
+                             f"management address of {host_key(mgmts[h.mgmt_address], list_form)}"
+                             "; each host has its own"))
+            else:
+                mgmts[h.mgmt_address] = i
         if not (isinstance(h.address, str) and h.address and isinstance(h.port, int)):
             continue
         where = _address_key(h.address, h.port)
