@@ -133,3 +133,49 @@ def test_memory_is_read_on_debian_12_whose_mawk_prints_big_numbers_in_e_notation
     out = subprocess.run([mawk, prog, str(tmp_path / "meminfo")], capture_output=True,
                          text=True, check=True).stdout
     assert out == "25276194816\n"
+
+
+# -- the host name against a management address the profile gives ---------------------
+
+def _hostname_row(tmp_path, resolved: list[str], have: list[str], mgmt: str | None,
+                  host: FakeHost | None = None):
+    from tui.tasks.preflight.checks import _hostname
+
+    p = _profile()
+    p.host.mgmt_address = mgmt
+    ctx = (host or FakeHost()).ctx(p, state_path=tmp_path / "state.json")
+    return ctx, _hostname(ctx, "lab-1", resolved, have)
+
+
+def test_a_name_on_the_management_address_is_ok_when_the_profile_gives_it(tmp_path):
+    # A group host: reached over SSH at 10.0.0.5, named on the management network.
+    _, res = _hostname_row(tmp_path, ["10.198.1.11"], ["127.0.0.1", "10.0.0.5", "10.198.1.11"],
+                           "10.198.1.11")
+    assert res.level == preflight.OK and "10.198.1.11, the management address" in res.why
+
+
+def test_a_name_on_another_local_address_blocks_when_a_management_address_is_given(tmp_path):
+    host = FakeHost().put("/etc/hosts", "127.0.0.1 localhost\n10.0.0.5 lab-1\n")
+    host.on(r".", (0, ""))
+    ctx, res = _hostname_row(tmp_path, ["10.0.0.5"], ["127.0.0.1", "10.0.0.5", "10.198.1.11"],
+                             "10.198.1.11", host)
+    assert res.level == preflight.BLOCKING and "not to 10.198.1.11 alone" in res.why
+    assert "map lab-1 to 10.198.1.11" in res.fix_hint
+    res.fix(ctx)
+    lines = host.files["/etc/hosts"].decode().splitlines()
+    assert "10.198.1.11 lab-1" in lines and "10.0.0.5 lab-1" not in lines
+    # the same name and addresses without mgmt_address: as before, any local address is fine
+    _, res = _hostname_row(tmp_path, ["10.0.0.5"], ["127.0.0.1", "10.0.0.5", "10.198.1.11"], None)
+    assert res.level == preflight.OK and "lab-1 resolves to 10.0.0.5" in res.why
+
+
+def test_a_management_address_the_host_lacks_blocks_without_a_fix(tmp_path):
+    _, res = _hostname_row(tmp_path, ["10.198.1.11"], ["127.0.0.1", "10.0.0.5"], "10.198.1.11")
+    assert res.level == preflight.BLOCKING and res.fix is None
+    assert "no such address (10.0.0.5)" in res.why and "mgmt_address" in res.fix_hint
+
+
+def test_a_name_on_the_management_address_and_another_blocks(tmp_path):
+    _, res = _hostname_row(tmp_path, ["10.0.0.5", "10.198.1.11"],
+                           ["127.0.0.1", "10.0.0.5", "10.198.1.11"], "10.198.1.11")
+    assert res.level == preflight.BLOCKING and res.fix is not None

@@ -4,8 +4,10 @@ them already done with the management address still known."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.fakehost import FakeHost, run_plan
-from tui.tasks.engine import Plan, RunState, Status
+from tui.tasks.engine import Plan, RunState, Status, StepError
 from tui.tasks.platforms import PLATFORMS
 from tui.tasks.profile import Profile
 from tui.tasks.redact import Redactor
@@ -140,3 +142,85 @@ def test_packages_ask_the_package_manager_not_the_family(tmp_path, monkeypatch):
     finally:
         prepare.platform_of = prepare_platform
     assert all(c.startswith("dpkg-query") for c in host.commands), host.commands
+
+
+# -- a management address the profile gives -------------------------------------------
+
+MGMT = "10.198.1.11"
+
+
+def _mgmt_profile(fix_hosts: bool = True) -> Profile:
+    p = _profile()
+    p.host.mgmt_address = MGMT
+    p.openstack.fix_hosts = fix_hosts
+    return p
+
+
+def _mgmt_host(have: str = f"127.0.0.1\n10.0.0.5\n{MGMT}\n") -> FakeHost:
+    """node1 (reached over SSH at 10.0.0.5) resolves to whatever /etc/hosts maps it to."""
+    def answer(h, _m, _stdin):
+        text = h.files.get("/etc/hosts", b"").decode()
+        ip = next((ln.split()[0] for ln in text.splitlines()
+                   if "node1" in ln.split()[1:] and not ln.startswith("127.0.0.1")), "")
+        return 0, f"node1\n---\n{ip}\n---\n{have}"
+
+    host = FakeHost().put("/etc/os-release", OS_RELEASE)
+    host.put("/etc/hosts", "127.0.0.1 localhost\n10.0.0.5 node1\n")
+    host.on(r".", (0, ""))  # fix_hosts_file's helper commands (backup etc.)
+    host.on(r"^hostname; echo ---; getent ahostsv4", answer)   # later rules win
+    return host
+
+
+def test_the_name_is_mapped_to_the_management_address_the_profile_gives(tmp_path):
+    # The name resolves to a local address (the SSH one): fine without mgmt_address, but the
+    # profile says the services talk on the management network.
+    host = _mgmt_host()
+    ctx = host.ctx(_mgmt_profile(), state_path=tmp_path / "s.json")
+    step = _steps()["prepare.hostname"]
+    assert step.check(ctx) is False and host.writes == []
+    out = _outputs(ctx)
+    step.run(ctx)
+    assert ctx.facts["mgmt_address"] == MGMT and ctx.facts["hostname"] == "node1"
+    assert host.writes == ["/etc/hosts"]
+    lines = host.files["/etc/hosts"].decode().splitlines()
+    assert f"{MGMT} node1" in lines and "10.0.0.5 node1" not in lines
+    assert "127.0.0.1 localhost" in lines
+    assert any("the management address the profile gives" in ln for ln in out)
+    assert step.check(ctx) is True   # and a re-run finds it done
+
+
+def test_a_name_already_on_the_management_address_is_recorded_without_a_write(tmp_path):
+    host = _mgmt_host()
+    host.put("/etc/hosts", f"127.0.0.1 localhost\n{MGMT} node1\n")
+    ctx = host.ctx(_mgmt_profile(), state_path=tmp_path / "s.json")
+    step = _steps()["prepare.hostname"]
+    mark = host.mark()
+    step.run(ctx)
+    assert ctx.facts["mgmt_address"] == MGMT and host.since(mark)[1] == []
+
+
+def test_without_a_management_address_the_detected_one_is_kept(tmp_path):
+    # The same host, mgmt_address left out: the name's local address (10.0.0.5) is used.
+    host = _mgmt_host()
+    ctx = host.ctx(_profile(), state_path=tmp_path / "s.json")
+    _steps()["prepare.hostname"].run(ctx)
+    assert ctx.facts["mgmt_address"] == "10.0.0.5" and host.writes == []
+
+
+def test_a_management_address_the_host_lacks_stops_before_any_write(tmp_path):
+    host = _mgmt_host(have="127.0.0.1\n10.0.0.5\n")
+    ctx = host.ctx(_mgmt_profile(), state_path=tmp_path / "s.json")
+    with pytest.raises(StepError) as err:
+        _steps()["prepare.hostname"].run(ctx)
+    assert MGMT in err.value.what and "mgmt_address" in err.value.what
+    assert "mgmt_address" in err.value.hint and host.writes == []
+    assert "mgmt_address" not in ctx.facts
+
+
+def test_without_fix_hosts_the_mismatch_names_the_management_address(tmp_path):
+    host = _mgmt_host()
+    ctx = host.ctx(_mgmt_profile(fix_hosts=False), state_path=tmp_path / "s.json")
+    with pytest.raises(StepError) as err:
+        _steps()["prepare.hostname"].run(ctx)
+    assert f"to {MGMT}, the management address the profile gives" in err.value.what
+    assert f"'{MGMT} node1'" in err.value.hint and host.writes == []

@@ -13,6 +13,7 @@ from ..pkglock import lock_wait_seconds
 from ..platforms import Platform, by_id, describe, detect
 from ..services import REGISTRY
 from ..services.common import fix_hosts_file
+from ..services.prepare import local_resolution
 from .facts import parse_ss
 from .result import BLOCKING, GiB, OK, WARNING, Result, _fmt_gib
 
@@ -123,9 +124,12 @@ def _disk(avail: int | None) -> Result:
 
 def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> Result:
     title = "Host name resolves to this host"
-    good = [a for a in resolved if a in have and not a.startswith("127.")]
+    mgmt = ctx.profile.host.mgmt_address
+    if mgmt:
+        return _hostname_mgmt(ctx, name, resolved, have, mgmt)
+    good = local_resolution(resolved, have)
     if good:
-        return Result("hostname", OK, title, f"{name} resolves to {good[0]}, an address of "
+        return Result("hostname", OK, title, f"{name} resolves to {good}, an address of "
                                              "this host")
     real = [a for a in have if not a.startswith("127.")]
     addr = ctx.profile.host.address if ctx.profile.host.address in have else (real[0] if real else "")
@@ -134,7 +138,32 @@ def _hostname(ctx: Context, name: str, resolved: list[str], have: list[str]) -> 
     if not addr:
         return Result("hostname", BLOCKING, title, why,
                       fix_hint="give the host a non-loopback IPv4 address")
+    return _hosts_fixable(ctx, title, why, name, addr)
 
+
+def _hostname_mgmt(ctx: Context, name: str, resolved: list[str], have: list[str],
+                   mgmt: str) -> Result:
+    """The same check against the management address the profile gives: the name must
+    resolve to it (and to no other non-loopback address), and the host must have it."""
+    title = "Host name resolves to this host"
+    if local_resolution(resolved, have, mgmt):
+        return Result("hostname", OK, title, f"{name} resolves to {mgmt}, the management "
+                                             "address the profile gives")
+    real = [a for a in have if not a.startswith("127.")]
+    if mgmt not in have:
+        return Result("hostname", BLOCKING, title,
+                      f"the profile gives {mgmt} as this host's management address "
+                      f"(mgmt_address), but the host has no such address "
+                      f"({', '.join(real) or 'none but loopback'})",
+                      fix_hint="correct mgmt_address in the profile (or leave it out to use "
+                               "the address the name resolves to), or give the host that address")
+    why = (f"{name} resolves to {', '.join(resolved) or 'nothing'}, not to {mgmt} alone, the "
+           "management address the profile gives; RabbitMQ's node and the services would "
+           "use another address")
+    return _hosts_fixable(ctx, title, why, name, mgmt)
+
+
+def _hosts_fixable(ctx: Context, title: str, why: str, name: str, addr: str) -> Result:
     def fix(c: Context, name=name, addr=addr) -> None:
         c.output(f"mapping {name} to {addr} in /etc/hosts")
         fix_hosts_file(c, name, addr)

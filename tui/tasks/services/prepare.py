@@ -21,16 +21,34 @@ def _hosts_state(ctx: Context) -> tuple[str, list[str], list[str]]:
     return name[0] if name else "", resolved, have
 
 
-def _resolved_local(ctx: Context) -> tuple[str, str | None]:
-    """The host's name and the first address it resolves to that the host has (not 127.x)."""
-    name, resolved, have = _hosts_state(ctx)
+def local_resolution(resolved: list[str], have: list[str], mgmt: str | None = None) -> str | None:
+    """The address the host's name resolves to that the services will use, or None when it
+    resolves to no usable one.  Without ``mgmt`` (the profile's management address): the
+    first local, non-loopback address it resolves to.  With it: ``mgmt``, when the host has
+    it and the name resolves to it and to no other non-loopback address."""
+    if mgmt:
+        others = [a for a in resolved if a != mgmt and not a.startswith("127.")]
+        return mgmt if mgmt in resolved and mgmt in have and not others else None
     good = [a for a in resolved if a in have and not a.startswith("127.")]
-    return name, (good[0] if good else None)
+    return good[0] if good else None
+
+
+def _mgmt(ctx: Context) -> str | None:
+    """The controller's management address as the profile gives it (None: detect it)."""
+    return ctx.profile.host.mgmt_address
+
+
+def _resolved_local(ctx: Context) -> tuple[str, str | None]:
+    """The host's name and the address it resolves to that the services use (see
+    ``local_resolution``), or None."""
+    name, resolved, have = _hosts_state(ctx)
+    return name, local_resolution(resolved, have, _mgmt(ctx))
 
 
 def _hosts_check(ctx: Context) -> bool:
-    """Only reads: done when the name resolves to a local address and the run's facts
-    (kept in the state file) already record that name and address."""
+    """Only reads: done when the name resolves to a local address (the profile's management
+    address when it gives one) and the run's facts (kept in the state file) already record
+    that name and address."""
     name, addr = _resolved_local(ctx)
     return addr is not None and (ctx.facts.get("hostname"), ctx.facts.get("mgmt_address")) \
         == (name, addr)
@@ -43,24 +61,43 @@ def _hosts_record(ctx: Context) -> bool:
         return False
     ctx.facts["hostname"] = name
     ctx.facts["mgmt_address"] = addr
-    ctx.output(f"{name} resolves to {addr}, an address of this host")
+    given = ", the management address the profile gives" if _mgmt(ctx) else ""
+    ctx.output(f"{name} resolves to {addr}, an address of this host{given}")
     return True
+
+
+def _target_address(ctx: Context, have: list[str]) -> str:
+    """The address to map the host's name to: the profile's management address (which the
+    host must have), else the SSH address when local, else the first non-loopback one."""
+    mgmt = _mgmt(ctx)
+    real = [a for a in have if not a.startswith("127.")]
+    if mgmt and mgmt not in have:
+        raise StepError(
+            f"The profile gives {mgmt} as this host's management address (mgmt_address), "
+            f"but the host has no such address ({', '.join(real) or 'none but loopback'}).",
+            "the services would be configured to talk on an address nobody answers on",
+            "correct mgmt_address in the profile (or leave it out to use the address the "
+            "host's name resolves to), or give the host that address")
+    if mgmt:
+        return mgmt
+    if ctx.profile.host.address in have:
+        return ctx.profile.host.address
+    if not real:
+        raise StepError("The host has no non-loopback IPv4 address.", "", "check its network")
+    return real[0]
 
 
 def _hosts_run(ctx: Context) -> None:
     if _hosts_record(ctx):
         return
     name, resolved, have = _hosts_state(ctx)
-    addr = ctx.profile.host.address
-    if addr not in have:
-        real = [a for a in have if not a.startswith("127.")]
-        if not real:
-            raise StepError("The host has no non-loopback IPv4 address.", "", "check its network")
-        addr = real[0]
+    addr = _target_address(ctx, have)
     if not ctx.profile.openstack.fix_hosts:
+        wanted = (f"to {addr}, the management address the profile gives" if _mgmt(ctx)
+                  else f"to an address this host has ({', '.join(have)})")
         raise StepError(
             f"The host name {name} resolves to {', '.join(resolved) or 'nothing'}, "
-            f"not to an address this host has ({', '.join(have)}).",
+            f"not {wanted}.",
             "RabbitMQ's node name is rabbit@<hostname>; epmd cannot start when the name does "
             "not resolve to a local address",
             f"add '{addr} {name}' to /etc/hosts, or set fix_hosts = true in the profile "
