@@ -430,3 +430,4 @@ def test_the_documented_example_loads(tmp_path):
     assert [(h.name, h.roles) for h in p.hosts] == [
         ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"]), ("lab-3", ["compute"])]
     assert p.host.address == "10.199.0.2" and len(p.computes) == 3
+    assert [h.mgmt_address for h in p.hosts] == ["10.198.1.11", "10.198.1.12", "10.198.1.13"]

@@ -131,9 +131,18 @@ def test_cli_group_up_writes_one_profile_per_host_and_names_the_group(tmp_path, 
     assert calls == [("lab", 3, "13")]
     assert "Group lab: 3 Debian 13 hosts" in out and "10.198.1.0/24" in out
     for k, info in enumerate(infos, 1):
-        assert profile.load(info.name).host.address == info.address
+        own = profile.load(info.name)
+        assert len(own.hosts) == 1 and own.host.address == info.address
+        assert own.host.mgmt_address == f"10.198.1.{10 + k}"   # the services talk there
         line = f"{info.name}: ssh -i {info.key_file} root@{info.address} (management 10.198.1.{10 + k})"
         assert line in out
+    # ... and one profile for the whole group, named after it: lab-1 controls, all compute
+    grp = profile.load("lab")
+    assert [(h.name, h.roles, h.address, h.key_file, h.mgmt_address) for h in grp.hosts] == [
+        (i.name, ["controller", "compute"] if k == 1 else ["compute"], i.address, i.key_file,
+         f"10.198.1.{10 + k}") for k, i in enumerate(infos, 1)]
+    assert grp.host.name == "lab-1" and len(grp.computes) == 3
+    assert f"Group profile written: {grp.path} (lab-1 the controller, lab-2, lab-3 compute" in out
 
 
 def test_cli_down_and_status_find_the_group(monkeypatch, capsys):
@@ -201,3 +210,98 @@ def test_a_host_that_fails_to_boot_takes_the_whole_group_down(tmp_path, monkeypa
     assert ("up", 1) in nets and nets[-1] == ("down", 1)
     assert not group._group_path("lab").exists() and group._owned_group_claims(group._group_path("lab")) == []
     assert not (tmp_path / "claims" / "grp-1").exists()
+
+
+# -- the group's profile on down and status --------------------------------------------
+
+def _group_up_with_profiles(tmp_path, monkeypatch, names=("lab-1", "lab-2", "lab-3")):
+    """`sandbox up --hosts 3` through the command line, the booting faked; the infos."""
+    infos = _fake_infos(tmp_path, list(names))
+    monkeypatch.setattr(sandbox, "group_up", lambda name, n, **kw: infos)
+    monkeypatch.setattr(sandbox, "trust_own_host_keys", lambda info: ["SHA256:x"])
+    monkeypatch.setattr(sandbox, "group_status", lambda name: {
+        "group": "lab", "release": "13", "netns": "stkg-1", "netns_exists": True,
+        "mgmt_subnet": "10.198.1.0/24", "mgmt_bridge": "br-mgmt", "provider_bridge": "br-prov",
+        "hosts": [{"name": i.name, "mgmt_address": f"10.198.1.{10 + k}", "address": i.address,
+                   "alive": True} for k, i in enumerate(infos, 1)]})
+    assert cli.main(["sandbox", "up", "--name", "lab", "--hosts", str(len(infos))]) == 0
+    monkeypatch.setattr(sandbox, "group_exists", lambda name: name == "lab")
+    monkeypatch.setattr(sandbox, "group_host_infos", lambda name: infos if name == "lab" else [])
+    return infos
+
+
+def test_cli_group_down_removes_the_group_profile_it_wrote(tmp_path, monkeypatch, capsys,
+                                                           isolated_home):
+    from tui.tasks import profile
+
+    infos = _group_up_with_profiles(tmp_path, monkeypatch)
+    secrets = profile.load("lab").secrets_file
+    secrets.write_text("")   # as an install would leave one
+    assert cli.main(["sandbox", "status", "--name", "lab"]) == 0
+    assert "profile        lab" in capsys.readouterr().out
+    removed = []
+    monkeypatch.setattr(sandbox, "group_down", lambda name, log=None: removed.append(name) or True)
+    assert cli.main(["sandbox", "down", "--name", "lab"]) == 0
+    out = capsys.readouterr().out
+    assert removed == ["lab"] and "Profile lab removed" in out
+    assert "lab" not in profile.list_profiles()
+    assert not secrets.exists()
+    # the hosts' own profiles stay, as a single sandbox's does
+    assert all(i.name in profile.list_profiles() for i in infos)
+
+
+def test_cli_group_down_keeps_a_profile_of_that_name_pointed_elsewhere(tmp_path, monkeypatch,
+                                                                       capsys, isolated_home):
+    from tui.tasks import profile
+
+    _group_up_with_profiles(tmp_path, monkeypatch)
+    mine = profile.load("lab")
+    mine.hosts[1].address = "192.0.2.20"   # the person's own host now
+    profile.save(mine)
+    text = mine.path.read_text()
+    monkeypatch.setattr(sandbox, "group_down", lambda name, log=None: True)
+    capsys.readouterr()
+    assert cli.main(["sandbox", "status", "--name", "lab"]) == 0
+    assert "profile " not in capsys.readouterr().out
+    assert cli.main(["sandbox", "down", "--name", "lab"]) == 0
+    assert "Profile lab removed" not in capsys.readouterr().out
+    assert mine.path.read_text() == text
+
+
+def test_cli_group_down_that_fails_keeps_the_profile(tmp_path, monkeypatch, capsys, isolated_home):
+    from tui.tasks import profile
+
+    _group_up_with_profiles(tmp_path, monkeypatch)
+
+    def fail(name, log=None):
+        raise sandbox.SandboxError("Group 'lab': some hosts could not be removed")
+
+    monkeypatch.setattr(sandbox, "group_down", fail)
+    assert cli.main(["sandbox", "down", "--name", "lab"]) != 0
+    assert "some hosts could not be removed" in capsys.readouterr().err
+    assert len(profile.load("lab").hosts) == 3
+
+
+def test_group_up_again_keeps_the_persons_choices_in_the_group_profile(tmp_path, monkeypatch,
+                                                                       isolated_home):
+    from tui.tasks import profile
+
+    _group_up_with_profiles(tmp_path, monkeypatch)
+    grp = profile.load("lab")
+    grp.openstack.services = [*grp.openstack.services, "placement"]
+    profile.save(grp)
+    infos = _group_up_with_profiles(tmp_path, monkeypatch, names=("lab-1", "lab-2"))
+    again = profile.load("lab")
+    assert "placement" in again.openstack.services
+    assert [h.name for h in again.hosts] == [i.name for i in infos]
+
+
+def test_group_host_infos_reads_the_hosts_records_in_order(tmp_path, monkeypatch):
+    _record(tmp_path, monkeypatch, "lab", ["lab-1", "lab-2", "lab-3"])
+    for k, name in ((2, "lab-2"), (1, "lab-1")):   # lab-3's record is gone
+        info = sandbox.SandboxInfo(name=name, index=k, address=f"10.199.0.{4 * k + 2}",
+                                   host_address="x", dir=str(sandbox._sandbox_path(name)))
+        sandbox._sandbox_path(name).mkdir(parents=True)
+        sandbox.lifecycle._save_info(info)
+    assert [i.name for i in group.group_host_infos("lab")] == ["lab-1", "lab-2"]
+    assert group.group_host_infos("other") == [] and group.group_host_infos("Bad!") == []

@@ -396,9 +396,7 @@ def cmd_sandbox(args) -> int:
                   f"(or open the TUI: stack-tui --profile {args.name})")
             return EXIT_OK
         if args.action == "down" and sandbox.group_exists(args.name):
-            sandbox.group_down(args.name, log=log)
-            print(f"Group {args.name} removed (every host, its bridges and its namespace).")
-            return EXIT_OK
+            return _sandbox_group_down(sandbox, args.name, log)
         if args.action == "down" and sandbox.group_of(args.name):
             _err(f"stack-tui sandbox: {args.name} is a host of group {sandbox.group_of(args.name)}; "
                  f"remove the whole group: stack-tui sandbox down --name {sandbox.group_of(args.name)}")
@@ -410,7 +408,7 @@ def cmd_sandbox(args) -> int:
                 print(f"No sandbox named {args.name}.")
             return EXIT_OK
         if args.action == "status" and sandbox.group_exists(args.name):
-            return _sandbox_group_status(sandbox.group_status(args.name), args.name)
+            return _sandbox_group_status(sandbox, sandbox.group_status(args.name), args.name)
         if args.action == "status":
             st = sandbox.status(args.name)
             if not st:
@@ -426,6 +424,8 @@ def cmd_sandbox(args) -> int:
 
 
 def _sandbox_group_up(sandbox, args, log) -> int:
+    from .tasks.sandbox import profiles
+
     hosts = sandbox.group_up(args.name, args.hosts, log=log, release=args.release)
     st = sandbox.group_status(args.name) or {}
     print(f"Group {args.name}: {len(hosts)} Debian {args.release} hosts, management network "
@@ -433,17 +433,35 @@ def _sandbox_group_up(sandbox, args, log) -> int:
           f"address), bridged in network namespace {st.get('netns')}.")
     mgmt = {h["name"]: h["mgmt_address"] for h in st.get("hosts", [])}
     for info in hosts:
-        path = write_sandbox_profile(info)
+        path = write_sandbox_profile(info, mgmt_address=mgmt.get(info.name))
         prints = sandbox.trust_own_host_keys(info)
         print(f"  {info.name}: ssh -i {info.key_file} root@{info.address} "
               f"(management {mgmt.get(info.name)}); host keys trusted: {', '.join(prints)}; "
               f"profile written: {path}")
-    print(f"One profile per host for now (stack-tui apply {hosts[0].name}); remove the group with: "
-          f"stack-tui sandbox down --name {args.name}")
+    path = profiles.write_group_profile(args.name, hosts, mgmt)
+    print(f"Group profile written: {path} ({hosts[0].name} the controller, "
+          f"{', '.join(h.name for h in hosts[1:])} compute; see stack-tui profiles show {args.name})")
+    print(f"This version installs one host: stack-tui apply {hosts[0].name} (its own profile). "
+          f"Remove the group with: stack-tui sandbox down --name {args.name}")
     return EXIT_OK
 
 
-def _sandbox_group_status(st, name: str) -> int:
+def _sandbox_group_down(sandbox, name: str, log) -> int:
+    from .tasks.sandbox import profiles
+
+    infos = sandbox.group_host_infos(name)   # before down removes the records
+    ours = profiles.is_group_profile(name, infos)
+    sandbox.group_down(name, log=log)
+    print(f"Group {name} removed (every host, its bridges and its namespace).")
+    if ours and profiles.remove_group_profile(name, infos):
+        print(f"Profile {name} removed (the one sandbox up wrote for the group); the hosts' "
+              "own profiles are kept, as a single sandbox's is.")
+    return EXIT_OK
+
+
+def _sandbox_group_status(sandbox, st, name: str) -> int:
+    from .tasks.sandbox import profiles
+
     if not st:
         print(f"No group named {name}.")
         return EXIT_FAILED
@@ -453,26 +471,16 @@ def _sandbox_group_status(st, name: str) -> int:
     for h in st["hosts"]:
         print(f"host           {h['name']:20s} mgmt {h['mgmt_address']:15s} ssh {h['address']} "
               f"{'running' if h['alive'] else 'NOT running'}")
+    if profiles.is_group_profile(name, sandbox.group_host_infos(name)):
+        print(f"profile        {name}")
     return EXIT_OK
 
 
-def write_sandbox_profile(info, name: str | None = None):
+def write_sandbox_profile(info, name: str | None = None, mgmt_address: str | None = None):
     """Create or update the profile pointing at a sandbox (keeps the user's other choices)."""
-    from .tasks import profile as pr
+    from .tasks.sandbox import profiles
 
-    name = name or info.name
-    try:
-        prof = pr.load(name)
-    except pr.ProfileError:
-        prof = pr.Profile(name=name)
-    prof.host.address = info.address
-    prof.host.port = info.port
-    prof.host.user = info.user
-    prof.host.key_file = info.key_file
-    prof.openstack.endpoint_host = None
-    if not prof.image.url:
-        prof.image.file = info.image_file
-    return pr.save(prof)
+    return profiles.write_host_profile(info, name, mgmt_address)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ Resources per instance, all derived from a claimed index ``i`` (1..60):
 The package is split by concern: ``base`` (constants, SandboxInfo, helpers, cache
 paths, mounts), ``rootfs`` (base rootfs cache and instance rootfs), ``network`` (netns,
 veth, nft), ``processes`` (nspawn children, cgroups, SSH probes), ``claims`` (slot
-claims and slot cleanup), ``lifecycle`` (up/down/status/add_user) and ``group`` (several hosts
-on shared management and provider bridges: group_up/group_down/group_status).
+claims and slot cleanup), ``lifecycle`` (up/down/status/add_user), ``group`` (several hosts
+on shared management and provider bridges: group_up/group_down/group_status) and ``profiles``
+(the profiles `stack-tui sandbox up` writes; imported on its own, not from here).
 
 Files live under ``paths.sandbox_dir()/<name>/``.  Needs root.  No Textual.
 """
@@ -44,8 +45,8 @@ from .base import (APT_COMMAND, BASE_VERSION, BOOT_TIMEOUT, DEFAULT_RELEASE, HOS
                    require_root_tools, suite_of)
 from .claims import (CLAIM_ROOT, _claim_dir, _claim_index, _claim_owner, _claims, _clean_index,
                      _owned_claims, _release_index)
-from .group import (MAX_GROUPS, MAX_HOSTS, GroupInfo, group_down, group_exists, group_of,
-                    group_status, group_up, list_groups)
+from .group import (MAX_GROUPS, MAX_HOSTS, GroupInfo, group_down, group_exists,
+                    group_host_infos, group_of, group_status, group_up, list_groups)
 from .lifecycle import _healthy, _load_info, add_user, down, list_sandboxes, status, up
 from .network import _netns_exists, _nft_exists, _setup_network, _teardown_network, _veth_exists
 from .processes import (_cgroup_dirs, _container_leader, _is_our_nspawn, _kill, _pid_alive,
@@ -56,5 +57,6 @@ from .trust import own_host_keys, trust_own_host_keys
 __all__ = ["own_host_keys", "trust_own_host_keys", "APT_COMMAND", "DEFAULT_RELEASE", "RELEASES", "SandboxError", "SandboxInfo",
            "add_user", "base_tarball", "down", "ensure_base", "harvest_debs", "list_sandboxes",
            "require_root_tools", "status", "suite_of", "up",
-           "GroupInfo", "MAX_GROUPS", "MAX_HOSTS", "group_down", "group_exists", "group_of",
+           "GroupInfo", "MAX_GROUPS", "MAX_HOSTS", "group_down", "group_exists", "group_host_infos",
+           "group_of",
            "group_status", "group_up", "list_groups"]

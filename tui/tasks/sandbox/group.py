@@ -136,6 +136,14 @@ def group_of(host: str) -> str | None:
     return prefix if info is not None and host in info.hosts else None
 
 
+def group_host_infos(name: str) -> list[SandboxInfo]:
+    """The records of group ``name``'s hosts, in order (a host whose record is gone is left
+    out); empty when there is no such group."""
+    info = load_group(name) if _GROUP_RE.fullmatch(name or "") else None
+    found = [_load_info(h) for h in info.hosts] if info is not None else []
+    return [i for i in found if i is not None]
+
+
 def list_groups() -> list[str]:
     root = _groups_root()
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
