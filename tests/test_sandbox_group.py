@@ -3,6 +3,8 @@ command line, without root.  The booting itself is tests/e2e/test_sandbox_hosts_
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tui import cli, cli_parser
@@ -240,7 +242,14 @@ def test_cli_group_down_removes_the_group_profile_it_wrote(tmp_path, monkeypatch
     assert cli.main(["sandbox", "status", "--name", "lab"]) == 0
     assert "profile        lab" in capsys.readouterr().out
     removed = []
-    monkeypatch.setattr(sandbox, "group_down", lambda name, log=None: removed.append(name) or True)
+
+    def group_down(name, log=None):   # as the real one: the hosts' key files go with them
+        removed.append(name)
+        for info in infos:
+            os.unlink(info.key_file)
+        return True
+
+    monkeypatch.setattr(sandbox, "group_down", group_down)
     assert cli.main(["sandbox", "down", "--name", "lab"]) == 0
     out = capsys.readouterr().out
     assert removed == ["lab"] and "Profile lab removed" in out

@@ -453,7 +453,7 @@ def _sandbox_group_down(sandbox, name: str, log) -> int:
     ours = profiles.is_group_profile(name, infos)
     sandbox.group_down(name, log=log)
     print(f"Group {name} removed (every host, its bridges and its namespace).")
-    if ours and profiles.remove_group_profile(name, infos):
+    if ours and profiles.remove_group_profile(name):
         print(f"Profile {name} removed (the one sandbox up wrote for the group); the hosts' "
               "own profiles are kept, as a single sandbox's is.")
     return EXIT_OK

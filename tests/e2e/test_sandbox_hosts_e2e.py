@@ -3,8 +3,10 @@
 Through the command line, as a user would: the group boots (each host on its own /30 from this
 machine, as a single sandbox is), host 1 pings hosts 2 and 3 by name over the management
 network (an ICMP echo from python3: the base rootfs has no ping), a frame crosses the provider
-bridge (throwaway TEST-NET addresses on prov0 for the test only), then `sandbox down` removes
-the group and nothing of it is left: namespaces, links, nft tables, claims, processes, dirs.
+bridge (throwaway TEST-NET addresses on prov0 for the test only). The group's profile describes
+the three hosts with their management addresses, and `stack-tui check` on host 1 finds its name
+on its management address. Then `sandbox down` removes the group and its profile, and nothing of
+it is left: namespaces, links, nft tables, claims, processes, dirs.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def run(info, script: str) -> str:
 
 
 def test_three_hosts_share_a_management_and_a_provider_network(sandbox_factory, stack_home):
-    from tui.tasks import sandbox
+    from tui.tasks import profile, sandbox
     from tui.tasks.sandbox import group
 
     name = f"hst{os.getpid()}"
@@ -79,6 +81,18 @@ def test_three_hosts_share_a_management_and_a_provider_network(sandbox_factory, 
         status = cli("sandbox", "status", "--name", name)
         assert status.returncode == 0 and all(h in status.stdout for h in hosts), status.stdout
         assert status.stdout.count("NOT running") == 0 and status.stdout.count(" running") == 3
+
+        # The group's profile: host 1 the controller, each host with its SSH and management address.
+        grp = profile.load(name)
+        assert [(h.name, h.address, h.key_file, h.mgmt_address) for h in grp.hosts] == \
+            [(i.name, i.address, i.key_file, m) for i, m in zip(infos, mgmt)]
+        assert grp.host.name == hosts[0] and [h.roles for h in grp.hosts][1:] == [["compute"]] * 2
+        # `check` on host 1 (its own profile) judges its name against its management address.
+        chk = cli("check", hosts[0], timeout=180)
+        assert f"Preflight for root@{infos[0].address}" in chk.stdout, chk.stdout + chk.stderr
+        row = [ln.strip() for ln in chk.stdout.splitlines() if "Host name resolves" in ln]
+        assert len(row) == 1 and row[0].startswith("ok ") and \
+            f"{hosts[0]} resolves to {mgmt[0]}, the management address" in row[0], chk.stdout
 
         # up again: the running group is kept (same hosts, same slots), not rebuilt.
         again = cli("sandbox", "up", "--hosts", "3", "--name", name)
@@ -120,6 +134,8 @@ def test_three_hosts_share_a_management_and_a_provider_network(sandbox_factory, 
         indexes = [i.index for i in infos]
         down = cli("sandbox", "down", "--name", name)
         assert down.returncode == 0 and f"Group {name} removed" in down.stdout, down.stdout + down.stderr
+        assert f"Profile {name} removed" in down.stdout, down.stdout
+        assert name not in profile.list_profiles() and set(hosts) <= set(profile.list_profiles())
     finally:
         sandbox.group_down(name)  # after a failure part-way; a no-op after `sandbox down`
     total = time.monotonic() - start

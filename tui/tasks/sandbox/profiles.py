@@ -75,8 +75,8 @@ def is_group_profile(name: str, infos: list[SandboxInfo]) -> bool:
     return _identity(prof.hosts) == [(i.name, i.address, i.key_file) for i in infos]
 
 
-def remove_group_profile(name: str, infos: list[SandboxInfo]) -> bool:
-    """Remove the group's profile (and its secrets file) when it is the one `up` wrote."""
-    if not is_group_profile(name, infos):
-        return False
+def remove_group_profile(name: str) -> bool:
+    """Remove the group's profile and its secrets file (the caller has found, with
+    ``is_group_profile`` before the hosts went, that it is the one `up` wrote: once they are
+    gone it no longer loads, its key files being theirs)."""
     return pr.delete(name)
