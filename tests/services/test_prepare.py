@@ -224,3 +224,13 @@ def test_without_fix_hosts_the_mismatch_names_the_management_address(tmp_path):
         _steps()["prepare.hostname"].run(ctx)
     assert f"to {MGMT}, the management address the profile gives" in err.value.what
     assert f"'{MGMT} node1'" in err.value.hint and host.writes == []
+
+
+def test_before_prepare_records_it_the_services_use_the_profiles_management_address(tmp_path):
+    from tui.tasks.services.common import mgmt
+
+    ctx = FakeHost().ctx(_mgmt_profile(), state_path=tmp_path / "s.json")
+    assert mgmt(ctx) == MGMT                       # not the SSH address 10.0.0.5
+    ctx.facts["mgmt_address"] = "10.198.1.99"      # what the host name step recorded wins
+    assert mgmt(ctx) == "10.198.1.99"
+    assert mgmt(FakeHost().ctx(_profile(), state_path=tmp_path / "t.json")) == "10.0.0.5"

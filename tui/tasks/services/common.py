@@ -40,7 +40,10 @@ def platform_of(ctx: Context) -> Platform:
 
 
 def mgmt(ctx: Context) -> str:
-    return ctx.facts.get("mgmt_address") or ctx.profile.host.address
+    """The address the services talk on: what prepare.hostname recorded; before that, the
+    profile's management address, else the SSH address."""
+    return (ctx.facts.get("mgmt_address") or ctx.profile.host.mgmt_address
+            or ctx.profile.host.address)
 
 
 def ep(ctx: Context) -> str:
