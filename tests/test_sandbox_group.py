@@ -314,3 +314,17 @@ def test_group_host_infos_reads_the_hosts_records_in_order(tmp_path, monkeypatch
         sandbox.lifecycle._save_info(info)
     assert [i.name for i in group.group_host_infos("lab")] == ["lab-1", "lab-2"]
     assert group.group_host_infos("other") == [] and group.group_host_infos("Bad!") == []
+
+
+def test_cli_group_down_says_when_the_profile_cannot_be_removed(tmp_path, monkeypatch, capsys,
+                                                                isolated_home):
+    from tui.tasks import profile
+
+    _group_up_with_profiles(tmp_path, monkeypatch)
+    profile.load("lab").secrets_file.mkdir()   # not a file: delete refuses it
+    monkeypatch.setattr(sandbox, "group_down", lambda name, log=None: True)
+    assert cli.main(["sandbox", "down", "--name", "lab"]) != 0
+    out = capsys.readouterr()
+    assert "Group lab removed" in out.out
+    assert "not its profile lab" in out.err and "stack-tui profiles delete lab" in out.err
+    assert "Traceback" not in out.err

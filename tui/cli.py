@@ -453,9 +453,14 @@ def _sandbox_group_down(sandbox, name: str, log) -> int:
     ours = profiles.is_group_profile(name, infos)
     sandbox.group_down(name, log=log)
     print(f"Group {name} removed (every host, its bridges and its namespace).")
-    if ours and profiles.remove_group_profile(name):
-        print(f"Profile {name} removed (the one sandbox up wrote for the group); the hosts' "
-              "own profiles are kept, as a single sandbox's is.")
+    try:
+        if ours and profiles.remove_group_profile(name):
+            print(f"Profile {name} removed (the one sandbox up wrote for the group); the "
+                  "hosts' own profiles are kept, as a single sandbox's is.")
+    except (ValueError, OSError) as exc:  # ValueError: a ProfileError (not a file there)
+        _err(f"stack-tui sandbox: the group is removed, but not its profile {name}: {exc}; "
+             f"remove it with: stack-tui profiles delete {name}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
