@@ -221,7 +221,8 @@ def fake_ctx(**openstack):
                           platform="auto", fix_hosts=True)
     for k, v in openstack.items():
         setattr(os_, k, v)
-    prof = SimpleNamespace(openstack=os_, host=SimpleNamespace(address="10.0.0.5", user="root"),
+    host = SimpleNamespace(address="10.0.0.5", user="root", mgmt_address=None)
+    prof = SimpleNamespace(openstack=os_, host=host,
                            endpoint_host="10.0.0.5")
     return SimpleNamespace(profile=prof, transport=SimpleNamespace(sudo_mode="root"),
                            options={}, facts={})
