@@ -371,6 +371,7 @@ def _why_not_active(compute_cloud, server: str) -> str:
     return f"\nserver show: {show.stdout[-1500:]}{show.stderr[-500:]}\nnova-compute:\n{log.stdout}"
 
 
+@pytest.mark.only_way("apply")  # one second boot is enough: both ways write the same clouds.yaml
 def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_cloud):
     """`openstack server create --wait` as demo, with the clouds.yaml stack-tui wrote (its
     NAME-demo entry), from the uploaded image, on demo-net with the stack-tui keypair: ACTIVE
