@@ -101,16 +101,7 @@ class HostScreen(HostsMixin, Responsive, Screen):
         with VerticalScroll(id="host", classes="form"):
             yield Static(breadcrumb("host"), classes="crumbs")
             yield from self.row("Profile name", Field(st.profile.name, id="name", compact=True))
-            yield HostList(id="host-list")
-            with Horizontal(classes="row", id="host-name-row"):
-                yield Label("Host name", classes="label")
-                yield Field(h.name, id="host_name", compact=True, classes="short")
-                yield Label("Roles", classes="label2")
-                for role in pr.ROLES:
-                    yield Tick(role, role in h.roles, id=f"role-{role}", compact=True,
-                               classes="role")
-            yield Static("", id="host_name-error", classes="error")
-            yield Static("", id="roles-error", classes="error")
+            yield from self.host_rows(h)
             yield from self.row("Address", Field(h.address, id="address", compact=True,
                                                  placeholder="server.example.org or 192.0.2.10"))
             with Horizontal(classes="row"):
@@ -149,6 +140,19 @@ class HostScreen(HostsMixin, Responsive, Screen):
                 yield Button("Back (esc)", id="back", compact=True)
                 yield Button("Next (ctrl+n)", id="next", variant="primary", compact=True)
         yield Footer(compact=True)
+
+    def host_rows(self, h: pr.HostConfig) -> ComposeResult:
+        """The host list, then the picked host's name and roles (hidden with one host)."""
+        yield HostList(id="host-list")
+        with Horizontal(classes="row", id="host-name-row"):
+            yield Label("Host name", classes="label")
+            yield Field(h.name, id="host_name", compact=True, classes="short")
+            yield Label("Roles", classes="label2")
+            for role in pr.ROLES:
+                yield Tick(role, role in h.roles, id=f"role-{role}", compact=True,
+                           classes="role")
+        yield Static("", id="host_name-error", classes="error")
+        yield Static("", id="roles-error", classes="error")
 
     def row(self, label: str, widget, row_id: str | None = None):
         with Horizontal(classes="row", id=row_id):
