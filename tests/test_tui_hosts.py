@@ -168,8 +168,9 @@ async def test_names_and_addresses_are_checked_across_the_hosts(home):
         scr.query_one("#host_name").value = "Compute1"
         scr.query_one("#address").value = "10.0.0.3"
         await pilot.pause()
-        assert "'Compute1' is already used by hosts[2]" in text(app, "#host_name-error")
-        assert "'10.0.0.3' port 22 is already hosts[2]" in text(app, "#address-error")
+        # The profile's own rules, naming the other host as the list does (not hosts[2]).
+        assert "'Compute1' is already used by compute1" in text(app, "#host_name-error")
+        assert "'10.0.0.3' port 22 is already compute1;" in text(app, "#address-error")
         scr.query_one("#host_name").value = "bad_name"
         await pilot.pause()
         assert "is not a host name" in text(app, "#host_name-error")
@@ -223,6 +224,29 @@ async def test_save_and_reload_keeps_every_host(home):
                                               ["compute1", "compute", "10.0.0.3"]]
         await pick(pilot, 1)
         assert app.screen.query_one("#user").value == "deploy"
+
+
+async def test_log_in_with_follows_the_picked_host_and_no_key_is_lost(home):
+    """The controller logs in with a key, compute1 with the agent: picking a host shows its
+    own login, and saving keeps the controller's key file."""
+    p = three_hosts()
+    p.hosts[1].key_file = None
+    pr.save(p)
+    app = make_test_app(profile="lab")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host")
+        scr = app.screen
+        assert scr.query_one("#auth-key").value
+        await pick(pilot, 1)
+        await wait_for(pilot, lambda: scr.query_one("#auth-agent").value, what="agent login")
+        assert not scr.query_one("#key-row").display
+        await pick(pilot, 2)
+        await wait_for(pilot, lambda: scr.query_one("#auth-key").value, what="key login")
+        assert scr.query_one("#key_file").value == "~/.ssh/id_ed25519"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert [h.key_file for h in pr.load("lab").hosts] == ["~/.ssh/id_ed25519", None,
+                                                         "~/.ssh/id_ed25519"]
 
 
 async def test_test_connection_tests_the_picked_host_and_names_it(home):

@@ -282,9 +282,6 @@ class HostScreen(HostsMixin, Responsive, Screen):
         h.user = self.value("user")
         st.auth = self.auth
         h.key_file = self.value("key_file") or None if st.auth == "key" else None
-        if st.auth != "key":  # the login choice is the session's: no host keeps a key file
-            for other in self.hosts:
-                other.key_file = None
         st.set_secret("ssh_password",
                       self.query_one("#ssh_password", Field).value if st.auth == "password" else "")
         st.set_secret("sudo_password", self.query_one("#sudo_password", Field).value

@@ -5,11 +5,12 @@ the screen is the one-host form it always was."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.widgets import Checkbox, DataTable, Static
+from textual.widgets import Checkbox, DataTable, RadioButton, Static
 
 from ..tasks import profile as pr
 from .common import Field
@@ -20,6 +21,7 @@ RESULTS = {"ok": ("✓ connected", "green"), "changed": ("✗ host key changed",
            "testing": ("… testing", "italic")}
 # The form's fields that hold one host (the rest are the session's: profile name, login).
 HOST_FIELDS = ("host_name", "address", "port", "user", "key_file")
+HOSTS_KEY = re.compile(r"hosts\[(\d+)\]")
 
 
 def next_compute_name(hosts: list[pr.HostConfig]) -> str:
@@ -48,10 +50,17 @@ def host_label(h: pr.HostConfig) -> str:
 
 def field_errors(hosts: list[pr.HostConfig], index: int) -> dict[str, str]:
     """The profile's own checks across the hosts (names and addresses each used once, one
-    controller) for the host at ``index``, by form field (``name``, ``roles``, ``address``)."""
+    controller) for the host at ``index``, by form field (``name``, ``roles``, ``address``).
+    A message's ``hosts[N]`` (the file's key) becomes the host's name, as the list shows it."""
     prefix = f"hosts[{index + 1}]."
     out: dict[str, str] = {}
+
+    def name(m: re.Match) -> str:
+        n = int(m.group(1)) - 1
+        return hosts[n].name if 0 <= n < len(hosts) and hosts[n].name else m.group(0)
+
     for key, reason in pr.hosts_errors(hosts, list_form=True):
+        reason = HOSTS_KEY.sub(name, reason)
         if key == "hosts":          # no controller at all: said under the roles
             out.setdefault("roles", reason)
         elif key.startswith(prefix):
@@ -131,11 +140,23 @@ class HostsMixin:
                 self.query_one(f"#{fid}", Field).value = value
             for r in pr.ROLES:
                 self.query_one(f"#role-{r}", Checkbox).value = r in h.roles
+        self.show_login(h)
         self.touched.difference_update(HOST_FIELDS)
         self.touched.discard("roles")
         self.update_visibility()
         self.show_errors()
         self.show_result()
+
+    def show_login(self, h: pr.HostConfig) -> None:
+        """'Log in with' follows the host: its key file when it has one; a host without
+        one logs in by password when one is given, else with the agent."""
+        if h.key_file:
+            auth = "key"
+        elif self.auth == "key":
+            auth = "password" if self.app.state.secrets.get("ssh_password") else "agent"
+        else:
+            return
+        self.query_one(f"#auth-{auth}", RadioButton).value = True
 
     def select_host(self, index: int) -> None:
         if index == self.current or not 0 <= index < len(self.hosts):
