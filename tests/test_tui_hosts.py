@@ -75,12 +75,18 @@ async def test_one_host_shows_no_list_and_adding_a_host_shows_it(home):
         assert scr.query_one("#host_name").value == "compute1"
         assert scr.query_one("#address").value == ""
         assert app.focused is scr.query_one("#address")
+        assert not scr.query_one("#address-error").display  # not shouted at before typing
         assert not scr.query_one("#role-controller").value and scr.query_one("#role-compute").value
         assert [r[0] for r in rows(app)] == ["controller", "compute1"]
-        # A second one is compute2; a freed name is used again.
-        await pilot.press("ctrl+b")
+        # A second one is compute2 ("a" in the list adds too); a freed name is used again.
+        scr.query_one("#host-list").focus()
+        await pilot.press("a")
         await pilot.pause()
         assert [h.name for h in hosts] == ["controller", "compute1", "compute2"]
+        scr.query_one("#host_name").value = "spare"
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert [h.name for h in hosts] == ["controller", "compute1", "spare", "compute2"]
 
 
 async def test_edit_a_compute_host_then_remove_it(home):
@@ -131,6 +137,10 @@ async def test_the_controller_is_never_removed(home):
         assert screen_name(app) == "HostScreen"  # no question: refused at once
         assert len(app.state.profile.hosts) == 3
         assert "controller (10.0.0.2) is the controller" in notes(app)
+        app.screen.query_one("#host-list").focus()
+        await pilot.press("x")   # the list's own key: refused the same way
+        await pilot.pause()
+        assert screen_name(app) == "HostScreen" and len(app.state.profile.hosts) == 3
 
 
 async def test_a_second_controller_is_refused_with_a_message(home):
