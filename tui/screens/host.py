@@ -344,7 +344,9 @@ class HostScreen(HostsMixin, Responsive, Screen):
         self.query_one("#test-status", Static).update(
             Text(f"Connecting to {h.user}@{h.address}:{h.port} ...", style="italic"))
         self.query_one("#test-result", Static).update("")
-        self.run_test(h, self.app.state.secrets.get("ssh_password"),
+        # With several hosts the host key question names the host it is about.
+        self.run_test(h, h.name if len(self.hosts) > 1 else None,
+                      self.app.state.secrets.get("ssh_password"),
                       self.app.state.secrets.get("sudo_password"))
         self.refresh_bindings()
 
@@ -357,13 +359,11 @@ class HostScreen(HostsMixin, Responsive, Screen):
             default=False, closing=self._gone))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="test")
-    def run_test(self, h: pr.HostConfig, password, sudo_password) -> None:
+    def run_test(self, h: pr.HostConfig, name: str | None, password, sudo_password) -> None:
         from ..tasks.transport import HostKeyChanged, TransportError, UnknownHostKey
         from .hostinfo import PROBE, parse
 
         address, port, user, key_file = h.address, h.port, h.user, h.key_file
-        # With several hosts the host key question names the host it is about.
-        name = h.name if len(self.hosts) > 1 else None
 
         def confirm(host: str, key_type: str, fingerprint: str) -> bool:
             return self._confirm_host_key(host, key_type, fingerprint, name)
