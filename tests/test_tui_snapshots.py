@@ -21,6 +21,7 @@ from tests.test_tui_fakes import (
     screen_name,
     setup_home,
     small_plan,
+    transport_factory,
     unfinished_state,
     wait_for,
 )
@@ -298,6 +299,37 @@ def compute_setup():
     return make_test_app(profile="lab", runner_factory=runner_factory(facts=COMPUTE_FACTS))
 
 
+def hosts3_setup():
+    """A profile of three hosts: the controller and two compute hosts."""
+    from tui.tasks import profile as pr
+
+    p = save_profile("lab", "10.0.0.2")
+    p.hosts += [pr.HostConfig(name=f"compute{n}", roles=["compute"], address=f"10.0.0.{n + 2}",
+                              key_file="~/.ssh/id_ed25519") for n in (1, 2)]
+    p.openstack.services = list(pr.SERVICES)
+    pr.save(p)
+    _secrets(p, admin_password="Correct-Horse-Battery-9")
+    return make_test_app(profile="lab", transport_factory=transport_factory(known=True))
+
+
+async def hosts3_run(pilot):
+    """The controller tested, then compute1 picked in the list: the form edits compute1."""
+    app = pilot.app
+    await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host")
+    await pilot.press("ctrl+t")
+    await wait_for(pilot, lambda: app.state.facts is not None, what="test result")
+    app.screen.query_one("#host-list").focus()
+    await pilot.press("down")
+    await wait_for(pilot, lambda: app.screen.query_one("#address").value == "10.0.0.3",
+                   what="compute1 in the form")
+    await settle(pilot, "Remove host")
+
+
+async def hosts3_review_run(pilot):
+    await _to_review(pilot)
+    await settle(pilot, "Start install")
+
+
 SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "01-start": (start_setup, start_run),
     "02-host": (lab_setup(), host_run),
@@ -316,6 +348,8 @@ SCENARIOS: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "15-summary-image-skipped": (image_skip_setup, image_skipped_summary_run),
     "16-services-compute": (lab_setup(), services_compute_run),
     "17-summary-compute": (compute_setup, summary_run),
+    "18-hosts-three": (hosts3_setup, hosts3_run),
+    "19-review-three-hosts": (hosts3_setup, hosts3_review_run),
 }
 
 

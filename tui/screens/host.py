@@ -13,10 +13,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Label, RadioButton, RadioSet, Static
+from textual.widgets import (Button, Checkbox, DataTable, Footer, Header, Label, RadioButton,
+                             RadioSet, Static)
 
 from ..tasks import profile as pr
-from .common import Radio, Responsive, Field, ask_from_thread, breadcrumb, tildify
+from .common import Radio, Responsive, Field, Tick, ask_from_thread, breadcrumb, tildify
+from .hosts_list import HostList, HostsMixin, field_errors
 
 LEVEL_STYLE = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "bad": ("✗", "red")}
 
@@ -70,28 +72,36 @@ def check_password(v: str) -> str | None:
     return None if v else "enter the SSH password (or choose a key or the agent)"
 
 
-class HostScreen(Responsive, Screen):
+class HostScreen(HostsMixin, Responsive, Screen):
     SUB_TITLE = "Host"
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+n", "next", "Next"),
         Binding("ctrl+t", "test", "Test"),
         Binding("ctrl+o", "browse", "Browse"),
+        Binding("ctrl+b", "add_host", "Add host", tooltip="Add a compute host to the profile"),
+        Binding("ctrl+r", "remove_host", "Remove host"),
     ]
 
     def __init__(self):
         super().__init__()
         self.touched: set[str] = set()
         self._gone = threading.Event()
+        self.current = 0    # the host the form edits: its index in the profile's hosts
+        self.results: dict = {}   # id(host) -> (kind, payload) of its last connection test
 
     # -- layout ---------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         st = self.app.state
         h = st.profile.host
+        self.current = next(i for i, x in enumerate(st.profile.hosts) if x is h)
+        if st.facts is not None:
+            self.results[id(h)] = ("ok", st.facts)
         yield Header()
         with VerticalScroll(id="host", classes="form"):
             yield Static(breadcrumb("host"), classes="crumbs")
             yield from self.row("Profile name", Field(st.profile.name, id="name", compact=True))
+            yield from self.host_rows(h)
             yield from self.row("Address", Field(h.address, id="address", compact=True,
                                                  placeholder="server.example.org or 192.0.2.10"))
             with Horizontal(classes="row"):
@@ -131,6 +141,19 @@ class HostScreen(Responsive, Screen):
                 yield Button("Next (ctrl+n)", id="next", variant="primary", compact=True)
         yield Footer(compact=True)
 
+    def host_rows(self, h: pr.HostConfig) -> ComposeResult:
+        """The host list, then the picked host's name and roles (hidden with one host)."""
+        yield HostList(id="host-list")
+        with Horizontal(classes="row", id="host-name-row"):
+            yield Label("Host name", classes="label")
+            yield Field(h.name, id="host_name", compact=True, classes="short")
+            yield Label("Roles", classes="label2")
+            for role in pr.ROLES:
+                yield Tick(role, role in h.roles, id=f"role-{role}", compact=True,
+                           classes="role")
+        yield Static("", id="host_name-error", classes="error")
+        yield Static("", id="roles-error", classes="error")
+
     def row(self, label: str, widget, row_id: str | None = None):
         with Horizontal(classes="row", id=row_id):
             yield Label(label, classes="label")
@@ -141,8 +164,8 @@ class HostScreen(Responsive, Screen):
         self.update_visibility()
         for s in self.query(".error"):
             s.display = False
-        if self.app.state.facts is not None:
-            self.show_facts(self.app.state.facts)
+        self.refresh_hosts()
+        self.show_result()
         self.query_one("#address" if self.app.state.profile.name else "#name", Field).focus()
 
     def on_unmount(self) -> None:
@@ -157,10 +180,23 @@ class HostScreen(Responsive, Screen):
         pressed = self.query_one("#auth", RadioSet).pressed_button
         return (pressed.id or "auth-agent").removeprefix("auth-") if pressed else "agent"
 
+    def form_host(self) -> pr.HostConfig:
+        """The selected host as the form shows it."""
+        port = self.value("port")
+        return pr.HostConfig(address=self.value("address"), user=self.value("user"),
+                             port=int(port) if check_port(port) is None else 22,
+                             key_file=self.value("key_file") or None,
+                             name=self.value("host_name"), roles=self.form_roles())
+
     def checks(self) -> dict[str, str | None]:
+        hosts = list(self.hosts)
+        hosts[self.current] = self.form_host()
+        across = field_errors(hosts, self.current)   # the profile's rules across the hosts
         out = {
             "name": check_name(self.value("name")),
-            "address": check_address(self.value("address")),
+            "host_name": across.get("name"),
+            "roles": across.get("roles"),
+            "address": check_address(self.value("address")) or across.get("address"),
             "port": check_port(self.value("port")),
             "user": check_user(self.value("user")),
             "key_file": None,
@@ -179,8 +215,12 @@ class HostScreen(Responsive, Screen):
             err = self.query_one(f"#{fid}-error", Static)
             err.update(Text(f"  {shown}") if shown else "")
             err.display = bool(shown)
-            self.query_one(f"#{fid}", Field).set_class(bool(shown), "-invalid")
+            if fid != "roles":
+                self.query_one(f"#{fid}", Field).set_class(bool(shown), "-invalid")
         return found
+
+    def focus_field(self, fid: str) -> None:
+        self.query_one("#role-controller" if fid == "roles" else f"#{fid}").focus()
 
     @on(Field.Changed)
     def changed(self, event: Field.Changed) -> None:
@@ -189,6 +229,17 @@ class HostScreen(Responsive, Screen):
         if event.input.id == "user":
             self.update_visibility()
         self.show_errors()
+        if event.input.id in ("host_name", "address") and self.list_shown():
+            self.store()
+            self.refresh_hosts()
+
+    @on(DataTable.RowHighlighted, "#host-list")
+    def _host_picked(self, event: DataTable.RowHighlighted) -> None:
+        self.row_highlighted(event)
+
+    @on(Checkbox.Changed, ".role")
+    def _role_ticked(self, event: Checkbox.Changed) -> None:
+        self.role_changed(event)
 
     @on(RadioSet.Changed)
     def auth_changed(self) -> None:
@@ -211,6 +262,8 @@ class HostScreen(Responsive, Screen):
             return self.auth == "key" or None
         if action == "test":
             return not self._testing() or None
+        if action == "remove_host":
+            return self.can_remove()
         return True
 
     def _testing(self) -> bool:
@@ -219,8 +272,10 @@ class HostScreen(Responsive, Screen):
     def store(self) -> list[str]:
         """Copy the fields into the profile; return what is still wrong."""
         st = self.app.state
-        h = st.profile.host
+        h = self.selected
         st.profile.name = self.value("name")
+        h.name = self.value("host_name")
+        h.roles = self.form_roles()
         h.address = self.value("address")
         if check_port(self.value("port")) is None:
             h.port = int(self.value("port"))
@@ -243,8 +298,15 @@ class HostScreen(Responsive, Screen):
     def action_next(self) -> None:
         found = self.show_errors(everything=True)
         bad = [fid for fid, why in found.items() if why]
+        if not bad:
+            self.store()
+            other = next((i for i, _ in pr.hosts_errors(self.hosts, list_form=True)), None)
+            if other is not None and other.startswith("hosts["):   # another host's problem
+                self.select_host(int(other[6:other.index("]")]) - 1)
+                found = self.show_errors(everything=True)
+                bad = [fid for fid, why in found.items() if why]
         if bad:
-            self.query_one(f"#{bad[0]}", Field).focus()
+            self.focus_field(bad[0])
             self.notify("Fix the marked fields first.", severity="warning")
             return
         self.app.go("credentials")
@@ -270,37 +332,47 @@ class HostScreen(Responsive, Screen):
         bad = [fid for fid in ("address", "port", "user", "key_file", "ssh_password")
                if found.get(fid)]
         if bad:
-            self.query_one(f"#{bad[0]}", Field).focus()
+            self.focus_field(bad[0])
             self.notify("Fix the marked fields first.", severity="warning")
             return
         if self._testing():
             return
         self.store()
-        h = self.app.state.profile.host
+        h = self.selected
+        self.results[id(h)] = ("testing", None)
+        self.refresh_hosts()
         self.query_one("#test-status", Static).update(
             Text(f"Connecting to {h.user}@{h.address}:{h.port} ...", style="italic"))
         self.query_one("#test-result", Static).update("")
-        self.run_test(h.address, h.port, h.user, h.key_file,
+        # With several hosts the host key question names the host it is about.
+        self.run_test(h, h.name if len(self.hosts) > 1 else None,
                       self.app.state.secrets.get("ssh_password"),
                       self.app.state.secrets.get("sudo_password"))
         self.refresh_bindings()
 
-    def _confirm_host_key(self, host: str, key_type: str, fingerprint: str) -> bool:
+    def _confirm_host_key(self, host: str, key_type: str, fingerprint: str,
+                          name: str | None = None) -> bool:
         from .modals import HostKeyModal
 
-        return bool(ask_from_thread(self.app, lambda: HostKeyModal(host, key_type, fingerprint),
-                                    default=False, closing=self._gone))
+        return bool(ask_from_thread(
+            self.app, lambda: HostKeyModal(host, key_type, fingerprint, name=name),
+            default=False, closing=self._gone))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="test")
-    def run_test(self, address, port, user, key_file, password, sudo_password) -> None:
+    def run_test(self, h: pr.HostConfig, name: str | None, password, sudo_password) -> None:
         from ..tasks.transport import HostKeyChanged, TransportError, UnknownHostKey
         from .hostinfo import PROBE, parse
+
+        address, port, user, key_file = h.address, h.port, h.user, h.key_file
+
+        def confirm(host: str, key_type: str, fingerprint: str) -> bool:
+            return self._confirm_host_key(host, key_type, fingerprint, name)
 
         t = None
         try:
             t = self.app.transport_factory(
                 address, port, user, key_file=key_file, password=password,
-                sudo_password=sudo_password, confirm_host_key=self._confirm_host_key,
+                sudo_password=sudo_password, confirm_host_key=confirm,
                 connect_timeout=10)
             t.connect()
             r = t.run(PROBE, check=False, timeout=30)
@@ -326,21 +398,39 @@ class HostScreen(Responsive, Screen):
                     pass
         if not self._gone.is_set():
             try:
-                self.app.call_from_thread(self.test_done, *result)
+                self.app.call_from_thread(self.test_done, h, *result)
             except RuntimeError:
                 pass
 
-    def test_done(self, kind: str, payload) -> None:
+    def test_done(self, h: pr.HostConfig, kind: str, payload) -> None:
+        self.results[id(h)] = (kind, payload)
+        if kind == "ok" and h is self.app.state.profile.host:
+            self.app.state.facts = payload   # the controller's: the plan's platform
+        self.refresh_hosts()
+        self.refresh_bindings()
+        if h is self.selected:
+            self.show_result()
+        if kind == "changed":
+            from .modals import host_key_changed_modal
+
+            self.app.push_screen(host_key_changed_modal(payload))
+
+    def show_result(self) -> None:
+        """The selected host's last connection test, or nothing when it has none."""
+        kind, payload = self.results.get(id(self.selected), (None, None))
         status = self.query_one("#test-status", Static)
-        if kind == "ok":
-            self.app.state.facts = payload
+        self.query_one("#test-result", Static).update("")
+        if kind is None:
+            status.update("")
+        elif kind == "testing":
+            h = self.selected
+            status.update(Text(f"Connecting to {h.user}@{h.address}:{h.port} ...",
+                               style="italic"))
+        elif kind == "ok":
             status.update(Text("Connected.", style="green"))
             self.show_facts(payload)
         elif kind == "changed":
-            from .modals import host_key_changed_modal
-
             status.update(Text("Refused: the host key has changed.", style="bold red"))
-            self.app.push_screen(host_key_changed_modal(payload))
         elif kind == "declined":
             status.update(Text("Host key not trusted: nothing was run.", style="yellow"))
         else:
@@ -352,7 +442,6 @@ class HostScreen(Responsive, Screen):
             if getattr(payload, "hint", ""):
                 body.append(f"Try: {payload.hint}")
             self.query_one("#test-result", Static).update(body)
-        self.refresh_bindings()
 
     def show_facts(self, facts) -> None:
         grid = Table.grid(padding=(0, 1))

@@ -83,15 +83,17 @@ class HostKeyModal(Dialog):
                 Binding("escape", "answer(False)", "Cancel", show=False)]
     CANCEL_VALUE = False
 
-    def __init__(self, host: str, key_type: str, fingerprint: str):
+    def __init__(self, host: str, key_type: str, fingerprint: str, *, name: str | None = None):
         super().__init__()
         self.host, self.key_type, self.fingerprint = host, key_type, fingerprint
+        self.name_ = name   # the profile's name for the host, when it has several
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="box"):
             yield Label("Unknown SSH host key", classes="box-title")
             body = Text()
-            body.append(f"{self.host} is not known yet. It presents this key:\n\n")
+            who = f"Host {self.name_} ({self.host})" if self.name_ else self.host
+            body.append(f"{who} is not known yet. It presents this key:\n\n")
             body.append(f"  {self.key_type}\n  {self.fingerprint}\n\n", style="bold")
             body.append("Compare it with the server's own: ssh-keygen -lf "
                         "/etc/ssh/ssh_host_ed25519_key.pub\nTrust it only if they match; it is "

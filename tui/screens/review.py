@@ -44,6 +44,45 @@ def image_choice(img) -> str:
     return f"Image {img.name}: downloaded by this machine from {src}"
 
 
+def host_services(prof, host) -> str:
+    """What one host gets, said plainly: the controller everything selected, a compute host
+    nova-compute and the Neutron agent when Nova is selected, else nothing."""
+    from ..tasks import profile as pr
+    from ..tasks.services import REGISTRY
+
+    chosen = set(prof.openstack.services)
+    nova = "nova" in chosen
+    if pr.CONTROLLER in host.roles:
+        n = sum(1 for s in REGISTRY if s.id in chosen)
+        text = f"everything selected ({n} services)"
+        if pr.COMPUTE in host.roles and nova:
+            text += " and nova-compute"
+        return text
+    if nova:
+        return "nova-compute and the Neutron agent"
+    return "nothing: a compute host runs instances only when Nova is selected"
+
+
+def where_text(prof) -> Text:
+    """'What goes where': per host its roles and services; then that this version installs
+    one host, so Start refuses rather than install the controller's part alone."""
+    from .hosts_list import roles_text
+
+    t = Text()
+    t.append(f"\nWhat goes where ({len(prof.hosts)} hosts):", style="bold")
+    width = max(len(h.name) for h in prof.hosts)
+    for h in prof.hosts:
+        t.append(f"\n  {h.name:<{width}}  ", style="bold")
+        t.append(f"{h.address} ", style="dim")
+        t.append(f"{roles_text(h.roles)}: ", style="dim italic")
+        t.append(host_services(prof, h))
+    others = ", ".join(h.name for h in prof.hosts if h is not prof.host)
+    t.append(f"\nThis version installs one host: Start refuses this profile rather than "
+             f"install {prof.host.name}'s part only and leave out {others}. To install "
+             "now, remove them on the Host screen.", style="yellow")
+    return t
+
+
 def phase_detail(phase) -> Text:
     t = Text()
     t.append(phase.title + "\n", style="bold")
@@ -114,6 +153,8 @@ class ReviewScreen(Responsive, Screen):
         if "glance" in prof.openstack.services:
             target.append(f"\n{image_choice(prof.image)}",
                           style="dim" if prof.image.upload else "yellow")
+        if len(prof.hosts) > 1:
+            target.append_text(where_text(prof))
         self.query_one("#target", Static).update(target)
         tree = self.query_one("#plan", Tree)
         tree.clear()
