@@ -138,7 +138,8 @@ def sandbox_factory(stack_home):
 
     def remove(name: str) -> None:
         """Remove a sandbox as soon as its tests are done (idle OpenStack hosts cost CPU)."""
-        sandbox.down(name, log=lines.append, graceful=False)  # thrown away: no shutdown
+        # thrown away: no shutdown, and its files are deleted while the next test runs
+        sandbox.down(name, log=lines.append, graceful=False, wait=False)
         if name in made:
             made.remove(name)
 
@@ -152,7 +153,7 @@ def sandbox_factory(stack_home):
         # STACK_TUI_HOME is still ours here: stack_home tears down after this fixture.
         for name in reversed(made):
             try:
-                sandbox.down(name, log=lines.append, graceful=False)
+                sandbox.down(name, log=lines.append, graceful=False, wait=False)
             except Exception as exc:  # keep removing the others
                 errors.append(f"{name}: {exc}")
         if errors:

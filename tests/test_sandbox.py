@@ -283,3 +283,23 @@ def test_two_runs_with_different_homes_do_not_collide(sandbox_factory, tmp_path)
         for p in downs:
             out, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
+
+
+def test_removing_a_tree_without_waiting_frees_the_name_at_once_and_deletes_it(tmp_path):
+    """A throwaway host's files: renamed into the trash at once (so the same name can be
+    made again), deleted by a detached rm; a plain removal still waits."""
+    from tests.cloud import wait_until
+    from tui.tasks.sandbox import base
+
+    root = tmp_path / "sandbox" / "box"
+    for i in range(200):
+        (root / "upper" / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (root / "upper" / f"d{i % 7}" / f"f{i}").write_bytes(b"x" * 512)
+    base._remove_tree(root, wait=False)
+    assert not root.exists()
+    trash = root.parent / base.TRASH
+    assert wait_until(lambda: not any(trash.iterdir()), 30, 0.1), list(trash.iterdir())
+    root.mkdir()
+    (root / "f").write_text("x")
+    base._remove_tree(root)  # waits
+    assert not root.exists()

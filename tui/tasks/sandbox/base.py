@@ -270,10 +270,33 @@ def _unmount_all(root: Path, log: Log = None) -> None:
         )
 
 
-def _remove_tree(root: Path, log: Log = None) -> None:
-    """rm -rf, but never through a mount (e.g. a bind mount of the apt cache)."""
+def _remove_tree(root: Path, log: Log = None, *, wait: bool = True) -> None:
+    """rm -rf, but never through a mount (e.g. a bind mount of the apt cache).
+
+    ``wait=False``: the tree is unmounted and renamed into ``TRASH`` beside it at once (the
+    name is free again) and deleted by a detached ``rm``; an installed host's 4 GB took 11 s
+    to delete, which a test run waited for on every host."""
     if not root.exists() and not root.is_symlink():
         return
     _unmount_all(root, log)
+    if not wait and root.is_dir() and not root.is_symlink():
+        trash = root.parent / TRASH
+        trash.mkdir(mode=0o700, exist_ok=True)
+        gone = trash / f"{root.name}.{os.getpid()}.{time.monotonic_ns()}"
+        os.rename(root, gone)
+        empty_trash(trash)
+        return
     _run(["rm", "-rf", "--one-file-system", "--", str(root)], timeout=300,
          hint="Something under it may still be in use.")
+
+
+TRASH = ".trash"
+
+
+def empty_trash(trash: Path) -> None:
+    """Delete what is in ``trash`` in a detached process (also what a killed run left)."""
+    if not trash.is_dir() or not any(trash.iterdir()):
+        return
+    # setsid -f: rm runs on in its own session; this returns at once (no child to reap)
+    _run(["setsid", "-f", "rm", "-rf", "--one-file-system", "--", *map(str, trash.iterdir())],
+         timeout=30)

@@ -194,20 +194,22 @@ def _wait_ready(info: SandboxInfo, log: Log) -> None:
         time.sleep(0.3)
 
 
-def down(name: str = "sandbox", *, log: Log = None, graceful: bool = True) -> bool:
+def down(name: str = "sandbox", *, log: Log = None, graceful: bool = True,
+         wait: bool = True) -> bool:
     """Stop sandbox ``name`` and remove everything it made. False if nothing existed.
 
     ``graceful=False`` (a test's throwaway host, whose state nobody keeps) skips the
-    shutdown: an installed OpenStack host took 10-20 s to power off, for nothing."""
+    shutdown: an installed OpenStack host took 10-20 s to power off, for nothing.
+    ``wait=False`` leaves deleting its files to a detached process (see _remove_tree)."""
     _check_name(name)
     if os.geteuid() != 0:
         require_root_tools()
     with _flock(_lock_path(name)):
         # The lock file itself stays (unlinking it would race with a waiting locker).
-        return _down_locked(name, log, graceful=graceful)
+        return _down_locked(name, log, graceful=graceful, wait=wait)
 
 
-def _down_locked(name: str, log: Log, *, graceful: bool = True) -> bool:
+def _down_locked(name: str, log: Log, *, graceful: bool = True, wait: bool = True) -> bool:
     sdir = _sandbox_path(name)
     info = _load_info(name)
     indexes = set(_owned_claims(sdir))
@@ -224,8 +226,8 @@ def _down_locked(name: str, log: Log, *, graceful: bool = True) -> bool:
         _release_index(i, log)
     with contextlib.suppress(OSError):
         _harvest_debs(sdir, log, info.release if info is not None else DEFAULT_RELEASE)
-    _remove_tree(sdir, log)
-    _say(log, f"sandbox {name!r} removed")
+    _remove_tree(sdir, log, wait=wait)
+    _say(log, f"sandbox {name!r} removed" + ("" if wait else " (its files are deleted in the background)"))
     return True
 
 
