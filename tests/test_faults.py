@@ -331,6 +331,39 @@ def test_a_failed_setup_script_is_configured_once_more_then_the_install_complete
                in o for o in outputs), outputs
 
 
+@pytest.mark.parametrize("repairs_failing, ok", [(1, True), (2, False)])
+def test_a_setup_script_failing_again_is_configured_one_last_time(tmp_path, repairs_failing,
+                                                                  ok):
+    state = {"installed": False, "installs": 0, "configures": 0}
+
+    def install():
+        state["installs"] += 1
+        if state["installs"] == 1:
+            return 100, INSTALL_POSTINST_FAILED
+        state["installed"] = True
+        return 0, "0 upgraded, 0 newly installed"
+
+    def configure():
+        state["configures"] += 1
+        # the first configure is the wait for another package manager (`true` before it)
+        if 2 <= state["configures"] <= 1 + repairs_failing:
+            return 1, INSTALL_POSTINST_FAILED.split("\n", 1)[1]
+        return 0, ""
+
+    table = _packages_table(state)
+    table["apt-get install"] = (0, install)
+    table["dpkg --configure -a"] = (0, configure)
+    ctx, t = make_ctx(tmp_path, table)
+    ctx.output = lambda *a: None
+    if ok:
+        prepare._packages_run(ctx)
+        assert state["installed"] and state["configures"] == 3
+    else:
+        with pytest.raises(e.StepError):
+            prepare._packages_run(ctx)
+        assert not state["installed"] and state["configures"] == 3  # never a third repair
+
+
 def test_setup_script_failures_are_only_apts_list_after_its_words():
     assert prepare.setup_script_failures(INSTALL_POSTINST_FAILED.splitlines()) == [
         "openstack-dashboard", "openstack-dashboard-apache"]

@@ -219,8 +219,10 @@ def _install(ctx: Context, cmd: str) -> None:
     """apt-get install; when only packages' setup scripts failed ("Errors were encountered
     while processing"), they are configured once more before the step gives up: some fail
     now and then, e.g. Debian 12's openstack-dashboard, whose postinst compresses the
-    dashboard's CSS with pyScss and stopped on a garbled token ("Found 'inline-blo'") in
-    one of four identical installs."""
+    dashboard's CSS with pyScss in django-compressor's 4 threads (pyScss is not thread-safe)
+    and stopped on a garbled token ("Found 'inline-blo'") in about one run of twelve; so
+    twice, when the first repair fails the same way (horizon.static compresses with one
+    thread, see horizon.compress_script)."""
     try:
         _apt(ctx, cmd, watch=AptProgress(ctx).feed)
     except StepError as exc:
@@ -229,7 +231,14 @@ def _install(ctx: Context, cmd: str) -> None:
             raise
         ctx.output(f"the setup script of {', '.join(failed)} failed; configuring once more "
                    "(dpkg --configure -a), then the rest of the install")
-        _apt(ctx, "dpkg --configure -a")
+        for attempt in (1, 2):
+            try:
+                _apt(ctx, "dpkg --configure -a")
+                break
+            except StepError as again:
+                if attempt == 2 or not setup_script_failures(again.tail or []):
+                    raise
+                ctx.output("a setup script failed again; configuring one last time")
         _apt(ctx, cmd)  # what apt had not reached when it stopped
 
 
