@@ -628,7 +628,9 @@ def test_missing_key_file_refused_nothing_written(ready):
     n = logins(info)
     r = cli("apply", "flt-nokey", "--yes")
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "[host.key_file]" in r.stderr and missing in r.stderr and "does not exist" in r.stderr
+    # the key as the file writes it: a version 2 profile's first (and only) [[hosts]] entry
+    assert "[hosts[1].key_file]" in r.stderr and missing in r.stderr
+    assert "does not exist" in r.stderr
     no_traceback(r)
     assert path.read_bytes() == before
     assert not (prof_dir / "flt-nokey.secrets.toml").exists()
