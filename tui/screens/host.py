@@ -448,7 +448,9 @@ class HostScreen(HostsMixin, Responsive, Screen):
         grid.add_column(width=1)
         grid.add_column(style="bold", width=10)
         grid.add_column()
-        for label, value, level in facts.rows():
+        compute = ("nova" in self.app.state.profile.openstack.services
+                   and "compute" in self.selected.roles)
+        for label, value, level in facts.rows(compute=compute):
             mark, style = LEVEL_STYLE[level]
             grid.add_row(Text(mark, style=style), label, Text(value))
         self.query_one("#test-result", Static).update(grid)

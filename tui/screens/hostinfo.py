@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..tasks.preflight import checks as limits
+from ..tasks.preflight.compute import COMPUTE_MEM_GOOD, COMPUTE_MEM_MIN
+from ..tasks.preflight.result import GiB
 from .common import fmt_bytes
 
 SEP = "@@STK@@"
@@ -36,8 +38,9 @@ class HostFacts:
     def supported(self) -> bool:
         return self.platform_id is not None
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        """(label, value, level) with level ok / warning / bad."""
+    def rows(self, compute: bool = False) -> list[tuple[str, str, str]]:
+        """(label, value, level) with level ok / warning / bad; ``compute``: the host runs
+        Nova's guests too, so memory is judged as the compute preflight judges it."""
         out = []
         if self.platform_id is None:
             out.append(("System", f"{self.os_name}", "bad"))
@@ -48,9 +51,14 @@ class HostFacts:
             cpu += f" ({self.cpu_model})"
         out.append(("CPU", cpu, "ok" if (self.cpus or 0) >= 2 else "warning"))
         # preflight's thresholds: the screen and the preflight never disagree
-        ram_level = ("bad" if self.ram is None or self.ram < limits.MEM_MIN
-                     else "warning" if self.ram < limits.MEM_GOOD else "ok")
-        out.append(("RAM", fmt_bytes(self.ram), ram_level))
+        low, good = ((COMPUTE_MEM_MIN, COMPUTE_MEM_GOOD) if compute
+                     else (limits.MEM_MIN, limits.MEM_GOOD))
+        ram_level = ("bad" if self.ram is None or self.ram < low
+                     else "warning" if self.ram < good else "ok")
+        ram = fmt_bytes(self.ram)
+        if compute and ram_level != "ok" and self.ram is not None:
+            ram += f" (with Nova: {low // GiB} GiB needed, {good // GiB} GiB advised)"
+        out.append(("RAM", ram, ram_level))
         disk_level = ("bad" if self.disk_free is None or self.disk_free < limits.DISK_MIN
                       else "warning" if self.disk_free < limits.DISK_GOOD else "ok")
         out.append(("Free disk", f"{fmt_bytes(self.disk_free)} in /var", disk_level))
