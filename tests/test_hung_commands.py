@@ -357,3 +357,39 @@ def test_a_unit_systemd_is_restarting_after_a_crash_is_not_taken_for_running(tmp
     assert not eng.run().ok
     assert seen[0].what == "memcached started, then stopped (crashed; systemd restarts it)."
 
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_a_failed_units_journal_is_read_once_its_last_words_are_in(tmp_path, shell):
+    """journald takes a unit's output on its own time: the look waits (bounded) while the
+    journal ends at "Started ...", run in a real shell against a journalctl that has the
+    unit's error line only from its third read on."""
+    import subprocess
+    import time
+
+    from tui.tasks.services.units import journal_tail
+
+    count = tmp_path / "reads"
+    stub = tmp_path / "journalctl"
+    stub.write_text(f"""#!/bin/sh
+[ "$1" = --sync ] && exit 0
+n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {count}
+echo "Stopped memcached.service - memcached daemon."
+echo "Started memcached.service - memcached daemon."
+[ $n -ge 3 ] && echo "failed to listen on TCP port 11211: Address already in use"
+exit 0
+""")
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    r = subprocess.run([shell, "-c", journal_tail("memcached")], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.stdout.splitlines()[-1].endswith("Address already in use"), r.stdout
+    assert count.read_text().strip() == "3"
+    # a unit that never says more: the look gives up after about 2 s, with what there is
+    stub.write_text("#!/bin/sh\n[ \"$1\" = --sync ] && exit 0\n"
+                    "echo 'Started memcached.service - memcached daemon.'\n")
+    t0 = time.monotonic()
+    r = subprocess.run([shell, "-c", journal_tail("memcached")], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.stdout.splitlines() == ["Started memcached.service - memcached daemon."]
+    assert 1.5 < time.monotonic() - t0 < 10

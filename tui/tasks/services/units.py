@@ -27,6 +27,18 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def journal_tail(unit: str, window: str = "-n 25 ") -> str:
+    """The unit's last journal lines, once its last words are in: journald reads a unit's
+    output stream on its own time, so a look made as systemd saw the process exit once ended
+    at "Started memcached.service" without memcached's "Address already in use".  Flushed,
+    then re-read every 0.2 s (up to 2 s) while nothing follows a "Started" line."""
+    log = f"journalctl -u {q(unit)} {window}--no-pager -o cat 2>&1 | tail -n 25"
+    return ("journalctl --sync 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10; do "
+            f"j=$({log}); last=$(printf '%s\\n' \"$j\" | tail -n 1); "
+            "case \"$last\" in Started\\ *|'') sleep 0.2;; *) break;; esac; done; "
+            "printf '%s\\n' \"$j\"")
+
+
 def service_failed(ctx: Context, unit: str, what: str, since: str | None = None,
                    output: list[str] = (), *, why: str | None = None,
                    hint: str | None = None) -> StepError:
@@ -34,7 +46,7 @@ def service_failed(ctx: Context, unit: str, what: str, since: str | None = None,
     epoch seconds when this step started it), so an earlier failure's lines do not
     explain this one; ``output`` is what systemctl itself said."""
     window = f"--since @{int(since)} " if since and since.isdigit() else "-n 25 "
-    r = ctx.sh(f"journalctl -u {q(unit)} {window}--no-pager -o cat 2>&1 | tail -n 25; "
+    r = ctx.sh(journal_tail(unit, window) + "; "
                f"systemctl status {q(unit)} --no-pager -n 0 2>&1 | head -5", check=False,
                quiet=True, timeout=LOOK)
     return StepError(what, why or f"{unit} is not running; its journal is below",
