@@ -13,7 +13,7 @@ from ..pkglock import lock_wait_seconds
 from ..platforms import Platform, by_id, describe, detect
 from ..services import REGISTRY
 from ..services.common import fix_hosts_file
-from ..services.prepare import local_resolution
+from ..services.prepare import local_resolution, mgmt_missing
 from .facts import parse_ss
 from .result import BLOCKING, GiB, OK, WARNING, Result, _fmt_gib
 
@@ -151,12 +151,8 @@ def _hostname_mgmt(ctx: Context, name: str, resolved: list[str], have: list[str]
                                              "address the profile gives")
     real = [a for a in have if not a.startswith("127.")]
     if mgmt not in have:
-        return Result("hostname", BLOCKING, title,
-                      f"the profile gives {mgmt} as this host's management address "
-                      f"(mgmt_address), but the host has no such address "
-                      f"({', '.join(real) or 'none but loopback'})",
-                      fix_hint="correct mgmt_address in the profile (or leave it out to use "
-                               "the address the name resolves to), or give the host that address")
+        why, hint = mgmt_missing(mgmt, real)
+        return Result("hostname", BLOCKING, title, why, fix_hint=hint)
     why = (f"{name} resolves to {', '.join(resolved) or 'nothing'}, not to {mgmt} alone, the "
            "management address the profile gives; RabbitMQ's node and the services would "
            "use another address")

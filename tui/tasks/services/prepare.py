@@ -33,6 +33,15 @@ def local_resolution(resolved: list[str], have: list[str], mgmt: str | None = No
     return good[0] if good else None
 
 
+def mgmt_missing(mgmt: str, real: list[str]) -> tuple[str, str]:
+    """What to say when the host lacks the profile's management address, and what to do
+    (the step and the preflight say the same)."""
+    return (f"the profile gives {mgmt} as this host's management address (mgmt_address), "
+            f"but the host has no such address ({', '.join(real) or 'none but loopback'})",
+            "correct mgmt_address in the profile (or leave it out to use the address the "
+            "host's name resolves to), or give the host that address")
+
+
 def _mgmt(ctx: Context) -> str | None:
     """The controller's management address as the profile gives it (None: detect it)."""
     return ctx.profile.host.mgmt_address
@@ -72,12 +81,10 @@ def _target_address(ctx: Context, have: list[str]) -> str:
     mgmt = _mgmt(ctx)
     real = [a for a in have if not a.startswith("127.")]
     if mgmt and mgmt not in have:
-        raise StepError(
-            f"The profile gives {mgmt} as this host's management address (mgmt_address), "
-            f"but the host has no such address ({', '.join(real) or 'none but loopback'}).",
-            "the services would be configured to talk on an address nobody answers on",
-            "correct mgmt_address in the profile (or leave it out to use the address the "
-            "host's name resolves to), or give the host that address")
+        what, hint = mgmt_missing(mgmt, real)
+        raise StepError(what[0].upper() + what[1:] + ".",
+                        "the services would be configured to talk on an address nobody "
+                        "answers on", hint)
     if mgmt:
         return mgmt
     if ctx.profile.host.address in have:
