@@ -305,7 +305,8 @@ Errors were encountered while processing:
 E: Sub-process /usr/bin/dpkg returned an error code (1)"""
 
 
-def test_a_failed_setup_script_is_configured_once_more_then_the_install_completes(tmp_path):
+def _install_failing_in_a_setup_script_once():
+    """(state, apt-get install's fake): the first install stops in a setup script."""
     state = {"installed": False, "installs": 0, "configures": 0}
 
     def install():
@@ -314,6 +315,12 @@ def test_a_failed_setup_script_is_configured_once_more_then_the_install_complete
             return 100, INSTALL_POSTINST_FAILED
         state["installed"] = True
         return 0, "0 upgraded, 0 newly installed"
+
+    return state, install
+
+
+def test_a_failed_setup_script_is_configured_once_more_then_the_install_completes(tmp_path):
+    state, install = _install_failing_in_a_setup_script_once()
 
     def configure():
         state["configures"] += 1
@@ -334,14 +341,7 @@ def test_a_failed_setup_script_is_configured_once_more_then_the_install_complete
 @pytest.mark.parametrize("repairs_failing, ok", [(1, True), (2, False)])
 def test_a_setup_script_failing_again_is_configured_one_last_time(tmp_path, repairs_failing,
                                                                   ok):
-    state = {"installed": False, "installs": 0, "configures": 0}
-
-    def install():
-        state["installs"] += 1
-        if state["installs"] == 1:
-            return 100, INSTALL_POSTINST_FAILED
-        state["installed"] = True
-        return 0, "0 upgraded, 0 newly installed"
+    state, install = _install_failing_in_a_setup_script_once()
 
     def configure():
         state["configures"] += 1
