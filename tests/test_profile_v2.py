@@ -431,3 +431,43 @@ def test_the_documented_example_loads(tmp_path):
         ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"]), ("lab-3", ["compute"])]
     assert p.host.address == "10.199.0.2" and len(p.computes) == 3
     assert [h.mgmt_address for h in p.hosts] == ["10.198.1.11", "10.198.1.12", "10.198.1.13"]
+
+
+# -- a host's view (Profile.on): what the steps that run on a compute host see -----------------
+
+def _three_hosts():
+    from tui.tasks.profile import HostConfig, Profile
+    return Profile("lab", hosts=[
+        HostConfig(name="lab-1", roles=["controller", "compute"], address="10.199.0.2",
+                   mgmt_address="10.198.1.11"),
+        HostConfig(name="lab-2", roles=["compute"], address="10.199.0.6",
+                   mgmt_address="10.198.1.12"),
+        HostConfig(name="lab-3", roles=["compute"], address="10.199.0.10")])
+
+
+def test_a_hosts_view_has_that_host_and_keeps_the_controllers_endpoints():
+    prof = _three_hosts()
+    view = prof.on("lab-2")
+    assert view.host.name == "lab-2" and view.here == "lab-2"
+    assert view.controller.name == "lab-1"
+    assert view.endpoint_host == "10.199.0.2" == prof.endpoint_host
+    assert prof.host.name == "lab-1" and prof.here is None   # the profile itself unchanged
+    with pytest.raises(KeyError):
+        prof.on("lab-9")
+
+
+def test_controller_mgmt_from_a_compute_hosts_view():
+    from types import SimpleNamespace
+    from tui.tasks.services.common import controller_mgmt, mgmt
+
+    prof = _three_hosts()
+    ctrl = SimpleNamespace(profile=prof, facts={"mgmt_address": "10.198.1.11"})
+    ctrl.controller_facts = ctrl.facts
+    assert controller_mgmt(ctrl) == mgmt(ctrl) == "10.198.1.11"
+    c2 = SimpleNamespace(profile=prof.on("lab-2"), facts={}, controller_facts={})
+    assert mgmt(c2) == "10.198.1.12"
+    assert controller_mgmt(c2) == "10.198.1.11"        # the controller's configured one
+    c2.controller_facts = {"mgmt_address": "10.198.1.99"}
+    assert controller_mgmt(c2) == "10.198.1.99"        # what the controller recorded wins
+    c3 = SimpleNamespace(profile=prof.on("lab-3"), facts={}, controller_facts={})
+    assert mgmt(c3) == "10.199.0.10"                   # no mgmt_address: its SSH address

@@ -231,6 +231,9 @@ class Context:
         self.redact = redact
         self.state = state
         self.facts = state.facts
+        # the controller's facts (its mgmt_address): a host's own facts unless the runner
+        # gives another host's context the controller's (several hosts)
+        self.controller_facts: dict[str, Any] = self.facts
         self.engine = engine
         self.cancel = threading.Event()
         self.step_id: str | None = None

@@ -8,6 +8,7 @@ and nothing is overwritten.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import stat
@@ -126,15 +127,34 @@ class Profile:
         self.path = path
         self.inline_secrets = dict(inline_secrets or {})
         self.version = version
+        self._here: str | None = None   # on(name): the host this view's steps run on
 
     @property
     def controller(self) -> HostConfig | None:
         """The host with the controller role (the first one when a broken profile has two)."""
         return next((h for h in self.hosts if CONTROLLER in h.roles), None)
 
+    def on(self, name: str) -> "Profile":
+        """This profile as seen by the steps that run on host ``name``: ``host`` is that
+        host; the controller, the endpoints and every other choice stay the profile's.
+        A view (the hosts are shared), for the engine; it is never saved."""
+        if not any(h.name == name for h in self.hosts):
+            raise KeyError(name)
+        view = copy.copy(self)
+        view._here = name
+        return view
+
+    @property
+    def here(self) -> str | None:
+        """The host name a view made by ``on`` is for (None: the profile itself)."""
+        return self._here
+
     @property
     def host(self) -> HostConfig:
-        """The controller; the first host while none has the role (a profile being edited)."""
+        """The controller (a view's own host, see ``on``); the first host while none has
+        the role (a profile being edited)."""
+        if self._here is not None:
+            return next(h for h in self.hosts if h.name == self._here)
         found = self.controller
         if found is not None:
             return found
@@ -173,7 +193,8 @@ class Profile:
     # -- derived -------------------------------------------------------
     @property
     def endpoint_host(self) -> str:
-        return self.openstack.endpoint_host or self.host.address
+        """Where clients reach the cloud's APIs: the controller's (on every host's view)."""
+        return self.openstack.endpoint_host or (self.controller or self.host).address
 
     @property
     def secrets_file(self) -> Path:

@@ -46,6 +46,17 @@ def mgmt(ctx: Context) -> str:
             or ctx.profile.host.address)
 
 
+def controller_mgmt(ctx: Context) -> str:
+    """The controller's management address, where a host's services reach the database, the
+    queue, memcached and the APIs: on the controller its own ``mgmt``; on another host what
+    the controller's prepare.hostname recorded (``ctx.controller_facts``), else the
+    controller's configured management address, else its SSH address."""
+    ctrl = ctx.profile.controller
+    if ctrl is None or ctrl is ctx.profile.host:
+        return mgmt(ctx)
+    return (ctx.controller_facts.get("mgmt_address") or ctrl.mgmt_address or ctrl.address)
+
+
 def ep(ctx: Context) -> str:
     return ctx.profile.endpoint_host
 
