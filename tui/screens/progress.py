@@ -99,7 +99,7 @@ class ProgressScreen(Responsive, Screen):
         The worker thread then ends by itself, so the exit never waits on it for long."""
         self._stop.set()
         if self.engine is not None and not (self.result is not None):
-            self.engine.ctx.cancel.set()
+            self.engine.cancel_all()
 
     @property
     def installing(self) -> bool:
@@ -437,7 +437,7 @@ class ProgressScreen(Responsive, Screen):
 
     def action_cancel_step(self) -> None:
         if self.engine is not None and self.running_id:
-            self.engine.ctx.cancel.set()
+            self.engine.cancel_all()
             sv = self.steps.get(self.running_id)
             self.notify(f"Cancelling {sv.title if sv else self.running_id} ...", timeout=3)
 
@@ -488,7 +488,7 @@ class ProgressScreen(Responsive, Screen):
         self._quitting = True
         self._stop.set()
         if self.engine is not None:
-            self.engine.ctx.cancel.set()
+            self.engine.cancel_all()
         if self.worker is not None:
             try:
                 await asyncio.wait_for(self.worker.wait(), 30)

@@ -95,6 +95,7 @@ class Step:
     files: list[str] = field(default_factory=list)  # files it changes on the host
     retries: int = 0            # automatic retries for transient errors
     phase: str = ""
+    phase_host: str = ""        # the host it runs on (its phase's; set by the engine)
 
 
 @dataclass
@@ -102,6 +103,11 @@ class Phase:
     id: str
     title: str
     steps: list[Step]
+    # Several hosts: the host its steps run on ("" the controller, the one host of a single-
+    # host plan) and its stage.  Stages run in order; within a stage each host's phases run
+    # in plan order, the hosts at the same time.
+    host: str = ""
+    stage: int = 0
 
 
 @dataclass
@@ -118,6 +124,10 @@ class Plan:
 
     def phase_of(self, step_id: str) -> Phase | None:
         return next((p for p in self.phases if any(s.id == step_id for s in p.steps)), None)
+
+    def hosts(self) -> list[str]:
+        """The hosts the plan's steps run on, in plan order ("" the controller)."""
+        return list(dict.fromkeys(p.host for p in self.phases))
 
 
 # -- state -----------------------------------------------------------------
@@ -140,8 +150,10 @@ class RunState:
         self.redact = redact or Redactor()
         self.steps: dict[str, dict] = {}
         self.facts: dict[str, Any] = {}
+        self.hosts: dict[str, dict[str, Any]] = {}   # the other hosts' facts, by host name
         self.started: float | None = None
         self.finished: bool = False
+        self._lock = threading.RLock()   # the hosts of a stage record their steps at once
 
     @classmethod
     def load(cls, path: Path, redact: Redactor | None = None) -> "RunState":
@@ -178,9 +190,17 @@ class RunState:
             )
         st.steps = {k: v for k, v in steps.items() if isinstance(v, dict)}
         st.facts = dict(facts)
+        hosts = data.get("hosts", {})
+        st.hosts = ({k: dict(v) for k, v in hosts.items() if isinstance(v, dict)}
+                    if isinstance(hosts, dict) else {})
         st.started = data.get("started")
         st.finished = bool(data.get("finished", False))
         return st
+
+    def host_facts(self, name: str) -> dict[str, Any]:
+        """Host ``name``'s facts (a host other than the controller), kept with the run."""
+        with self._lock:
+            return self.hosts.setdefault(name, {})
 
     def status(self, step_id: str) -> Status:
         try:
@@ -204,19 +224,23 @@ class RunState:
             entry["duration"] = round(duration, 3)
         if error is not None:
             entry["error"] = error.to_dict()
-        self.steps[step_id] = entry
-        self.save()
+        with self._lock:
+            self.steps[step_id] = entry
+            self.save()
 
     def save(self) -> None:
-        data = {
-            "version": STATE_VERSION,
-            "started": self.started,
-            "finished": self.finished,
-            "facts": self.facts,
-            "steps": self.steps,
-        }
-        text = self.redact(json.dumps(data, indent=1, ensure_ascii=False, default=str))
-        atomic_write(self.path, text.encode("utf-8"), mode=0o600)
+        with self._lock:
+            data = {
+                "version": STATE_VERSION,
+                "started": self.started,
+                "finished": self.finished,
+                "facts": self.facts,
+                "steps": self.steps,
+            }
+            if self.hosts:
+                data["hosts"] = self.hosts
+            text = self.redact(json.dumps(data, indent=1, ensure_ascii=False, default=str))
+            atomic_write(self.path, text.encode("utf-8"), mode=0o600)
 
 
 # -- context -----------------------------------------------------------------
@@ -298,28 +322,46 @@ class Engine:
         from_step: str | None = None,
         only_phase: str | None = None,
         reconnect_deadline: float = 60.0,
+        contexts: dict[str, Context] | None = None,
     ):
         self.plan = plan
         self.ctx = ctx
         ctx.engine = self
+        # each host's context by the name its phases carry ("" is ``ctx``, the controller's)
+        self.contexts: dict[str, Context] = {"": ctx, **(contexts or {})}
+        for other in self.contexts.values():
+            other.engine = self
+        missing = [h for h in plan.hosts() if h not in self.contexts]
+        if missing:
+            raise ValueError(f"no context for host(s) {', '.join(missing)}")
+        self._decide_lock = threading.Lock()   # one question to the user at a time
         self.state = ctx.state
         self.listeners = list(listeners or [])
         self.decide = decide or (lambda step, err: Decision.ABORT)
         self.from_step = from_step
         self.only_phase = only_phase
         self.reconnect_deadline = reconnect_deadline
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # emit: listeners may emit
         if from_step and plan.find(from_step) is None:
             raise ValueError(f"unknown step id {from_step!r}")
         if only_phase and not any(p.id == only_phase for p in plan.phases):
             raise ValueError(f"unknown phase {only_phase!r}")
 
     def emit(self, event) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:
-                pass
+        with self._lock:   # hosts of a stage emit from their own threads
+            for listener in list(self.listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    pass
+
+    def context_of(self, step: Step) -> Context:
+        return self.contexts[step.phase_host]
+
+    def cancel_all(self) -> None:
+        """Cancel what every host is running (a quit)."""
+        for c in self.contexts.values():
+            c.cancel.set()
 
     def selected(self) -> list[Step]:
         steps = []
@@ -346,10 +388,12 @@ class Engine:
         self.emit(RunStarted(len(steps), resumed))
         counts = {s.value: 0 for s in Status}
         aborted = False
-        for i, step in enumerate(steps, 1):
-            status = self._run_step(step, i, len(steps))
-            counts[status.value] += 1
-            if status == Status.FAILED:
+        numbered = {id(s): i for i, s in enumerate(steps, 1)}
+        for lanes in self._stages(steps):
+            outcomes = self._run_lanes(lanes, numbered, len(steps))
+            for status in outcomes:
+                counts[status.value] += 1
+            if Status.FAILED in outcomes:
                 aborted = True
                 break
         ok = not aborted and counts[Status.FAILED.value] == 0 and counts[Status.SKIPPED.value] == 0
@@ -359,6 +403,42 @@ class Engine:
         result = RunFinished(ok, aborted, time.monotonic() - t0, counts)
         self.emit(result)
         return result
+
+    def _stages(self, steps: list[Step]) -> list[list[list[Step]]]:
+        """The selected steps as stages in order, each a list of lanes (one per host, its
+        steps in plan order).  A single-host plan is one stage of one lane."""
+        stage_of = {id(s): p.stage for p in self.plan.phases for s in p.steps}
+        for p in self.plan.phases:
+            for st in p.steps:
+                st.phase_host = p.host
+        stages: dict[int, dict[str, list[Step]]] = {}
+        for st in steps:
+            stages.setdefault(stage_of[id(st)], {}).setdefault(st.phase_host, []).append(st)
+        return [list(stages[k].values()) for k in sorted(stages)]
+
+    def _run_lanes(self, lanes: list[list[Step]], numbered: dict, total: int) -> list[Status]:
+        """Each lane's steps in order, the lanes at the same time (threads: the work is
+        remote, each host on its own connection).  A lane stops at its first failed (not
+        skipped) step; the others finish theirs.  The statuses of the steps that ran."""
+        def lane(steps: list[Step], out: list[Status]) -> None:
+            for st in steps:
+                status = self._run_step(st, numbered[id(st)], total)
+                out.append(status)
+                if status == Status.FAILED:
+                    return
+
+        results: list[list[Status]] = [[] for _ in lanes]
+        if len(lanes) == 1:
+            lane(lanes[0], results[0])
+        else:
+            threads = [threading.Thread(target=lane, args=(steps, results[i]), daemon=True,
+                                        name=f"stack-tui-{steps[0].phase_host or 'controller'}")
+                       for i, steps in enumerate(lanes)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        return [status for r in results for status in r]
 
     def _run_step(self, step: Step, index: int, total: int) -> Status:
         """Check, run and verify ``step`` until it is done, skipped or failed: a lost
@@ -376,7 +456,7 @@ class Engine:
                 return outcome
 
     def _attempt(self, step: Step, index: int, total: int, attempt: int) -> Status:
-        ctx = self.ctx
+        ctx = self.context_of(step)
         ctx.step_id = step.id
         ctx.cancel.clear()
         self.emit(StepStarted(step.id, step.title, index, total, attempt))
@@ -401,11 +481,12 @@ class Engine:
         if not isinstance(exc, ConnectionLost) or tries.reconnects >= 3:
             return exc
         tries.reconnects += 1
-        self.emit(Notice(strip_controls(self.ctx.redact(
+        ctx = self.context_of(step)
+        self.emit(Notice(strip_controls(ctx.redact(
             f"SSH connection lost ({exc.why or exc.what}); reconnecting "
             f"and retrying {step.id}")), step.id))
         try:
-            self.ctx.transport.reconnect(self.reconnect_deadline)
+            ctx.transport.reconnect(self.reconnect_deadline)
             return True
         except Exception as exc2:  # noqa: BLE001 - explained like any failure
             return exc2
@@ -419,24 +500,26 @@ class Engine:
         if exc is True:
             return None
         rules = self.plan.rules or None
-        info = _explain(exc, self.ctx.redact, rules)
+        ctx = self.context_of(step)
+        info = _explain(exc, ctx.redact, rules)
         if isinstance(exc, CommandCancelled):
             info.kind = "cancelled"
-        explain.add_logs(info, self.ctx, rules)  # a known failure's log tail (Keystone, Glance...)
+        explain.add_logs(info, ctx, rules)  # a known failure's log tail (Keystone, Glance...)
         transient = getattr(exc, "transient", False) or info.kind == "transient"
         if transient and tries.auto < step.retries:
             tries.auto += 1
             delay = min(2 ** tries.auto, 20)
             self.emit(Notice(f"{info.what} - retrying in {delay} s "
                              f"({tries.auto}/{step.retries})", step.id))
-            self.ctx.cancel.wait(delay)
+            ctx.cancel.wait(delay)
             return None
         return self._decided(step, info, tries, dur)
 
     def _decided(self, step: Step, info: ErrorInfo, tries: "_Tries", dur: float):
         self.state.set(step.id, Status.FAILED, dur, info)
         self.emit(StepFinished(step.id, Status.FAILED, dur, info))
-        decision = self.decide(step, info)
+        with self._decide_lock:
+            decision = self.decide(step, info)
         if decision == Decision.RETRY:
             tries.auto = 0
             return None
