@@ -90,7 +90,6 @@ def test_a_version_1_file_is_one_host_that_controls_and_computes(tmp_path):
                                   name="controller", roles=["controller", "compute"])]
     assert p.host is p.hosts[0] is p.controller
     assert p.computes == [p.host]
-    p.require_single_host()   # one host: installable as before
 
 
 def test_a_version_1_file_saved_is_version_2_and_loads_back_equal(tmp_path):
@@ -349,15 +348,18 @@ def test_one_host_of_a_version_2_file_is_named_in_the_list_form(tmp_path):
 
 # -- installing ------------------------------------------------------------------------
 
-def test_a_profile_of_several_hosts_is_refused_before_any_secret_or_connection(tmp_path):
+def test_a_profile_of_several_hosts_opens_one_connection_per_host(tmp_path):
+    """Nothing is contacted yet: a transport per host, the run state the controller's."""
     p = pr.load(write(tmp_path, THREE))
-    with pytest.raises(ProfileError) as ei:
-        runner.open_session(p)
-    msg = str(ei.value)
-    assert ei.value.key == "hosts"
-    assert "describes 3 hosts" in msg and "installs one host" in msg
-    assert "'ctl' (10.198.1.11)" in msg and "ignore 'cmp1' (10.198.1.12), 'cmp2' (10.198.1.13)" in msg
-    assert not p.secrets_file.exists()      # refused before secrets are generated
+    session = runner.open_session(p)
+    try:
+        assert session.transport.address == "10.198.1.11"
+        assert {n: t.address for n, t in session.others.items()} == {
+            "cmp1": "10.198.1.12", "cmp2": "10.198.1.13"}
+        assert set(session.transports()) == {"", "cmp1", "cmp2"}
+        assert "10.198.1.11" in session.state.path.name
+    finally:
+        session.close()
 
 
 def test_one_host_of_either_version_opens_a_session_as_before(tmp_path):
@@ -373,48 +375,6 @@ def test_one_host_of_either_version_opens_a_session_as_before(tmp_path):
         assert session.transport.address == "192.0.2.10" and session.transport.port == 2222
     finally:
         session.close()
-
-
-def test_the_plan_text_says_a_profile_of_several_hosts_is_not_installed(tmp_path):
-    many = deploy.describe_plan(pr.load(write(tmp_path, THREE)))
-    assert "Hosts: 3 described; this version installs one host" in many
-    one = deploy.describe_plan(pr.load(write(tmp_path, V1, "one.toml")))
-    assert "Hosts:" not in one
-
-
-def test_stack_tui_apply_refuses_several_hosts_with_a_message(tmp_path, home):
-    """The real command line: exit 2 (usage), one readable line naming the ignored hosts, no
-    traceback, no secrets file, no log of a run."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    path = write(tmp_path, THREE)
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_TUI_")}
-    env.update(PYTHONPATH=root, STACK_TUI_HOME=str(home))
-    r = subprocess.run([sys.executable, "-m", "tui.cli", "apply", str(path), "--yes"],
-                       capture_output=True, text=True, timeout=60, env=env,
-                       stdin=subprocess.DEVNULL)
-    assert r.returncode == 2, r.stderr
-    assert "describes 3 hosts" in r.stderr and "ignore 'cmp1'" in r.stderr
-    assert "Traceback" not in r.stderr and "Installing on" not in r.stdout
-    assert not (tmp_path / "lab.secrets.toml").exists()
-
-
-def test_the_tuis_start_refuses_several_hosts_before_connecting(tmp_path):
-    """The progress screen's runner (LiveRunner.connect) goes through the same entry point;
-    the screen shows the ProfileError as "Could not start: ..." (connect_failure)."""
-    from tui.app import LiveRunner
-    from tui.screens.progress_view import connect_failure
-
-    p = pr.load(write(tmp_path, THREE))
-    live = LiveRunner(p, pr.load_secrets(p))
-    with pytest.raises(ProfileError) as ei:
-        live.connect(lambda host, key_type, fingerprint: False)
-    assert live.session is None     # no transport was made
-    stopped = connect_failure(ei.value, tmp_path / "state.json")
-    assert stopped.status.plain.startswith("Could not start: ") and "describes 3 hosts" in stopped.status.plain
 
 
 def test_the_documented_example_loads(tmp_path):

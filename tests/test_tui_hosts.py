@@ -301,7 +301,7 @@ async def _review(pilot):
     return text(app, "#target")
 
 
-async def test_review_says_what_goes_where_and_that_start_refuses(home):
+async def test_review_says_what_goes_where_and_in_what_order(home):
     three_hosts(services=list(pr.SERVICES))
     app = make_test_app(profile="lab")
     async with app.run_test(size=SIZE) as pilot:
@@ -311,8 +311,9 @@ async def test_review_says_what_goes_where_and_that_start_refuses(home):
            "nova-compute" in shown
     assert "compute1 10.0.0.3 compute: nova-compute and the Neutron agent" in shown
     assert "compute2 10.0.0.4 compute: nova-compute and the Neutron agent" in shown
-    assert "Start refuses this profile rather than install controller's part only and leave " \
-           "out compute1, compute2" in shown
+    assert "Every host is prepared at once; then controller's services; then the compute " \
+           "hosts at once; then a test server on each compute host." in shown
+    assert "Start refuses" not in shown
 
 
 async def test_review_without_nova_says_compute_hosts_get_nothing(home):

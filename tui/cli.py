@@ -441,7 +441,8 @@ def _sandbox_group_up(sandbox, args, log) -> int:
     path = profiles.write_group_profile(args.name, hosts, mgmt)
     print(f"Group profile written: {path} ({hosts[0].name} the controller, "
           f"{', '.join(h.name for h in hosts[1:])} compute; see stack-tui profiles show {args.name})")
-    print(f"This version installs one host: stack-tui apply {hosts[0].name} (its own profile). "
+    print(f"Install the group with: stack-tui apply {args.name} (or one host alone: "
+          f"stack-tui apply {hosts[0].name}). "
           f"Remove the group with: stack-tui sandbox down --name {args.name}")
     return EXIT_OK
 

@@ -64,8 +64,7 @@ def host_services(prof, host) -> str:
 
 
 def where_text(prof) -> Text:
-    """'What goes where': per host its roles and services; then that this version installs
-    one host, so Start refuses rather than install the controller's part alone."""
+    """'What goes where': per host its roles and services, and the order they are installed in."""
     from .hosts_list import roles_text
 
     t = Text()
@@ -76,10 +75,8 @@ def where_text(prof) -> Text:
         t.append(f"{h.address} ", style="dim")
         t.append(f"{roles_text(h.roles)}: ", style="dim italic")
         t.append(host_services(prof, h))
-    others = ", ".join(h.name for h in prof.hosts if h is not prof.host)
-    t.append(f"\nThis version installs one host: Start refuses this profile rather than "
-             f"install {prof.host.name}'s part only and leave out {others}. To install "
-             "now, remove them on the Host screen.", style="yellow")
+    t.append(f"\nEvery host is prepared at once; then {prof.host.name}'s services; then the "
+             "compute hosts at once; then a test server on each compute host.", style="dim")
     return t
 
 

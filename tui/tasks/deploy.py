@@ -15,12 +15,22 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
     """All phases for the profile on ``platform_id`` (the host's, resolved by the runner).
 
     Without one (``stack-tui plan``, no host asked yet) the profile's forced platform, else
-    PLAN_ASSUMED, which the plan text says is assumed.  An unknown id is an UnknownPlatform."""
+    PLAN_ASSUMED, which the plan text says is assumed.  An unknown id is an UnknownPlatform.
+    A profile of several hosts is planned in stages (tui/tasks/fleet.py)."""
+    forced = profile.openstack.platform
+    plat = platforms.by_id(platform_id or (forced if forced != "auto" else PLAN_ASSUMED))
+    if len(profile.hosts) > 1:
+        from .fleet import fleet_plan
+        return fleet_plan(profile, plat, _one_host_phases(profile, plat))
+    return Plan(_one_host_phases(profile, plat), platform=plat.id,
+                rules=explain.rules_for(REGISTRY))
+
+
+def _one_host_phases(profile, plat) -> list[Phase]:
+    """Every phase of the install on one host (the controller of several)."""
     from .preflight import phase as preflight_phase
 
     svc = set(profile.openstack.services)
-    forced = profile.openstack.platform
-    plat = platforms.by_id(platform_id or (forced if forced != "auto" else PLAN_ASSUMED))
     chosen = [s for s in REGISTRY if s.id in svc]
     pkgs = packages_for(plat, svc)
     phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
@@ -29,7 +39,7 @@ def build_plan(profile, platform_id: str | None = None) -> Plan:
         phases += s.phases(profile, plat)
     if "keystone" in svc:
         phases += finish.phases(profile, plat)
-    return Plan(phases, platform=plat.id, rules=explain.rules_for(REGISTRY))
+    return phases
 
 
 def unsupported_plan() -> Plan:
@@ -50,8 +60,12 @@ def describe_plan(profile) -> str:
     say(f"Profile {profile.name}: {profile.host.user}@{profile.host.address}:{profile.host.port}, "
         f"region {profile.openstack.region}, endpoints on {profile.endpoint_host}")
     if len(profile.hosts) > 1:
-        say(f"Hosts: {len(profile.hosts)} described; this version installs one host, so "
-            "`stack-tui apply` refuses this profile (the plan shows the controller's part)")
+        say(f"Hosts: {len(profile.hosts)}: " + "; ".join(
+            f"{h.name} ({', '.join(h.roles)}) {h.user}@{h.address}:{h.port}"
+            + (f", management {h.mgmt_address}" if h.mgmt_address else "")
+            for h in profile.hosts))
+        say("Stages: every host's preflight and packages at once; the controller's services; "
+            "the compute hosts at once; the controller discovers them and verifies")
     say(f"Platform: {plat.name}, OpenStack {plat.openstack}"
         + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
         + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))

@@ -175,21 +175,6 @@ class Profile:
         """The hosts with the compute role, in the profile's order."""
         return [h for h in self.hosts if COMPUTE in h.roles]
 
-    def require_single_host(self) -> None:
-        """Refuse a profile of several hosts before anything is installed: this version
-        installs one host, and installing only the controller would silently skip the rest."""
-        if len(self.hosts) <= 1:
-            return
-        def label(h: HostConfig) -> str:
-            return f"{_show(h.name)} ({_show(h.address, quote=False)})"
-
-        others = ", ".join(label(h) for h in self.hosts if h is not self.host)
-        raise ProfileError(
-            f"describes {len(self.hosts)} hosts, but this stack-tui installs one host; "
-            f"installing would use only {label(self.host)} and ignore {others}. Keep one "
-            "[[hosts]] entry (roles = [\"controller\", \"compute\"]) to install now",
-            file=self.path, key="hosts")
-
     # -- derived -------------------------------------------------------
     @property
     def endpoint_host(self) -> str:

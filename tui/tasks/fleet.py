@@ -1,0 +1,72 @@
+"""Several hosts: the plan in stages, each host's phases carrying its name.
+
+  stage 0  every host at once: preflight, prepare (its own packages)
+  stage 1  the controller: every selected service, as on one host
+  stage 2  every other host at once: its compute node (services/compute_node.py)
+  stage 3  the controller: the compute hosts discovered and their agents up, then the
+           cloud objects and test servers, the credential files and the verification
+
+The controller's steps keep the ids they have on one host (its state, resume and the
+explanations are the same); another host's are prefixed with its name (``lab-2:...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import explain
+from .engine import Phase, Plan, Step, StepError
+from .services import REGISTRY, prepare
+
+FIRST = ("preflight", "prepare")   # the controller's phases of stage 0
+LAST = ("cloud", "finish")         # the controller's phases that wait for the compute hosts
+COMPUTE_SERVICES = ("nova", "neutron")
+
+
+def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
+    """The plan for ``profile``'s hosts on ``plat``; ``controller``: the one-host phases."""
+    from .preflight import phase as preflight_phase
+    from .services import compute_node
+
+    rules = explain.rules_for(REGISTRY)
+    problem = ("compute hosts run instances only when Nova is selected"
+               if "nova" not in profile.openstack.services
+               else compute_node.unsupported(profile, plat))
+    if problem:
+        return Plan([_refused(problem)], platform=plat.id, rules=rules)
+    first = [replace(p, stage=0) for p in controller if p.id in FIRST]
+    middle = [replace(p, stage=1) for p in controller if p.id not in FIRST + LAST]
+    last = [replace(p, stage=3) for p in controller if p.id in LAST]
+    hosts0: list[Phase] = []
+    hosts2: list[Phase] = []
+    pkgs = list(prepare.BASE_PACKAGES(plat)) + list(compute_node.PACKAGES(plat))
+    for h in profile.hosts:
+        if h is profile.controller:
+            continue
+        view = profile.on(h.name)
+        own = [preflight_phase(COMPUTE_SERVICES), *prepare.phases(view, plat, pkgs)]
+        hosts0 += [on_host(h.name, p, 0) for p in own]
+        hosts2 += [on_host(h.name, p, 2) for p in compute_node.phases(view, plat)]
+    after = [replace(p, stage=3) for p in compute_node.controller_phases(profile, plat)]
+    return Plan(first + hosts0 + middle + hosts2 + after + last, platform=plat.id, rules=rules)
+
+
+def on_host(name: str, phase: Phase, stage: int) -> Phase:
+    """``phase`` as host ``name`` runs it: its id and its steps' ids prefixed with the name."""
+    return Phase(f"{name}:{phase.id}", f"{name}: {phase.title}",
+                 [replace(s, id=f"{name}:{s.id}") for s in phase.steps], host=name, stage=stage)
+
+
+def host_of(step_id: str) -> str:
+    """The host a step id runs on ("" the controller)."""
+    return step_id.split(":", 1)[0] if ":" in step_id else ""
+
+
+def _refused(problem: str) -> Phase:
+    def refuse(ctx) -> None:
+        raise StepError("This profile's hosts cannot be installed together by this version.",
+                        problem, "install the controller alone (one [[hosts]] entry) for now")
+
+    return Phase("preflight", "Preflight checks", [
+        Step("preflight.hosts", "Can these hosts be installed together?", run=refuse,
+             detail=problem)])
