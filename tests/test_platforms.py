@@ -48,7 +48,22 @@ def test_build_plan_refuses_an_unknown_platform_id():
 
 def _session(os_release: str, platform: str = "auto"):
     host = FakeHost().put("/etc/os-release", os_release)
-    return SimpleNamespace(transport=host, profile=_profile(platform), plan=None)
+    return SimpleNamespace(transport=host, profile=_profile(platform), plan=None, others={})
+
+
+def test_hosts_on_different_systems_are_refused_naming_the_host():
+    from tui.tasks.errors import Failure
+    from tui.tasks.profile import HostConfig
+
+    session = _session(BOOKWORM)
+    session.profile.hosts = [HostConfig(name="c1", roles=["controller", "compute"],
+                                        address="10.0.0.1"),
+                             HostConfig(name="c2", roles=["compute"], address="10.0.0.2")]
+    session.others = {"c2": FakeHost().put("/etc/os-release", ROCKY)}
+    with pytest.raises(Failure) as ei:
+        runner.connect_and_plan(session)
+    assert "Host c2 runs" in ei.value.what and "the controller Debian 12" in ei.value.what
+    assert "same OpenStack release" in ei.value.why
 
 
 def test_connect_and_plan_uses_the_detected_platform():

@@ -158,7 +158,8 @@ class FakeRunner:
         self._state = e.RunState.load(path, redact)
         ctx = e.Context(None, self.profile, self.secrets, redact, self._state)
         self._state.facts.update(self.facts)
-        self.log_path = e.paths.log_dir() / f"{self.profile.name}.log"
+        from tui.tasks import paths
+        self.log_path = paths.log_dir() / f"{self.profile.name}.log"
         transcript = self._transcript = e.Transcript(self.log_path, redact)
 
         def pin(ev):

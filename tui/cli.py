@@ -123,6 +123,28 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
+def _connect(session, args):
+    """Connect to every host (asking about unknown keys on a terminal) and plan; the plan, or
+    the exit code after saying why not."""
+    from .tasks import runner
+    from .tasks.errors import Failure
+    from .tasks.transport import TransportError, UnknownHostKey
+
+    if not args.accept_new_host_key and not args.yes and sys.stdin.isatty():
+        for t in session.transports().values():
+            t.confirm_host_key = _ask_host_key
+    try:
+        return runner.connect_and_plan(session)
+    except UnknownHostKey as exc:
+        _err(f"stack-tui: {exc.what}\n  {exc.why}\n  Refused. If this is the right server, "
+             f"re-run with --accept-new-host-key.")
+    except TransportError as exc:
+        _err(f"stack-tui: {exc.message()}")
+    except Failure as exc:   # hosts that cannot be installed together
+        _err(f"stack-tui: {exc.what}\n  {exc.why}\n  {exc.hint}")
+    return EXIT_CONNECT
+
+
 def cmd_apply(args) -> int:
     prof = _load(args.profile)
     if prof is None:
@@ -130,7 +152,6 @@ def cmd_apply(args) -> int:
     from .tasks import runner
     from .tasks.engine import StateError
     from .tasks.profile import ProfileError
-    from .tasks.transport import TransportError, UnknownHostKey
 
     try:
         session = runner.open_session(prof, accept_new_host_key=args.accept_new_host_key,
@@ -142,17 +163,9 @@ def cmd_apply(args) -> int:
     if session.generated:
         print(f"Generated secrets {', '.join(session.generated)} -> {prof.secrets_file} (0600)")
     try:
-        if not args.accept_new_host_key and not args.yes and sys.stdin.isatty():
-            session.transport.confirm_host_key = _ask_host_key
-        try:
-            plan = runner.connect_and_plan(session)
-        except UnknownHostKey as exc:
-            _err(f"stack-tui: {exc.what}\n  {exc.why}\n  Refused. If this is the right server, "
-                 f"re-run with --accept-new-host-key.")
-            return EXIT_CONNECT
-        except TransportError as exc:
-            _err(f"stack-tui: {exc.message()}")
-            return EXIT_CONNECT
+        plan = _connect(session, args)
+        if isinstance(plan, int):
+            return plan
         try:
             eng = runner.make_engine(session, listeners=[view], decide=view.decide,
                                      from_step=args.from_step, only_phase=args.only,
@@ -161,7 +174,8 @@ def cmd_apply(args) -> int:
             _err(f"stack-tui: {exc}; see `stack-tui plan {args.profile}` for the ids")
             return EXIT_USAGE
         resumed = session.state.unfinished()
-        print(f"Installing on {prof.host.user}@{prof.host.address} ({plan.platform}); "
+        print(f"Installing on {', '.join(f'{h.user}@{h.address}' for h in prof.hosts)} "
+              f"({plan.platform}); "
               f"log: {session.log_path}" + (" - resuming the previous run" if resumed else ""),
               flush=True)
         result = eng.run()
@@ -240,16 +254,20 @@ def cmd_check(args) -> int:
         return EXIT_USAGE
     try:
         show = lambda ev: isinstance(ev, StepOutput) and print(f"    {ev.line}", flush=True)  # noqa: E731
-        ctx = runner.make_engine(session, listeners=[show], only_phase="preflight").ctx
-        print(f"Preflight for {prof.host.user}@{prof.host.address} ({plan.platform}):", flush=True)
-        results = preflight.run_checks(ctx)
-        for res in results:
-            print(strip_controls("\n".join("  " + ln for ln in res.lines())))
-        if args.fix and preflight.apply_fixes(ctx, results):
-            print("Checking again after the fixes:")
+        every: list = []
+        for ctx in runner.make_engine(session, listeners=[show], only_phase="preflight").contexts.values():
+            h = ctx.profile.host
+            print(f"Preflight for {h.user}@{h.address} ({plan.platform}):", flush=True)
             results = preflight.run_checks(ctx)
             for res in results:
                 print(strip_controls("\n".join("  " + ln for ln in res.lines())))
+            if args.fix and preflight.apply_fixes(ctx, results):
+                print("Checking again after the fixes:")
+                results = preflight.run_checks(ctx)
+                for res in results:
+                    print(strip_controls("\n".join("  " + ln for ln in res.lines())))
+            every += results
+        results = every
         bad = [r for r in results if r.blocking]
         warn = [r for r in results if r.level == preflight.WARNING]
         print(f"{len(bad)} blocking, {len(warn)} warning(s), "

@@ -267,8 +267,18 @@ class ProgressScreen(Responsive, Screen):
         tree.clear()
         old = self.steps
         self.steps, self.phase_nodes = {}, {}
+        hosts: dict[str, Any] = {}   # several hosts: a node per host, its phases under it
+        several = len(plan.hosts()) > 1
         for phase in plan.phases:
-            pnode = tree.root.add(Text(phase.title), data=("phase", phase.id), expand=True)
+            parent = tree.root
+            if several:
+                if phase.host not in hosts:
+                    hosts[phase.host] = tree.root.add(
+                        Text(self.host_label(phase.host), style="bold"),
+                        data=("host", phase.host), expand=True)
+                parent = hosts[phase.host]
+            title = phase.title.split(": ", 1)[1] if several and phase.host else phase.title
+            pnode = parent.add(Text(title), data=("phase", phase.id), expand=True)
             ids = []
             for step in phase.steps:
                 sv = StepView(step.id, step.title, phase.id)
@@ -277,10 +287,18 @@ class ProgressScreen(Responsive, Screen):
                 sv.node = pnode.add_leaf(Text(step.title), data=("step", step.id))
                 self.steps[step.id] = sv
                 ids.append(step.id)
-            self.phase_nodes[phase.id] = (phase.title, pnode, ids)
+            self.phase_nodes[phase.id] = (title, pnode, ids)
         for sid in self.steps:
             self.relabel(sid)
         self.bar_update()
+
+    def host_label(self, host: str) -> str:
+        """A host's node: its name and roles ("" is the controller)."""
+        prof = getattr(getattr(self.app, "state", None), "profile", None)
+        if prof is None:
+            return host or "controller"
+        h = prof.host if not host else next((x for x in prof.hosts if x.name == host), None)
+        return f"{h.name} ({', '.join(h.roles)})" if h is not None else host
 
     def on_step_started(self, ev) -> None:
         sv = self.steps.get(ev.step_id)
