@@ -168,8 +168,7 @@ def test_several_hosts_on_debian_13_are_refused_with_a_reason_one_host_never():
     one = Profile("one")
     one.openstack.services = list(_profile().openstack.services)
     assert compute_node.unsupported(one, d13) is None
-    bare = _profile(ctrl_roles=("controller",))
-    assert "compute role" in compute_node.unsupported(bare, D12)
+    assert compute_node.unsupported(_profile(ctrl_roles=("controller",)), D12) is None
     no_nova = _profile()
     no_nova.openstack.services = ["mariadb", "rabbitmq", "memcached", "keystone"]
     assert "Nova and Neutron" in compute_node.unsupported(no_nova, D12)
@@ -508,3 +507,32 @@ def test_one_host_keeps_its_single_boot_and_the_verification_has_a_line_per_host
     lines = []
     finish._check_servers(None, lambda w, ok, d="": lines.append((w, ok, d)))
     assert lines == [("server on lab-2", True, "ACTIVE"), ("server on lab-3", False, "ERROR")]
+
+
+def test_a_controller_without_the_compute_role_runs_no_nova_compute(tmp_path):
+    from tui.tasks.services import cloudobjects as co
+
+    bare = _profile(ctrl_roles=("controller",))
+    ids = [s.id for ph in nova.phases(bare, D12) for s in ph.steps]
+    assert "nova.libvirt" not in ids and "nova.discover" not in ids and "nova.services" in ids
+    assert [s.id for ph in nova.phases(_profile(), D12) for s in ph.steps if s.id in (
+        "nova.libvirt", "nova.discover")] == ["nova.libvirt", "nova.discover"]
+    pkgs = compute_node.controller_packages(bare, D12)
+    assert "nova-api" in pkgs and not any(p.startswith("nova-compute") for p in pkgs)
+    assert compute_node.controller_packages(_profile(), D12) == nova.PACKAGES(D12)
+    host = FakeHost().systemd(*nova.UNITS)
+    ctx = host.ctx(bare, platform="debian-12", secrets=SECRETS, state_path=tmp_path / "c.json")
+    host.on(r"^systemctl is-active -q ", (3, ""))
+    host.on(r"curl -s -o /dev/null", (0, "200"))
+    step = next(s for ph in nova.phases(bare, D12) for s in ph.steps if s.id == "nova.services")
+    step.run(ctx)
+    assert not host.units["nova-compute"].active and host.units["nova-api"].active
+    ctx.cache.clear()
+    host.on(r"^systemctl is-active -q \S+ && systemctl is-enabled", lambda h, m, i: (
+        0 if "nova-compute" not in m.string else 3, ""))
+    assert step.check(ctx)                      # nova-compute is not asked for
+    assert [t for t, _h in co.targets(_ctrl_ctx(FakeHost(), tmp_path))] == [
+        "stack-tui-verify-lab-1", "stack-tui-verify-lab-2", "stack-tui-verify-lab-3"]
+    bare_ctx = FakeHost().ctx(bare, platform="debian-12", state_path=tmp_path / "b.json")
+    assert [t for t, _h in co.targets(bare_ctx)] == ["stack-tui-verify-lab-2",
+                                                    "stack-tui-verify-lab-3"]

@@ -65,11 +65,13 @@ def unsupported(profile, plat: Platform) -> str | None:
                 f"bridge agent, and VXLAN between hosts on Open vSwitch's {lay.ovs_datapath} "
                 "datapath needs a tunnel bridge stack-tui does not make yet; install several "
                 "hosts on Debian 12, or one host on this release")
-    ctrl = profile.controller
-    if ctrl is not None and "compute" not in ctrl.roles:
-        return (f"a controller without the compute role ({ctrl.name}) is not supported yet: "
-                "give it the compute role too")
     return None
+
+
+def controller_packages(profile, plat: Platform) -> tuple[str, ...]:
+    """The controller's Nova packages (``nova.packages``): no nova-compute on a controller
+    without the compute role."""
+    return nova.packages(profile, plat)
 
 
 def compute_hosts(profile) -> list[str]:

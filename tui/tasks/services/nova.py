@@ -269,15 +269,32 @@ UNITS = ("nova-api", "nova-api-metadata", "nova-scheduler", "nova-conductor", "n
          "nova-compute")
 
 
+def computes_here(profile) -> bool:
+    """Whether the controller is also a compute host (always on one host)."""
+    return "compute" in (profile.controller or profile.host).roles
+
+
+def packages(profile, plat: Platform) -> tuple[str, ...]:
+    """The controller's Nova packages: without the compute role, no nova-compute (and so no
+    libvirt or QEMU) on it."""
+    pkgs = PACKAGES(plat)
+    return pkgs if computes_here(profile) else tuple(
+        p for p in pkgs if not p.startswith(("nova-compute", "openstack-nova-compute")))
+
+
+def _units(ctx) -> tuple[str, ...]:
+    return UNITS if computes_here(ctx.profile) else UNITS[:-1]
+
+
 def _services_check(ctx) -> bool:
     if ctx.cache.get("nova_conf_changed") or ctx.cache.get("nova_compute_restart"):
         return False
-    return all(service_ok(ctx, u) for u in UNITS)
+    return all(service_ok(ctx, u) for u in _units(ctx))
 
 
 def _services_run(ctx) -> None:
     every = bool(ctx.cache.get("nova_conf_changed"))
-    for unit in UNITS:
+    for unit in _units(ctx):
         restart = every or (unit == "nova-compute" and ctx.cache.get("nova_compute_restart"))
         active = ctx.sh(f"systemctl is-active -q {q(unit)}",
                         check=False, quiet=True, timeout=LOOK).ok
@@ -322,7 +339,8 @@ def phases(profile, plat: Platform) -> list[Phase]:
     # The demo project owns the network, router and test server (admin owns the flavor).
     extra = (cloudobjects.phases(profile, plat)
              if "neutron" in profile.openstack.services and profile.openstack.demo else [])
-    return [Phase("nova", "Nova (compute)", [
+    here = computes_here(profile)
+    steps = [
         Step("nova.user", "User nova with roles admin and service on project service",
              run=_user_run, check=_user_check,
              detail="keystoneauth1: user nova, password ********, admin+service on service"),
@@ -342,19 +360,26 @@ def phases(profile, plat: Platform) -> list[Phase]:
              check=_schema_check,
              detail="nova-manage api_db sync; cell_v2 map_cell0; cell_v2 create_cell "
                     "--name=cell1 (when missing); db sync"),
-        Step("nova.libvirt", "libvirt for nova-compute (KVM when usable, else QEMU)",
-             run=libvirt_run, check=libvirt_check,
-             files=[NOVA_COMPUTE_CONF, LIBVIRTD_CONF, QEMU_CONF],
-             detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; libvirtd.conf: "
-                    "socket group libvirt, no polkit; in a container qemu.conf "
-                    "cgroup_controllers = [ ]"),
-        Step("nova.services", "Start nova-api, scheduler, conductor, novncproxy, compute",
-             run=_services_run, check=_services_check,
-             detail="systemctl enable --now each; wait until :8774 answers"),
-        Step("nova.discover", "Map this compute host into cell1", run=_discover_run,
-             check=_discover_check, detail="nova-manage cell_v2 discover_hosts until the host "
-                                           "is listed"),
-    ])] + extra
+    ]
+    if here:
+        steps.append(Step(
+            "nova.libvirt", "libvirt for nova-compute (KVM when usable, else QEMU)",
+            run=libvirt_run, check=libvirt_check,
+            files=[NOVA_COMPUTE_CONF, LIBVIRTD_CONF, QEMU_CONF],
+            detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; libvirtd.conf: "
+                   "socket group libvirt, no polkit; in a container qemu.conf "
+                   "cgroup_controllers = [ ]"))
+    steps.append(Step("nova.services", "Start nova-api, scheduler, conductor, novncproxy"
+                      + (", compute" if here else " (no nova-compute: not a compute host)"),
+                      run=_services_run, check=_services_check,
+                      detail="systemctl enable --now each; wait until :8774 answers"))
+    if here:
+        steps.append(Step("nova.discover", "Map this compute host into cell1",
+                          run=_discover_run, check=_discover_check,
+                          detail="nova-manage cell_v2 discover_hosts until the host is listed"))
+    return [Phase("nova", "Nova (compute)", steps)] + extra
+
+
 
 
 RULES = (
