@@ -8,8 +8,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 from .. import inifile
-from .common import (LOOK, admin_session, api, ep, find_one, ks_base, mgmt, platform_of,
-                     url_host)
+from .common import (LOOK, admin_session, api, controller_mgmt, ep, find_one, ks_base,
+                     platform_of, url_host)
 
 INTERFACES = ("public", "internal", "admin")
 # Debian runs the Nova and Neutron APIs under uWSGI: the listening process is named after
@@ -19,6 +19,34 @@ UWSGI = frozenset({"uwsgi", "uwsgi_python3", "uwsgi_python311", "uwsgi_python313
 
 def service_url(ctx, port: int, path: str = "") -> str:
     return f"http://{url_host(ep(ctx))}:{port}{path}"
+
+
+def internal_url(ctx, url: str) -> str:
+    """``url`` (a public endpoint, on the endpoint host) on the controller's management
+    address: where the other hosts' services (nova-compute) reach the API.  The same URL
+    when the endpoint host is that address (one host, the usual case)."""
+    if controller_mgmt(ctx) == ep(ctx):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname is None or parts.hostname != ep(ctx).strip("[]").lower():
+        return url   # an endpoint host written otherwise: left as given
+    netloc = url_host(controller_mgmt(ctx)) + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def api_host(ctx) -> str:
+    """Where a host's services call the APIs (Keystone, Glance) by a URL of their config:
+    the endpoint host on the controller (as on one host), the controller's management
+    address on the other hosts (the endpoint host may be an address only users reach)."""
+    ctrl = ctx.profile.controller
+    return ep(ctx) if ctrl is None or ctrl is ctx.profile.host else controller_mgmt(ctx)
+
+
+def interface_urls(ctx, url: str) -> dict[str, str]:
+    """The URL of each interface: public on the endpoint host (users), internal and admin
+    on the controller's management address (services on every host)."""
+    inner = internal_url(ctx, url)
+    return {"public": url, "internal": inner, "admin": inner}
 
 
 def _state(ctx, stype: str):
@@ -33,11 +61,12 @@ def endpoints_ok(ctx, stype: str, url: str) -> bool:
     if not svc:
         return False
     have = {(e["interface"], e["url"].rstrip("/")) for e in eps}
-    return have == {(i, url.rstrip("/")) for i in INTERFACES}
+    return have == {(i, u.rstrip("/")) for i, u in interface_urls(ctx, url).items()}
 
 
 def ensure_endpoints(ctx, name: str, stype: str, description: str, url: str) -> None:
-    """Service ``name`` of type ``stype`` with exactly one endpoint per interface at ``url``."""
+    """Service ``name`` of type ``stype`` with exactly one endpoint per interface: public at
+    ``url``, internal and admin at the same URL on the controller's management address."""
     svc, eps = _state(ctx, stype)
     if not svc:
         ctx.output(f"creating service {name} ({stype})")
@@ -46,8 +75,8 @@ def ensure_endpoints(ctx, name: str, stype: str, description: str, url: str) -> 
     region = ctx.profile.openstack.region
     if not _region_exists(ctx, region):
         api(ctx, "POST", "/regions", json={"region": {"id": region}})
-    want = url.rstrip("/")
-    for iface in INTERFACES:
+    for iface, url in interface_urls(ctx, url).items():
+        want = url.rstrip("/")
         mine = [e for e in eps if e["interface"] == iface]
         keep = next((e for e in mine if e["url"].rstrip("/") == want), None)
         if keep is None and mine:
@@ -77,7 +106,7 @@ def authtoken(ctx, user: str, secret: str) -> dict:
     return {
         ("keystone_authtoken", "www_authenticate_uri"): ks,
         ("keystone_authtoken", "auth_url"): ks,
-        ("keystone_authtoken", "memcached_servers"): f"{mgmt(ctx)}:11211",
+        ("keystone_authtoken", "memcached_servers"): f"{url_host(controller_mgmt(ctx))}:11211",
         ("keystone_authtoken", "auth_type"): "password",
         ("keystone_authtoken", "project_domain_name"): "Default",
         ("keystone_authtoken", "user_domain_name"): "Default",
@@ -154,7 +183,7 @@ def drop_unloadable_ssl_site(ctx) -> bool:
 
 def transport_url(ctx) -> str:
     pw = urllib.parse.quote(ctx.secrets["rabbit_password"], safe="")
-    return inifile.oslo_value(f"rabbit://openstack:{pw}@{url_host(mgmt(ctx))}:5672/")
+    return inifile.oslo_value(f"rabbit://openstack:{pw}@{url_host(controller_mgmt(ctx))}:5672/")
 
 
 def messaging(ctx) -> dict:
@@ -168,7 +197,7 @@ def messaging(ctx) -> dict:
 def service_auth(ctx, section: str, user: str, secret: str) -> dict:
     """A keystoneauth password section ([service_user], [placement], [neutron], [nova])."""
     return {
-        (section, "auth_url"): f"http://{url_host(ep(ctx))}:5000/v3",
+        (section, "auth_url"): f"http://{url_host(api_host(ctx))}:5000/v3",
         (section, "auth_type"): "password",
         (section, "project_domain_name"): "Default",
         (section, "user_domain_name"): "Default",

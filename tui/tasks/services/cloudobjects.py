@@ -257,6 +257,174 @@ def _ping(ctx, address: str) -> None:
                         "check the DHCP and L3 agents' logs and the security group rules")
 
 
+# -- several hosts: one server on each computing host, booted there by admin --------------------
+
+HOST_ATTR = "OS-EXT-SRV-ATTR:host"
+VERIFY_SG = "stack-tui-verify"   # admin's group for them: ICMP and SSH in
+
+
+def several_hosts(profile) -> bool:
+    return len(profile.hosts) > 1
+
+
+def targets(ctx) -> list[tuple[str, str]]:
+    """(server name, Nova's name of the host) for each host with the compute role: a
+    compute-only host is known to Nova by its profile name ([DEFAULT] host); the controller
+    by its system host name (prepare.hostname's fact)."""
+    out = []
+    for h in ctx.profile.hosts:
+        if "compute" in h.roles:
+            here = h is ctx.profile.controller
+            out.append((f"{SERVER}-{h.name}", (ctx.facts.get("hostname") or h.name)
+                        if here else h.name))
+    return out
+
+
+def _find(ctx, adm, server: str) -> list[dict]:
+    return _nova(ctx, adm, "GET", f"/servers/detail?name=^{server}$")["servers"]
+
+
+def _server_fip(ctx, adm, sid: str) -> str | None:
+    for port in _neutron(ctx, adm, "GET", f"/ports?device_id={sid}")["ports"]:
+        for fip in _neutron(ctx, adm, "GET", f"/floatingips?port_id={port['id']}")["floatingips"]:
+            return fip["floating_ip_address"]
+    return None
+
+
+def _pings(ctx, address: str) -> bool:
+    return ctx.sh(f"ping -c 1 -W 2 {address} >/dev/null 2>&1", check=False, quiet=True,
+                  timeout=LOOK).ok
+
+
+def _kept(cur: dict, nova_host: str, image: str) -> bool:
+    """A server of an earlier run that proves what a new one would."""
+    return (cur["status"] == "ACTIVE" and cur.get(HOST_ATTR) == nova_host
+            and (cur.get("image") or {}).get("id") == image
+            and (cur.get("flavor") or {}).get("original_name") == FLAVOR)
+
+
+def host_results(ctx) -> list[tuple[str, bool, str]]:
+    """Only reads: each computing host's server ACTIVE there, with a floating IP that
+    answers ping from the controller; (what, ok, detail) each."""
+    adm, out = admin_session(ctx), []
+    for server, nova_host in targets(ctx):
+        found = _find(ctx, adm, server)
+        cur = found[0] if found else None
+        fip = _server_fip(ctx, adm, cur["id"]) if cur else None
+        ok = bool(cur and cur["status"] == "ACTIVE" and cur.get(HOST_ATTR) == nova_host
+                  and fip and _pings(ctx, fip))
+        detail = (f"{server} {cur['status']} on {cur.get(HOST_ATTR)}, floating IP "
+                  f"{fip or 'none'}" + (" answers ping" if ok else "") if cur
+                  else f"no server {server}")
+        out.append((f"server on {nova_host}", ok, detail))
+    return out
+
+
+def _hosts_value(ctx) -> str:
+    return _boot_value(ctx) + " " + ",".join(h for _s, h in targets(ctx))
+
+
+def _boot_hosts_check(ctx) -> bool:
+    try:
+        if not marker_check(ctx, "cloud.boot_hosts", _hosts_value(ctx)):
+            return False
+    except StepError:  # no image yet
+        return False
+    return all(ok for _w, ok, _d in host_results(ctx))
+
+
+def _verify_sg(ctx, adm) -> str:
+    """admin's security group for the servers (look first): ICMP and SSH in."""
+    project = adm.get_project_id()
+    found = _neutron(ctx, adm, "GET", f"/security-groups?name={VERIFY_SG}&project_id={project}")
+    sg = (found["security_groups"] or [None])[0]
+    if sg is None:
+        ctx.output(f"creating security group {VERIFY_SG} (admin): ICMP and SSH in")
+        sg = _neutron(ctx, adm, "POST", "/security-groups", json={"security_group": {
+            "name": VERIFY_SG, "description": "stack-tui's per-host test servers"}})[
+            "security_group"]
+    for proto, port in _sg_missing(sg):
+        rule = {"security_group_id": sg["id"], "direction": "ingress", "protocol": proto,
+                "ethertype": "IPv4"}
+        if port:
+            rule.update(port_range_min=port, port_range_max=port)
+        _neutron(ctx, adm, "POST", "/security-group-rules", json={"security_group_rule": rule})
+    return sg["id"]
+
+
+def _boot_on(ctx, adm, s, image: str, server: str, nova_host: str) -> str:
+    """The id of ``server`` on ``nova_host``: kept when it already proves it, else booted."""
+    found = _find(ctx, adm, server)
+    if found and _kept(found[0], nova_host, image):
+        ctx.output(f"{server} is ACTIVE on {nova_host} (kept)")
+        return found[0]["id"]
+    for old in found:
+        ctx.output(f"deleting {server} ({old['status']} on {old.get(HOST_ATTR) or 'no host'})")
+        _nova(ctx, adm, "DELETE", f"/servers/{old['id']}", ok=(204, 404))
+    ctx.output(f"booting {server} on {nova_host} (availability zone nova:{nova_host})")
+    return _nova(ctx, adm, "POST", "/servers", json={"server": {
+        "name": server, "imageRef": image, "flavorRef": s["flavor"]["id"],
+        "networks": [{"uuid": s["net"]["id"]}], "security_groups": [{"name": VERIFY_SG}],
+        "availability_zone": f"nova:{nova_host}"}})["server"]["id"]
+
+
+def _settle(ctx, adm, s, server: str, nova_host: str, sid: str) -> str:
+    """ACTIVE on the right host, a floating IP, ping: what it proved (StepError if not)."""
+    cur = _wait_active(ctx, adm, sid)
+    if cur.get(HOST_ATTR) != nova_host:
+        raise StepError(f"{server} runs on {cur.get(HOST_ATTR)}, not {nova_host}.", "", "")
+    fip = _server_fip(ctx, adm, sid)
+    if fip is None:
+        ports = _neutron(ctx, adm, "GET", f"/ports?device_id={sid}")["ports"]
+        if not ports:
+            raise StepError(f"{server} has no network port.", "", "read neutron's logs")
+        fip = _neutron(ctx, adm, "POST", "/floatingips", json={"floatingip": {
+            "floating_network_id": s["provider"]["id"], "port_id": ports[0]["id"],
+            "description": server}})["floatingip"]["floating_ip_address"]
+    _ping(ctx, fip)
+    return f"{server} ACTIVE on {nova_host}, floating IP {fip} answers ping"
+
+
+def _boot_hosts_run(ctx) -> None:
+    adm = admin_session(ctx)
+    s = _state(ctx)
+    image = _image_id(ctx, adm)
+    _verify_sg(ctx, adm)
+    booted = [(server, h, _boot_on(ctx, adm, s, image, server, h)) for server, h in targets(ctx)]
+    results = []
+    for server, nova_host, sid in booted:
+        try:
+            results.append((f"server on {nova_host}", True,
+                            _settle(ctx, adm, s, server, nova_host, sid)))
+        except StepError as exc:
+            results.append((f"server on {nova_host}", False,
+                            ctx.redact(" ".join(x for x in (exc.what, exc.why) if x))))
+        ctx.output(("ok   " if results[-1][1] else "FAIL ") + results[-1][2])
+    ctx.facts["host_boots"] = [list(r) for r in results]
+    bad = [w for w, ok, _d in results if not ok]
+    if bad:
+        raise StepError(f"Test servers failed: {', '.join(bad)}.",
+                        "; ".join(d for _w, ok, d in results if not ok),
+                        "read nova-compute's and the Neutron agent's logs on those hosts, then "
+                        "Retry (ACTIVE servers on the right host are kept)")
+    marker_set(ctx, "cloud.boot_hosts", _hosts_value(ctx))
+
+
+def _boot_step(profile) -> Step:
+    if not several_hosts(profile):
+        return Step("cloud.boot", "Boot a test server, ping its floating IP, delete it",
+                    run=_boot_run, check=_boot_check,
+                    detail=f"as demo: server {SERVER} ({FLAVOR}, image {profile.image.name}) "
+                           "-> ACTIVE; console log; floating IP answers ping from the host; "
+                           "then deleted")
+    names = ", ".join(f"{SERVER}-{h.name}" for h in profile.hosts if "compute" in h.roles)
+    return Step("cloud.boot", "Boot a test server on each compute host, ping each",
+                run=_boot_hosts_run, check=_boot_hosts_check,
+                detail=f"as admin on {NET}, availability zone nova:<host>: {names} -> ACTIVE "
+                       "on its host; a floating IP each answers ping from the controller; "
+                       "kept (a re-run keeps an ACTIVE one on the right host)")
+
+
 def phases(profile, plat) -> list[Phase]:
     return [Phase("cloud", "Cloud objects and a test boot", [
         Step("cloud.objects", "Flavor, provider and demo networks, router, rules, keypair",
@@ -264,8 +432,5 @@ def phases(profile, plat) -> list[Phase]:
              detail=f"flavor {FLAVOR}; provider (flat, external); {NET} {DEMO_CIDR}; {ROUTER} "
                     "to provider; default group allows ICMP and SSH; keypair stack-tui "
                     "(look first, create what is missing)"),
-        Step("cloud.boot", "Boot a test server, ping its floating IP, delete it",
-             run=_boot_run, check=_boot_check,
-             detail=f"as demo: server {SERVER} ({FLAVOR}, image {profile.image.name}) -> ACTIVE; "
-                    "console log; floating IP answers ping from the host; then deleted"),
+        _boot_step(profile),
     ])]

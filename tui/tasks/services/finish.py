@@ -146,7 +146,28 @@ def verify_cloud(ctx) -> list[tuple[str, bool, str]]:
                     add("demo lists images", True, f"{n} visible")
                 except Exception as exc:  # noqa: BLE001
                     add("demo lists images", False, ctx.redact(str(exc)))
+        if _per_host(ctx.profile):
+            _check_servers(ctx, add)
     return results
+
+
+def _per_host(profile) -> bool:
+    """Several hosts with the demo cloud: cloud.boot left a server on each compute host."""
+    from .cloudobjects import several_hosts
+
+    return ({"nova", "neutron"} <= set(profile.openstack.services) and profile.openstack.demo
+            and several_hosts(profile))
+
+
+def _check_servers(ctx, add) -> None:
+    """One line per compute host: its test server ACTIVE there, its floating IP answers."""
+    from .cloudobjects import host_results
+
+    try:
+        for what, ok, detail in host_results(ctx):
+            add(what, ok, detail)
+    except Exception as exc:  # noqa: BLE001
+        add("servers on the compute hosts", False, ctx.redact(str(exc)))
 
 
 def image_outcome(ctx) -> str:
@@ -227,5 +248,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
                     + (" and image; glanceclient image list shows the image active (no image "
                        "check when its upload was skipped)" if image else
                        " and image; no image uploaded (none chosen)"
-                       if "glance" in profile.openstack.services else "")),
+                       if "glance" in profile.openstack.services else "")
+                    + ("; on each compute host its test server is ACTIVE and its floating IP "
+                       "answers ping" if _per_host(profile) else "")),
     ])]

@@ -162,28 +162,56 @@ def _provider_run(ctx) -> None:
 
 # -- configuration ------------------------------------------------------------------------------
 
-def _neutron_values(ctx) -> dict:
+def neutron_values(ctx, controller: bool = True) -> dict:
+    """neutron.conf's settings: the server's, or without ``controller`` a compute node's
+    (its L2 agent only: the queue on the controller, no database, no token validation;
+    its name in Neutron is the profile's host name, as nova-compute's, so ports bind)."""
     lay = layout(platform_of(ctx))
-    v = {
-        ("DEFAULT", "core_plugin"): "ml2",
-        ("DEFAULT", "service_plugins"): "router",
-        ("DEFAULT", "interface_driver"): lay.mechanism,
-        ("DEFAULT", "auth_strategy"): "keystone",
-        ("DEFAULT", "notify_nova_on_port_status_changes"): "true",
-        ("DEFAULT", "notify_nova_on_port_data_changes"): "true",
-        **messaging(ctx),
-        ("database", "connection"): db_url(ctx, "neutron", "neutron_db_password"),
-        **authtoken(ctx, "neutron", "neutron_password"),
-        ("oslo_concurrency", "lock_path"): "/var/lib/neutron/tmp",
+    if controller:
+        v = {
+            ("DEFAULT", "core_plugin"): "ml2",
+            ("DEFAULT", "service_plugins"): "router",
+            ("DEFAULT", "interface_driver"): lay.mechanism,
+            ("DEFAULT", "auth_strategy"): "keystone",
+            ("DEFAULT", "notify_nova_on_port_status_changes"): "true",
+            ("DEFAULT", "notify_nova_on_port_data_changes"): "true",
+            **messaging(ctx),
+            ("database", "connection"): db_url(ctx, "neutron", "neutron_db_password"),
+            **authtoken(ctx, "neutron", "neutron_password"),
+        }
+    else:
+        v = {("DEFAULT", "host"): ctx.profile.host.name, **messaging(ctx)}
+    v[("oslo_concurrency", "lock_path")] = "/var/lib/neutron/tmp"
+    if controller:
         # one host: one RPC worker each, not one per CPU
-        ("DEFAULT", "rpc_workers"): "1",
-        ("DEFAULT", "rpc_state_report_workers"): "1",
-    }
-    if "nova" in ctx.profile.openstack.services:
-        v.update(service_auth(ctx, "nova", "nova", "nova_password"))
+        v[("DEFAULT", "rpc_workers")] = "1"
+        v[("DEFAULT", "rpc_state_report_workers")] = "1"
+        if "nova" in ctx.profile.openstack.services:
+            v.update(service_auth(ctx, "nova", "nova", "nova_password"))
     if lay.mechanism == "linuxbridge" and lay.linuxbridge_experimental:
         v[("experimental", "linuxbridge")] = "true"
     return v
+
+
+def agent_file(ctx, provider: bool = True) -> tuple[str, dict, str]:
+    """(path, settings, group) of the L2 agent's file: VXLAN from this host's management
+    address; with ``provider`` the flat provider network on PROVIDER_PEER (the controller;
+    a compute node has no provider interface: its guests reach out through VXLAN)."""
+    m = mgmt(ctx)
+    lay = layout(platform_of(ctx))
+    if lay.mechanism == "openvswitch":
+        return OVS_CONF, ovs.agent_values(lay.ovs_datapath, PHYSNET, m), "neutron"
+    v = ({("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}"}
+         if provider else {})
+    v.update({
+        ("vxlan", "enable_vxlan"): "true",
+        ("vxlan", "local_ip"): m,
+        ("vxlan", "l2_population"): "true",
+        ("securitygroup", "enable_security_group"): "true",
+        ("securitygroup", "firewall_driver"):
+            "neutron.agent.linux.iptables_firewall.IptablesFirewallDriver",
+    })
+    return LB_CONF, v, "neutron"
 
 
 def _files(ctx) -> list[tuple[str, dict, str]]:
@@ -191,18 +219,8 @@ def _files(ctx) -> list[tuple[str, dict, str]]:
     m = mgmt(ctx)
     secret = inifile.oslo_value(ctx.secrets["metadata_secret"])
     lay = layout(platform_of(ctx))
-    agent = ((OVS_CONF, ovs.agent_values(lay.ovs_datapath, PHYSNET, m), "neutron")
-             if lay.mechanism == "openvswitch" else (LB_CONF, {
-        ("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}",
-        ("vxlan", "enable_vxlan"): "true",
-        ("vxlan", "local_ip"): m,
-        ("vxlan", "l2_population"): "true",
-        ("securitygroup", "enable_security_group"): "true",
-        ("securitygroup", "firewall_driver"):
-            "neutron.agent.linux.iptables_firewall.IptablesFirewallDriver",
-    }, "neutron"))
     return [
-        (NEUTRON_CONF, _neutron_values(ctx), "neutron"),
+        (NEUTRON_CONF, neutron_values(ctx), "neutron"),
         (ML2_CONF, {
             ("ml2", "type_drivers"): "flat,vxlan",
             ("ml2", "tenant_network_types"): "vxlan",
@@ -211,7 +229,7 @@ def _files(ctx) -> list[tuple[str, dict, str]]:
             ("ml2_type_flat", "flat_networks"): PHYSNET,
             ("ml2_type_vxlan", "vni_ranges"): "1:1000",
         }, "neutron"),
-        agent,
+        agent_file(ctx),
         (L3_CONF, {("DEFAULT", "interface_driver"): lay.mechanism}, "neutron"),
         (DHCP_CONF, {
             ("DEFAULT", "interface_driver"): lay.mechanism,

@@ -10,9 +10,8 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Port, Rule, Secret, Service, SummaryLine
-from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, lines_ok, messaging,
-                      service_auth, service_url, uwsgi_ok, uwsgi_run,
-                      with_lines)
+from .catalog import (UWSGI, api_host, authtoken, endpoints_ok, ensure_endpoints, lines_ok,
+                      messaging, service_auth, service_url, uwsgi_ok, uwsgi_run, with_lines)
 from .common import one_line_settings
 from .common import (LOOK, SERVICE_ROLES, SQL, db_url, ensure_service, ensure_user, ep,
                      ini_target, manage, marker_check, marker_set, mgmt, put_file, q, root_sql,
@@ -79,15 +78,23 @@ def _db(ctx, name: str) -> str:
     return db_url(ctx, "nova", "nova_db_password").replace("/nova?", f"/{name}?")
 
 
-def _settings(ctx) -> dict:
+def settings(ctx, controller: bool = True) -> dict:
+    """nova.conf's settings: the controller's (APIs, databases, scheduler, conductor, the
+    metadata proxy, and nova-compute beside them), or without ``controller`` a compute
+    node's (nova-compute only: no database, no token validation; its name in Nova is the
+    profile's host name, and every address but its own is the controller's)."""
     m = mgmt(ctx)
-    v = {
-        **messaging(ctx),
-        ("DEFAULT", "my_ip"): m,
-        ("api", "auth_strategy"): "keystone",
-        ("api_database", "connection"): _db(ctx, "nova_api"),
-        ("database", "connection"): _db(ctx, "nova"),
-        **authtoken(ctx, "nova", "nova_password"),
+    v = {**messaging(ctx), ("DEFAULT", "my_ip"): m}
+    if controller:
+        v.update({
+            ("api", "auth_strategy"): "keystone",
+            ("api_database", "connection"): _db(ctx, "nova_api"),
+            ("database", "connection"): _db(ctx, "nova"),
+            **authtoken(ctx, "nova", "nova_password"),
+        })
+    else:
+        v[("DEFAULT", "host")] = ctx.profile.host.name
+    v.update({
         ("service_user", "send_service_user_token"): "true",
         **service_auth(ctx, "service_user", "nova", "nova_password"),
         ("vnc", "enabled"): "true",
@@ -98,19 +105,23 @@ def _settings(ctx) -> dict:
         # module (qemu-system-modules-spice), so every boot failed: "spice graphics are not
         # supported with this QEMU".  The console is VNC.
         ("spice", "enabled"): "false",
-        ("glance", "api_servers"): f"http://{url_host(ep(ctx))}:9292",
+        ("glance", "api_servers"): f"http://{url_host(api_host(ctx))}:9292",
         ("oslo_concurrency", "lock_path"): "/var/lib/nova/tmp",
         **service_auth(ctx, "placement", "placement", "placement_password"),
-        ("scheduler", "discover_hosts_in_cells_interval"): "300",
-        # one host: a few workers, not one per CPU (each is a ~150 MB Python process)
-        ("scheduler", "workers"): "1",
-        ("conductor", "workers"): "2",
-    }
+    })
+    if controller:
+        v.update({
+            ("scheduler", "discover_hosts_in_cells_interval"): "300",
+            # one host: a few workers, not one per CPU (each is a ~150 MB Python process)
+            ("scheduler", "workers"): "1",
+            ("conductor", "workers"): "2",
+        })
     if "neutron" in ctx.profile.openstack.services:
         v.update(service_auth(ctx, "neutron", "neutron", "neutron_password"))
-        v[("neutron", "service_metadata_proxy")] = "true"
-        v[("neutron", "metadata_proxy_shared_secret")] = inifile.oslo_value(
-            ctx.secrets["metadata_secret"])
+        if controller:   # the metadata API runs on the controller only
+            v[("neutron", "service_metadata_proxy")] = "true"
+            v[("neutron", "metadata_proxy_shared_secret")] = inifile.oslo_value(
+                ctx.secrets["metadata_secret"])
     return one_line_settings(NOVA_CONF, v)
 
 
@@ -134,13 +145,13 @@ UWSGI_PROCESSES = {"/etc/nova/nova-api-uwsgi.ini": "2",
 
 
 def _conf_check(ctx) -> bool:
-    old, new = ini_target(ctx, NOVA_CONF, _settings(ctx))
+    old, new = ini_target(ctx, NOVA_CONF, settings(ctx))
     c_old, c_new = _console_target(ctx)
     return old == new and c_old == c_new and uwsgi_ok(ctx, UWSGI_PROCESSES)
 
 
 def _conf_run(ctx) -> None:
-    old, new = ini_target(ctx, NOVA_CONF, _settings(ctx))
+    old, new = ini_target(ctx, NOVA_CONF, settings(ctx))
     if put_file(ctx, NOVA_CONF, new, mode=0o640, owner="root", group="nova", old=old):
         ctx.cache["nova_conf_changed"] = True
     c_old, c_new = _console_target(ctx)
@@ -227,7 +238,7 @@ def _compute_conf(ctx) -> dict:
     return {("libvirt", "virt_type"): virt_type(ctx)}
 
 
-def _libvirt_check(ctx) -> bool:
+def libvirt_check(ctx) -> bool:
     for path, values, _why in _libvirt_lines(ctx):
         if not lines_ok(ctx.transport.read_file(path), values):
             return False
@@ -235,7 +246,7 @@ def _libvirt_check(ctx) -> bool:
     return old == new and service_ok(ctx, "libvirtd")
 
 
-def _libvirt_run(ctx) -> None:
+def libvirt_run(ctx) -> None:
     changed = False
     for path, values, why in _libvirt_lines(ctx):
         old = ctx.transport.read_file(path)
@@ -258,15 +269,32 @@ UNITS = ("nova-api", "nova-api-metadata", "nova-scheduler", "nova-conductor", "n
          "nova-compute")
 
 
+def computes_here(profile) -> bool:
+    """Whether the controller is also a compute host (always on one host)."""
+    return "compute" in (profile.controller or profile.host).roles
+
+
+def packages(profile, plat: Platform) -> tuple[str, ...]:
+    """The controller's Nova packages: without the compute role, no nova-compute (and so no
+    libvirt or QEMU) on it."""
+    pkgs = PACKAGES(plat)
+    return pkgs if computes_here(profile) else tuple(
+        p for p in pkgs if not p.startswith(("nova-compute", "openstack-nova-compute")))
+
+
+def _units(ctx) -> tuple[str, ...]:
+    return UNITS if computes_here(ctx.profile) else UNITS[:-1]
+
+
 def _services_check(ctx) -> bool:
     if ctx.cache.get("nova_conf_changed") or ctx.cache.get("nova_compute_restart"):
         return False
-    return all(service_ok(ctx, u) for u in UNITS)
+    return all(service_ok(ctx, u) for u in _units(ctx))
 
 
 def _services_run(ctx) -> None:
     every = bool(ctx.cache.get("nova_conf_changed"))
-    for unit in UNITS:
+    for unit in _units(ctx):
         restart = every or (unit == "nova-compute" and ctx.cache.get("nova_compute_restart"))
         active = ctx.sh(f"systemctl is-active -q {q(unit)}",
                         check=False, quiet=True, timeout=LOOK).ok
@@ -311,7 +339,8 @@ def phases(profile, plat: Platform) -> list[Phase]:
     # The demo project owns the network, router and test server (admin owns the flavor).
     extra = (cloudobjects.phases(profile, plat)
              if "neutron" in profile.openstack.services and profile.openstack.demo else [])
-    return [Phase("nova", "Nova (compute)", [
+    here = computes_here(profile)
+    steps = [
         Step("nova.user", "User nova with roles admin and service on project service",
              run=_user_run, check=_user_check,
              detail="keystoneauth1: user nova, password ********, admin+service on service"),
@@ -331,19 +360,26 @@ def phases(profile, plat: Platform) -> list[Phase]:
              check=_schema_check,
              detail="nova-manage api_db sync; cell_v2 map_cell0; cell_v2 create_cell "
                     "--name=cell1 (when missing); db sync"),
-        Step("nova.libvirt", "libvirt for nova-compute (KVM when usable, else QEMU)",
-             run=_libvirt_run, check=_libvirt_check,
-             files=[NOVA_COMPUTE_CONF, LIBVIRTD_CONF, QEMU_CONF],
-             detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; libvirtd.conf: "
-                    "socket group libvirt, no polkit; in a container qemu.conf "
-                    "cgroup_controllers = [ ]"),
-        Step("nova.services", "Start nova-api, scheduler, conductor, novncproxy, compute",
-             run=_services_run, check=_services_check,
-             detail="systemctl enable --now each; wait until :8774 answers"),
-        Step("nova.discover", "Map this compute host into cell1", run=_discover_run,
-             check=_discover_check, detail="nova-manage cell_v2 discover_hosts until the host "
-                                           "is listed"),
-    ])] + extra
+    ]
+    if here:
+        steps.append(Step(
+            "nova.libvirt", "libvirt for nova-compute (KVM when usable, else QEMU)",
+            run=libvirt_run, check=libvirt_check,
+            files=[NOVA_COMPUTE_CONF, LIBVIRTD_CONF, QEMU_CONF],
+            detail="[libvirt] virt_type = kvm if /dev/kvm is usable, else qemu; libvirtd.conf: "
+                   "socket group libvirt, no polkit; in a container qemu.conf "
+                   "cgroup_controllers = [ ]"))
+    steps.append(Step("nova.services", "Start nova-api, scheduler, conductor, novncproxy"
+                      + (", compute" if here else " (no nova-compute: not a compute host)"),
+                      run=_services_run, check=_services_check,
+                      detail="systemctl enable --now each; wait until :8774 answers"))
+    if here:
+        steps.append(Step("nova.discover", "Map this compute host into cell1",
+                          run=_discover_run, check=_discover_check,
+                          detail="nova-manage cell_v2 discover_hosts until the host is listed"))
+    return [Phase("nova", "Nova (compute)", steps)] + extra
+
+
 
 
 RULES = (
