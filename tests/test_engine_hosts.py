@@ -163,3 +163,22 @@ def test_cancel_all_reaches_every_host(tmp_path):
     eng, _events, _state = fleet(tmp_path, phases)
     eng.cancel_all()
     assert all(c.cancel.is_set() for c in eng.contexts.values())
+
+
+def test_the_transcript_says_whose_output_each_line_is(tmp_path):
+    """The hosts of a stage write at once: another host's lines carry its name."""
+    from tui.tasks.events import Transcript
+
+    def say(c):
+        c.output(f"unpacking on {c.transport.name}")
+
+    phases = [Phase("p0", "P0", [Step("a", "a", run=say)]),
+              Phase("c1:p0", "c1", [Step("c1:a", "c1 a", run=say)], host="c1")]
+    eng, _events, _state = fleet(tmp_path, phases)
+    transcript = Transcript(tmp_path / "run.log", Redactor())
+    eng.listeners.append(transcript)
+    assert eng.run().ok
+    transcript.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert any(ln.endswith("    unpacking on ctl") for ln in lines), lines
+    assert any(ln.endswith("    [c1] unpacking on c1") for ln in lines), lines

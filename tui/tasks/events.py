@@ -86,9 +86,9 @@ class Transcript:
             self.write(f"=== [{ev.index}/{ev.total}] {ev.step_id}: {ev.title}"
                        + (f" (attempt {ev.attempt})" if ev.attempt > 1 else ""))
         elif isinstance(ev, StepOutput):
-            self.write(f"    {ev.line}")
+            self.write(f"    {_host_tag(ev.step_id)}{ev.line}")
         elif isinstance(ev, StepProgress):
-            self.write(f"    progress {ev.done}/{ev.total} {ev.text}")
+            self.write(f"    {_host_tag(ev.step_id)}progress {ev.done}/{ev.total} {ev.text}")
         elif isinstance(ev, StepFinished):
             self.write(f"--- {ev.step_id}: {ev.status.value} in {ev.duration:.1f} s")
             if ev.error is not None:
@@ -105,6 +105,11 @@ class Transcript:
 
     def close(self) -> None:
         self.fh.close()
+
+
+def _host_tag(step_id: str) -> str:
+    """Several hosts work at once: another host's output says whose it is ("[lab-2] ")."""
+    return f"[{step_id.split(':', 1)[0]}] " if ":" in step_id else ""
 
 
 def new_log_path(profile_name: str) -> Path:
