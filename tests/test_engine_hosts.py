@@ -83,14 +83,17 @@ def test_stages_run_in_order(tmp_path):
     assert started == {"a": 1, "b": 2, "c1:a": 3, "x": 4, "c1:y": 5, "z": 6}
 
 
-def test_a_failed_host_stops_the_run_after_the_others_finish_their_stage(tmp_path):
+def test_a_failed_host_stops_the_others_after_the_step_they_are_in(tmp_path):
     log: list[str] = []
+    started = threading.Event()
 
     def boom(c):
+        started.wait(2)         # the controller is inside "a" when c1 fails
         raise StepError("no repository", "the mirror is unreachable", "check the proxy")
 
     def slow(sid):
         def run(c):
+            started.set()
             time.sleep(0.3)
             log.append(sid)
         return Step(sid, sid, run=run)
@@ -101,11 +104,50 @@ def test_a_failed_host_stops_the_run_after_the_others_finish_their_stage(tmp_pat
     eng, events, state = fleet(tmp_path, phases)   # decide: abort
     result = eng.run()
     assert result.aborted and not result.ok
-    assert log == ["a", "b"]                  # the controller finished its stage; x never ran
+    assert log == ["a"]              # the step it was in finished; nothing new started
+    assert state.status("a") == Status.DONE and state.status("b") == Status.PENDING
     assert state.status("c1:a") == Status.FAILED and state.status("c1:b") == Status.PENDING
     assert state.status("x") == Status.PENDING
     err = next(ev.error for ev in events if isinstance(ev, e.StepFinished) and ev.error)
     assert err.what == "no repository"
+
+
+def test_a_phase_that_does_not_gate_goes_on_while_the_next_stage_runs(tmp_path):
+    """A compute host's packages (gates=False) overlap the controller's services; its own
+    next phase, and every phase of a later stage, still wait for it."""
+    log: list[str] = []
+    lock = threading.Lock()
+    services_started = threading.Event()
+
+    def mark(sid, wait_for=None, then=None):
+        def run(c):
+            if then is not None:
+                then.set()
+            if wait_for is not None:
+                assert wait_for.wait(5), f"{sid} ran alone"
+            with lock:
+                log.append(sid)
+        return Step(sid, sid, run=run)
+
+    phases = [Phase("prepare", "P", [mark("prepare.packages")]),
+              Phase("c1:prepare", "c1", [mark("c1:prepare.packages", wait_for=services_started)],
+                    host="c1", gates=False),
+              Phase("nova", "Nova", [mark("nova.services", then=services_started)], stage=1),
+              Phase("c1:compute", "c1", [mark("c1:compute.services")], host="c1", stage=2),
+              Phase("computes", "after", [mark("computes.discover")], stage=3)]
+    eng, events, _state = fleet(tmp_path, phases)
+    result = eng.run()
+    assert result.ok, [ev for ev in events if isinstance(ev, e.StepFinished)]
+    # c1's packages finished only after the controller's stage-1 phase had started
+    assert log.index("c1:prepare.packages") > log.index("prepare.packages")
+    assert log[-2:] == ["c1:compute.services", "computes.discover"]
+
+
+def test_a_host_whose_stages_go_back_is_refused(tmp_path):
+    state = RunState(tmp_path / "s.json")
+    ctx = Context(Host("ctl"), None, None, Redactor(), state)
+    with pytest.raises(ValueError, match="go back a stage"):
+        Engine(Plan([Phase("a", "a", [], stage=2), Phase("b", "b", [], stage=1)]), ctx)
 
 
 def test_one_question_at_a_time_and_each_hosts_answer_applies_to_it(tmp_path):
@@ -182,3 +224,30 @@ def test_the_transcript_says_whose_output_each_line_is(tmp_path):
     lines = (tmp_path / "run.log").read_text().splitlines()
     assert any(ln.endswith("    unpacking on ctl") for ln in lines), lines
     assert any(ln.endswith("    [c1] unpacking on c1") for ln in lines), lines
+
+
+def test_apply_numbers_each_step_by_the_plan_while_hosts_run_at_once(tmp_path):
+    """`stack-tui apply`'s lines: a step that finishes after another host's started keeps its
+    own number."""
+    import io
+
+    from tui.cli import HeadlessView
+
+    out = io.StringIO()
+    view = HeadlessView(yes=True, quiet=False, out=out)
+    slow = threading.Event()
+
+    def first(c):
+        slow.wait(2)
+
+    def second(c):
+        slow.set()
+
+    phases = [Phase("p0", "P0", [Step("a", "a", run=first)]),
+              Phase("c1:p0", "c1", [Step("c1:a", "c1 a", run=second)], host="c1")]
+    eng, _events, _state = fleet(tmp_path, phases)
+    eng.listeners.append(view)
+    assert eng.run().ok
+    lines = out.getvalue().splitlines()
+    assert any(ln.startswith("[ 1/2] a ") for ln in lines), lines
+    assert any(ln.startswith("[ 2/2] c1:a ") for ln in lines), lines

@@ -78,19 +78,20 @@ class HeadlessView:
     def __init__(self, yes: bool, quiet: bool, out=sys.stdout):
         self.yes, self.quiet, self.out = yes, quiet, out
         self.titles: dict[str, str] = {}
+        self.numbers: dict[str, str] = {}   # each step's "[ n/total]" (hosts run at once)
 
     def __call__(self, ev) -> None:
         from .tasks import engine as e
 
         if isinstance(ev, e.StepStarted):
             self.titles[ev.step_id] = ev.title
-            self.index = f"[{ev.index:2d}/{ev.total}]"
+            self.numbers[ev.step_id] = f"[{ev.index:2d}/{ev.total}]"
         elif isinstance(ev, e.StepFinished):
             if self.quiet and ev.status != e.Status.FAILED:
                 return
             mark = {"done": "done", "already done": "already done", "skipped": "SKIPPED",
                     "failed": "FAILED"}[ev.status.value]
-            print(f"{self.index} {ev.step_id:28s} {mark:13s} {ev.duration:6.1f}s", file=self.out,
+            print(f"{self.numbers.get(ev.step_id, '')} {ev.step_id:28s} {mark:13s} {ev.duration:6.1f}s", file=self.out,
                   flush=True)
             if ev.error is not None and ev.status == e.Status.FAILED:
                 print(_indent(ev.error.text()), file=self.out)

@@ -24,6 +24,7 @@ from .events import (  # noqa: F401 - the engine's events and transcript, re-exp
     Transcript, new_log_path,
 )
 from .redact import Redactor, strip_controls
+from .lanes import Lanes
 from .state import STATE_VERSION, RunState, StateError, Status, state_path  # noqa: F401
 
 # What ctx.sh waits for a command that was given no limit for what it does: long enough
@@ -87,10 +88,14 @@ class Phase:
     title: str
     steps: list[Step]
     # Several hosts: the host its steps run on ("" the controller, the one host of a single-
-    # host plan) and its stage.  Stages run in order; within a stage each host's phases run
-    # in plan order, the hosts at the same time.
+    # host plan) and its stage.  Each host runs its phases in plan order, the hosts at the
+    # same time; a phase starts once every other host's gating phases of lower stages are
+    # done (tui/tasks/lanes.py).
     host: str = ""
     stage: int = 0
+    # False: no other host waits for it (a compute host's packages go on while the
+    # controller installs its services); its own host's later phases still do
+    gates: bool = True
 
 
 @dataclass
@@ -204,6 +209,10 @@ class Engine:
         missing = [h for h in plan.hosts() if h not in self.contexts]
         if missing:
             raise ValueError(f"no context for host(s) {', '.join(missing)}")
+        for h in plan.hosts():   # a host's stages never go back: no lane waits on itself
+            stages = [p.stage for p in plan.phases if p.host == h]
+            if stages != sorted(stages):
+                raise ValueError(f"host {h or 'controller'}'s phases go back a stage")
         self._decide_lock = threading.Lock()   # one question to the user at a time
         self.state = ctx.state
         self.listeners = list(listeners or [])
@@ -257,15 +266,11 @@ class Engine:
         self.state.save()
         self.emit(RunStarted(len(steps), resumed))
         counts = {s.value: 0 for s in Status}
-        aborted = False
         numbered = {id(s): i for i, s in enumerate(steps, 1)}
-        for lanes in self._stages(steps):
-            outcomes = self._run_lanes(lanes, numbered, len(steps))
-            for status in outcomes:
-                counts[status.value] += 1
-            if Status.FAILED in outcomes:
-                aborted = True
-                break
+        outcomes = Lanes(self, steps).run(numbered, len(steps))
+        for status in outcomes:
+            counts[status.value] += 1
+        aborted = Status.FAILED in outcomes
         ok = not aborted and counts[Status.FAILED.value] == 0 and counts[Status.SKIPPED.value] == 0
         if not aborted and len(steps) == len(self.plan.steps()):
             self.state.finished = ok
@@ -273,42 +278,6 @@ class Engine:
         result = RunFinished(ok, aborted, time.monotonic() - t0, counts)
         self.emit(result)
         return result
-
-    def _stages(self, steps: list[Step]) -> list[list[list[Step]]]:
-        """The selected steps as stages in order, each a list of lanes (one per host, its
-        steps in plan order).  A single-host plan is one stage of one lane."""
-        stage_of = {id(s): p.stage for p in self.plan.phases for s in p.steps}
-        for p in self.plan.phases:
-            for st in p.steps:
-                st.phase_host = p.host
-        stages: dict[int, dict[str, list[Step]]] = {}
-        for st in steps:
-            stages.setdefault(stage_of[id(st)], {}).setdefault(st.phase_host, []).append(st)
-        return [list(stages[k].values()) for k in sorted(stages)]
-
-    def _run_lanes(self, lanes: list[list[Step]], numbered: dict, total: int) -> list[Status]:
-        """Each lane's steps in order, the lanes at the same time (threads: the work is
-        remote, each host on its own connection).  A lane stops at its first failed (not
-        skipped) step; the others finish theirs.  The statuses of the steps that ran."""
-        def lane(steps: list[Step], out: list[Status]) -> None:
-            for st in steps:
-                status = self._run_step(st, numbered[id(st)], total)
-                out.append(status)
-                if status == Status.FAILED:
-                    return
-
-        results: list[list[Status]] = [[] for _ in lanes]
-        if len(lanes) == 1:
-            lane(lanes[0], results[0])
-        else:
-            threads = [threading.Thread(target=lane, args=(steps, results[i]), daemon=True,
-                                        name=f"stack-tui-{steps[0].phase_host or 'controller'}")
-                       for i, steps in enumerate(lanes)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        return [status for r in results for status in r]
 
     def _run_step(self, step: Step, index: int, total: int) -> Status:
         """Check, run and verify ``step`` until it is done, skipped or failed: a lost

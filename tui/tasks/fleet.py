@@ -1,7 +1,8 @@
 """Several hosts: the plan in stages, each host's phases carrying its name.
 
   stage 0  every host at once: preflight, prepare (its own packages)
-  stage 1  the controller: every selected service, as on one host
+  stage 1  the controller: every selected service, as on one host; the other hosts' packages
+           go on meanwhile (their prepare does not gate: only their own next phase waits)
   stage 2  every other host at once: its compute node (services/compute_node.py)
   stage 3  the controller: the compute hosts discovered and their agents up, then the
            cloud objects and test servers, the credential files and the verification
@@ -44,8 +45,11 @@ def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
         if h is profile.controller:
             continue
         view = profile.on(h.name)
-        own = [preflight_phase(COMPUTE_SERVICES), *prepare.phases(view, plat, pkgs)]
-        hosts0 += [on_host(h.name, p, 0) for p in own]
+        hosts0.append(on_host(h.name, preflight_phase(COMPUTE_SERVICES), 0))
+        # its packages go on while the controller installs its services: no one but the
+        # host itself (its compute phase) waits for them
+        hosts0 += [replace(on_host(h.name, p, 0), gates=False)
+                   for p in prepare.phases(view, plat, pkgs)]
         hosts2 += [on_host(h.name, p, 2) for p in compute_node.phases(view, plat)]
     after = [replace(p, stage=3) for p in compute_node.controller_phases(profile, plat)]
     return Plan(first + hosts0 + middle + hosts2 + after + last, platform=plat.id, rules=rules)
