@@ -361,6 +361,7 @@ class _Cloud:
         self.co, self.servers, self.fips, self.sgs, self.posts = co, {}, [], [], []
         self.misplace: dict[str, str] = {}
         self.broken: set[str] = set()
+        self.drops: list[bool] = []   # per POST /servers: the connection drops (after making it?)
 
     def nova(self, ctx, sess, method, path, ok=None, **kw):
         body = kw.get("json") or {}
@@ -373,6 +374,10 @@ class _Cloud:
             self.servers.pop(path.rsplit("/", 1)[1], None)
             return {}
         srv = body["server"]
+        drop = self.drops.pop(0) if self.drops else None
+        if drop is False:   # dropped before nova-api saw it
+            from keystoneauth1.exceptions import ConnectFailure
+            raise ConnectFailure("Connection aborted: reset by peer")
         self.posts.append(srv)
         host = srv["availability_zone"].split(":", 1)[1]
         sid = f"s{len(self.posts)}"
@@ -382,6 +387,9 @@ class _Cloud:
             "status": "ERROR" if host in self.broken else "ACTIVE",
             self.co.HOST_ATTR: self.misplace.get(host, host),
             "fault": {"message": "No valid host was found."}}
+        if drop:            # made, then the answer was lost
+            from keystoneauth1.exceptions import ConnectFailure
+            raise ConnectFailure("Connection aborted: reset by peer")
         return {"server": {"id": sid}}
 
     def neutron(self, ctx, sess, method, path, ok=None, **kw):
@@ -536,3 +544,13 @@ def test_a_controller_without_the_compute_role_runs_no_nova_compute(tmp_path):
     bare_ctx = FakeHost().ctx(bare, platform="debian-12", state_path=tmp_path / "b.json")
     assert [t for t, _h in co.targets(bare_ctx)] == ["stack-tui-verify-lab-2",
                                                     "stack-tui-verify-lab-3"]
+
+
+def test_a_dropped_connection_on_boot_never_makes_two_servers(tmp_path, cloud):
+    host = _verify_host()
+    ctx = _ctrl_ctx(host, tmp_path)
+    ctx.cancel.wait = lambda _t: None
+    cloud.drops = [False, None, True]   # lab-1: lost before made, retried; lab-2: made, answer lost
+    _boot(_profile()).run(ctx)
+    assert [p["name"][-5:] for p in cloud.posts] == ["lab-1", "lab-2", "lab-3"]
+    assert len(cloud.servers) == 3 and all(r[1] for r in ctx.facts["host_boots"])
