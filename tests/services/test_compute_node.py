@@ -229,16 +229,16 @@ def test_discover_explains_which_host_is_missing_and_why(tmp_path, monkeypatch):
 
 
 def test_discover_runs_until_every_host_is_mapped(tmp_path):
-    host = _controller(set())
-    runs = []   # lab-3 is mapped by the second discover_hosts
+    host = _controller(set(), registered={"lab-3": "4"})
+    runs = []   # lab-3 (registered, not mapped) is mapped by its service, the 2nd time
     host.on(r"^runuser -u nova -- nova-manage cell_v2 discover_hosts",
-            lambda h, m, i: (runs.append(1), (0, ""))[1])
+            lambda h, m, i: (runs.append(m.string.split()[7]), (0, ""))[1])
     host.on(r"nova_api\.host_mappings",
             lambda h, m, i: (0, "lab-2\nlab-3\n" if len(runs) >= 2 else "lab-2\n"))
     ctx = _ctrl_ctx(host, tmp_path)
     ctx.cancel.wait = lambda _t: None
     _ctrl_step("computes.discover").run(ctx)
-    assert len(runs) == 2
+    assert runs == ["--verbose", "--by-service"]
 
 
 def test_the_agents_step_waits_for_each_host_and_explains(tmp_path, monkeypatch):
