@@ -229,16 +229,16 @@ def test_discover_explains_which_host_is_missing_and_why(tmp_path, monkeypatch):
 
 
 def test_discover_runs_until_every_host_is_mapped(tmp_path):
-    host = _controller(set())
-    runs = []   # lab-3 is mapped by the second discover_hosts
+    host = _controller(set(), registered={"lab-3": "4"})
+    runs = []   # lab-3 (registered, not mapped) is mapped by its service, the 2nd time
     host.on(r"^runuser -u nova -- nova-manage cell_v2 discover_hosts",
-            lambda h, m, i: (runs.append(1), (0, ""))[1])
+            lambda h, m, i: (runs.append(m.string.split()[7]), (0, ""))[1])
     host.on(r"nova_api\.host_mappings",
             lambda h, m, i: (0, "lab-2\nlab-3\n" if len(runs) >= 2 else "lab-2\n"))
     ctx = _ctrl_ctx(host, tmp_path)
     ctx.cancel.wait = lambda _t: None
     _ctrl_step("computes.discover").run(ctx)
-    assert len(runs) == 2
+    assert runs == ["--verbose", "--by-service"]
 
 
 def test_the_agents_step_waits_for_each_host_and_explains(tmp_path, monkeypatch):
@@ -346,167 +346,6 @@ def test_a_compute_hosts_services_call_the_apis_on_the_controllers_management_ad
 
     assert catalog.api_host(_ctx(FakeHost(), tmp_path)) == CTRL_MGMT
     assert catalog.api_host(_ctrl_ctx(FakeHost(), tmp_path)) == CTRL_SSH   # as on one host
-
-
-# -- the verification of several hosts: a server on each compute host --------------------------
-
-class _Cloud:
-    """Nova's servers and Neutron's ports, floating IPs and security groups, as
-    cloudobjects' _nova/_neutron see them.  A server lands on the host its availability zone
-    names, unless ``misplace`` sends that host's boots elsewhere or ``broken`` fails them."""
-
-    def __init__(self):
-        from tui.tasks.services import cloudobjects as co
-
-        self.co, self.servers, self.fips, self.sgs, self.posts = co, {}, [], [], []
-        self.misplace: dict[str, str] = {}
-        self.broken: set[str] = set()
-
-    def nova(self, ctx, sess, method, path, ok=None, **kw):
-        body = kw.get("json") or {}
-        if method == "GET" and path.startswith("/servers/detail?name="):
-            name = path.split("=^", 1)[1].rstrip("$")
-            return {"servers": [s for s in self.servers.values() if s["name"] == name]}
-        if method == "GET":
-            return {"server": self.servers[path.rsplit("/", 1)[1]]}
-        if method == "DELETE":
-            self.servers.pop(path.rsplit("/", 1)[1], None)
-            return {}
-        srv = body["server"]
-        self.posts.append(srv)
-        host = srv["availability_zone"].split(":", 1)[1]
-        sid = f"s{len(self.posts)}"
-        self.servers[sid] = {
-            "id": sid, "name": srv["name"], "image": {"id": srv["imageRef"]},
-            "flavor": {"original_name": self.co.FLAVOR},
-            "status": "ERROR" if host in self.broken else "ACTIVE",
-            self.co.HOST_ATTR: self.misplace.get(host, host),
-            "fault": {"message": "No valid host was found."}}
-        return {"server": {"id": sid}}
-
-    def neutron(self, ctx, sess, method, path, ok=None, **kw):
-        body = kw.get("json") or {}
-        if path.startswith("/ports?device_id="):
-            sid = path.split("=", 1)[1]
-            return {"ports": [{"id": f"p-{sid}"}] if sid in self.servers else []}
-        if path.startswith("/floatingips?port_id="):
-            port = path.split("=", 1)[1]
-            return {"floatingips": [f for f in self.fips if f["port_id"] == port]}
-        if path == "/floatingips":
-            fip = dict(body["floatingip"], floating_ip_address=f"172.24.4.{101 + len(self.fips)}")
-            self.fips.append(fip)
-            return {"floatingip": fip}
-        if path.startswith("/security-groups?"):
-            return {"security_groups": list(self.sgs)}
-        if path == "/security-groups":
-            self.sgs.append(dict(body["security_group"], id="sg1", security_group_rules=[]))
-            return {"security_group": self.sgs[-1]}
-        if path == "/security-group-rules":
-            self.sgs[0]["security_group_rules"].append(body["security_group_rule"])
-            return {}
-        raise AssertionError(f"unexpected {method} {path}")
-
-
-class _Admin:
-    def get_project_id(self):
-        return "admin-project"
-
-
-@pytest.fixture
-def cloud(monkeypatch):
-    from tui.tasks.services import cloudobjects as co
-
-    c = _Cloud()
-    monkeypatch.setattr(co, "_nova", c.nova)
-    monkeypatch.setattr(co, "_neutron", c.neutron)
-    monkeypatch.setattr(co, "admin_session", lambda ctx: _Admin())
-    monkeypatch.setattr(co, "_demo", lambda ctx: None)
-    monkeypatch.setattr(co, "_image_id", lambda ctx, sess: "img-1")
-    monkeypatch.setattr(co, "_state", lambda ctx: {
-        "flavor": {"id": "f1"}, "net": {"id": "n1"}, "provider": {"id": "prov"}})
-    monkeypatch.setattr(co, "BOOT_TIMEOUT", 0)
-    return c
-
-
-def _verify_host() -> FakeHost:
-    host = FakeHost()
-    host.on(r"ping -c 1 -W 2 172\.24\.4\.\d+", (0, ""))
-    host.on(r"^grep -hE 'ERROR' /var/log/nova/", (0, ""))
-    return host
-
-
-def _boot(profile):
-    from tui.tasks.services import cloudobjects as co
-
-    return next(s for s in co.phases(profile, D12)[0].steps if s.id == "cloud.boot")
-
-
-def test_one_server_per_compute_host_booted_there_by_admin(tmp_path, cloud):
-    from tui.tasks.services import cloudobjects as co
-
-    host = _verify_host()
-    ctx = _ctrl_ctx(host, tmp_path)
-    ctx.facts["hostname"] = "lab-1"
-    ctx.cancel.wait = lambda _t: None
-    step = _boot(_profile())
-    assert not step.check(ctx)
-    step.run(ctx)
-    assert [(p["name"], p["availability_zone"]) for p in cloud.posts] == [
-        ("stack-tui-verify-lab-1", "nova:lab-1"), ("stack-tui-verify-lab-2", "nova:lab-2"),
-        ("stack-tui-verify-lab-3", "nova:lab-3")]
-    assert all(p["security_groups"] == [{"name": co.VERIFY_SG}] for p in cloud.posts)
-    assert {(r["protocol"], r.get("port_range_min")) for r in
-            cloud.sgs[0]["security_group_rules"]} == {("icmp", None), ("tcp", 22)}
-    assert [r[0] for r in ctx.facts["host_boots"]] == [
-        "server on lab-1", "server on lab-2", "server on lab-3"]
-    assert all(r[1] for r in ctx.facts["host_boots"])
-    assert len(cloud.fips) == 3
-    # re-run: done; and run again, every ACTIVE server on its host is kept
-    assert step.check(ctx)
-    step.run(ctx)
-    assert len(cloud.posts) == 3 and len(cloud.fips) == 3
-    lines = co.host_results(ctx)
-    assert [ok for _w, ok, _d in lines] == [True] * 3
-    assert "stack-tui-verify-lab-2 ACTIVE on lab-2" in lines[1][2]
-
-
-def test_a_server_on_the_wrong_host_or_in_error_fails_that_host_only(tmp_path, cloud):
-    host = _verify_host()
-    ctx = _ctrl_ctx(host, tmp_path)
-    ctx.cancel.wait = lambda _t: None
-    cloud.misplace["lab-2"] = "lab-1"
-    cloud.broken.add("lab-3")
-    step = _boot(_profile())
-    with pytest.raises(StepError) as exc:
-        step.run(ctx)
-    assert "server on lab-2" in exc.value.what and "server on lab-3" in exc.value.what
-    assert "server on lab-1" not in exc.value.what
-    assert "runs on lab-1, not lab-2" in exc.value.why
-    assert "No valid host was found." in exc.value.why
-    assert not step.check(ctx)
-    cloud.misplace.clear()
-    cloud.broken.clear()
-    step.run(ctx)          # lab-1's server kept; the other two deleted and booted again
-    assert [p["name"][-5:] for p in cloud.posts] == ["lab-1", "lab-2", "lab-3", "lab-2",
-                                                      "lab-3"]
-    assert len(cloud.servers) == 3 and step.check(ctx)
-
-
-def test_one_host_keeps_its_single_boot_and_the_verification_has_a_line_per_host(
-        tmp_path, monkeypatch):
-    from tui.tasks.services import cloudobjects as co
-    from tui.tasks.services import finish
-
-    one = Profile("one")
-    one.openstack.services = list(_profile().openstack.services)
-    step = _boot(one)
-    assert step.run is co._boot_run and co.SERVER == "stack-tui-verify"
-    assert not finish._per_host(one) and finish._per_host(_profile())
-    monkeypatch.setattr(co, "host_results", lambda ctx: [
-        ("server on lab-2", True, "ACTIVE"), ("server on lab-3", False, "ERROR")])
-    lines = []
-    finish._check_servers(None, lambda w, ok, d="": lines.append((w, ok, d)))
-    assert lines == [("server on lab-2", True, "ACTIVE"), ("server on lab-3", False, "ERROR")]
 
 
 def test_a_controller_without_the_compute_role_runs_no_nova_compute(tmp_path):

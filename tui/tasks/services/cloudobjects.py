@@ -355,17 +355,36 @@ def _verify_sg(ctx, adm) -> str:
 def _boot_on(ctx, adm, s, image: str, server: str, nova_host: str) -> str:
     """The id of ``server`` on ``nova_host``: kept when it already proves it, else booted."""
     found = _find(ctx, adm, server)
-    if found and _kept(found[0], nova_host, image):
-        ctx.output(f"{server} is ACTIVE on {nova_host} (kept)")
-        return found[0]["id"]
+    keep = next((x for x in found if _kept(x, nova_host, image)), None)
     for old in found:
+        if old is keep:
+            continue
         ctx.output(f"deleting {server} ({old['status']} on {old.get(HOST_ATTR) or 'no host'})")
         _nova(ctx, adm, "DELETE", f"/servers/{old['id']}", ok=(204, 404))
+    if keep is not None:
+        ctx.output(f"{server} is ACTIVE on {nova_host} (kept)")
+        return keep["id"]
     ctx.output(f"booting {server} on {nova_host} (availability zone nova:{nova_host})")
-    return _nova(ctx, adm, "POST", "/servers", json={"server": {
+    body = {"server": {
         "name": server, "imageRef": image, "flavorRef": s["flavor"]["id"],
         "networks": [{"uuid": s["net"]["id"]}], "security_groups": [{"name": VERIFY_SG}],
-        "availability_zone": f"nova:{nova_host}"}})["server"]["id"]
+        "availability_zone": f"nova:{nova_host}"}}
+    return _post_once(ctx, adm, server, body, gone={o["id"] for o in found})
+
+
+def _post_once(ctx, adm, server: str, body: dict, gone: set[str]) -> str:
+    """POST the server; when the connection drops on the way (seen: the API's keep-alive
+    connection closed after a DELETE's 204 and reused at once), look whether it was made
+    before posting again, so a retry never makes two."""
+    from keystoneauth1.exceptions import ConnectFailure
+
+    try:
+        return _nova(ctx, adm, "POST", "/servers", json=body)["server"]["id"]
+    except ConnectFailure:
+        made = [x for x in _find(ctx, adm, server) if x["id"] not in gone]
+        if made:
+            return made[0]["id"]
+        return _nova(ctx, adm, "POST", "/servers", json=body)["server"]["id"]
 
 
 def _settle(ctx, adm, s, server: str, nova_host: str, sid: str) -> str:

@@ -236,15 +236,19 @@ def _discover_check(ctx) -> bool:
 def _discover_run(ctx) -> None:
     names = compute_hosts(ctx.profile)
     deadline = time.monotonic() + DISCOVER_TIMEOUT
+    by_service = ""
     while True:
-        ctx.sh("runuser -u nova -- nova-manage cell_v2 discover_hosts --verbose 2>&1 | tail -n 5",
-               check=False, quiet=True, timeout=120)
+        ctx.sh(f"runuser -u nova -- nova-manage cell_v2 discover_hosts{by_service} --verbose "
+               "2>&1 | tail -n 5", check=False, quiet=True, timeout=120)
         missing = sorted(set(names) - _mapped(ctx, names))
         if not missing:
             ctx.output(f"mapped to cell1: {', '.join(names)}")
             return
         if time.monotonic() > deadline or ctx.cancel.is_set():
             raise _discover_error(ctx, missing)
+        # A compute node Nova already marked mapped is skipped by the plain discovery (its
+        # mapping lost, e.g. a cell rebuilt): a registered host is found by its service.
+        by_service = " --by-service" if _registered(ctx, missing) else ""
         ctx.cancel.wait(5)
 
 
