@@ -251,3 +251,22 @@ def test_apply_numbers_each_step_by_the_plan_while_hosts_run_at_once(tmp_path):
     lines = out.getvalue().splitlines()
     assert any(ln.startswith("[ 1/2] a ") for ln in lines), lines
     assert any(ln.startswith("[ 2/2] c1:a ") for ln in lines), lines
+
+
+def test_a_controller_that_does_not_compute_installs_no_nova_compute():
+    from tui.tasks import deploy
+    from tui.tasks.profile import SERVICES, HostConfig, Profile
+
+    def packages(roles):
+        p = Profile("lab", hosts=[
+            HostConfig(name="ctl", roles=roles, address="10.0.0.1"),
+            HostConfig(name="cmp", roles=["compute"], address="10.0.0.2")])
+        p.openstack.services = [s for s in SERVICES if s != "horizon"]
+        p.openstack.platform = "debian-12"
+        plan = deploy.build_plan(p)
+        return (plan.find("prepare.packages").detail, plan.find("cmp:prepare.packages").detail)
+
+    ctl, cmp = packages(["controller"])
+    assert "nova-compute" not in ctl and "nova-api" in ctl and "nova-compute" in cmp
+    ctl, _ = packages(["controller", "compute"])
+    assert "nova-compute" in ctl

@@ -33,6 +33,10 @@ def _one_host_phases(profile, plat) -> list[Phase]:
     svc = set(profile.openstack.services)
     chosen = [s for s in REGISTRY if s.id in svc]
     pkgs = packages_for(plat, svc)
+    if "nova" in svc:   # a controller without the compute role: no nova-compute on it
+        from .services import nova
+        drop = set(nova.PACKAGES(plat)) - set(nova.packages(profile, plat))
+        pkgs = [p for p in pkgs if p not in drop]
     phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:
