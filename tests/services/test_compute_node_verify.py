@@ -188,3 +188,22 @@ def test_a_dropped_connection_on_boot_never_makes_two_servers(tmp_path, cloud):
     _boot(_profile()).run(ctx)
     assert [p["name"][-5:] for p in cloud.posts] == ["lab-1", "lab-2", "lab-3"]
     assert len(cloud.servers) == 3 and all(r[1] for r in ctx.facts["host_boots"])
+
+
+def test_the_servers_are_booted_with_a_token_issued_now(tmp_path, cloud, monkeypatch):
+    """An admin token from the run's first Keystone steps carries the catalog of that moment
+    (cached with the token): Nova handed it found no network endpoint on a real 3-host run
+    (EndpointNotFound). The boot forgets the run's admin session and takes a new one."""
+    from tui.tasks.services import cloudobjects as co
+    from tui.tasks.services import common
+
+    monkeypatch.setattr(co, "admin_session", common.admin_session)
+    made = []
+    monkeypatch.setattr(common, "ks_session", lambda ctx, *a: made.append(a) or _Admin())
+    host = _verify_host()
+    ctx = _ctrl_ctx(host, tmp_path)
+    ctx.facts["hostname"] = "lab-1"
+    ctx.cancel.wait = lambda _t: None
+    early = common.admin_session(ctx)          # what the Keystone steps used
+    _boot(_profile()).run(ctx)
+    assert len(made) == 2 and common.admin_session(ctx) is not early

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 from ..engine import Phase, Step, StepError
-from .common import LOOK, admin_session, forward, marker_check, marker_set, user_session
+from .common import (LOOK, admin_session, forget_session, forward, marker_check, marker_set,
+                     user_session)
 
 FLAVOR = "stack-tui.tiny"
 NET, SUBNET, ROUTER = "demo-net", "demo-subnet", "demo-router"
@@ -405,6 +406,10 @@ def _settle(ctx, adm, s, server: str, nova_host: str, sid: str) -> str:
 
 
 def _boot_hosts_run(ctx) -> None:
+    # A token of this run's first Keystone steps carries the catalog of that moment (Keystone
+    # and keystonemiddleware cache it with the token): Nova, handed it, found no network
+    # endpoint ("EndpointNotFound ... network service named neutron"). A fresh one has them.
+    forget_session(ctx, "admin", ctx.secrets["admin_password"], "admin")
     adm = admin_session(ctx)
     s = _state(ctx)
     image = _image_id(ctx, adm)
