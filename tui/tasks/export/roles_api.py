@@ -36,7 +36,7 @@ def marker_tasks(service: str, package: str, cmd: str) -> list[dict]:
     """db_sync when the engine's marker (package version, management address) differs:
     the same marker file, so a later `stack-tui apply` finds it done, and vice versa."""
     path = f"/var/lib/stack-tui/{service}.db_sync"
-    want = ("{{ ansible_facts['packages']['%s'][0]['version'] }} "
+    want = ("{{ stack_tui_installed['%s'] }} "
             "{{ (stack_tui_mgmt_address | hash('sha256'))[:12] }}" % package)
     reg, want_var = f"stack_tui_{service}_marker", f"stack_tui_{service}_schema"
     return [

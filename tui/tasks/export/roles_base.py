@@ -59,6 +59,20 @@ def _secret_checks(profile) -> list[dict]:
     ]
 
 
+def installed_packages() -> list[dict]:
+    """stack_tui_installed: package -> version, as dpkg-query says (what the engine reads;
+    package_facts would need python3-apt, which a fresh host lacks)."""
+    return [
+        {"name": "Which packages are installed", "ansible.builtin.command":
+            "dpkg-query -W -f='${Package}\\t${db:Status-Abbrev}\\t${Version}\\n'",
+         "register": "stack_tui_dpkg", "changed_when": False},
+        {"name": "Installed packages and their versions", "ansible.builtin.set_fact": {
+            "stack_tui_installed": "{% set d = {} %}{% for f in stack_tui_dpkg.stdout_lines "
+            "| map('split', '\\t') %}{% if f | length == 3 and f[1].startswith('ii') %}"
+            "{% set _ = d.update({f[0]: f[2]}) %}{% endif %}{% endfor %}{{ d }}"}},
+    ]
+
+
 def prepare(profile) -> dict:
     plat = src.PLATFORM
     tasks = [
@@ -100,13 +114,10 @@ def prepare(profile) -> dict:
                                  "cache_valid_time": 21600}},
     ]
     tasks += [
-        {"name": "Which packages are installed", "ansible.builtin.package_facts": {
-            "manager": "apt"}},
+        *installed_packages(),
         {"name": "Install what is missing", "when": "stack_tui_packages | difference("
-         "ansible_facts['packages'].keys() | list) | length > 0",
-         "block": [t for t in install if t] + [
-             {"name": "Which packages are installed now",
-              "ansible.builtin.package_facts": {"manager": "apt"}}],
+         "stack_tui_installed.keys() | list) | length > 0",
+         "block": [t for t in install if t] + installed_packages(),
          "always": [{"name": "Service starts allowed again",
                      "ansible.builtin.file": {"path": POLICY_RC, "state": "absent"}}]},
     ]
