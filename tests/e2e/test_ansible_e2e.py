@@ -22,12 +22,13 @@ from tests import cloud
 pytestmark = pytest.mark.e2e
 
 ANSIBLE = "11.13.0"   # ansible-core 2.18: controller Python 3.11-3.13, Debian 13's 3.13 target
-# Every character a shell, YAML, Jinja, oslo.config or a URL could trip on; '%' is refused
-# in database passwords by stack-tui itself, and the export takes only ASCII ones.
+# Every character a shell, YAML, Jinja, oslo.config or a URL could trip on; '%' and '@'
+# are refused in database passwords (the migrations' configparser), and the export takes
+# only ASCII ones.
 SECRETS = {
     "admin_password": "Ad'm\"in $(id) % {{ x }} \\`;#",
     "demo_password": "de'mo\"$(touch /tmp/pwned) %s ;# {%",
-    "keystone_db_password": "ks'db\"$PATH\\`;# @x",
+    "keystone_db_password": "ks'db\"$PATH\\`;# {{x }}",
     "glance_db_password": "gl'db\"$1 \\ `x`;# {{",
     "glance_password": "gl'an\"ce $$ % \\ ;# @",
     "rabbit_password": "ra'bb\"it $USER %d \\`;#",

@@ -47,12 +47,13 @@ def _secret_checks(profile) -> list[dict]:
                          "(or export again with --vault-password-file)",
              "quiet": True},
          "loop": names, "run_once": True, "delegate_to": "localhost", "become": False},
-        {"name": "Database passwords are printable ASCII (MariaDB's password hash and "
-                 "PyMySQL's Latin-1 must agree)",
+        {"name": "Database passwords are printable ASCII without '@' (MariaDB's hash and "
+                 "PyMySQL's Latin-1 must agree; '@' becomes '%40' in the database URL, which "
+                 "the schema migrations' configparser refuses)",
          "ansible.builtin.assert": {
-             "that": ["lookup('vars', 'stack_tui_' ~ item) is regex('^[ -~]+$')"],
-             "fail_msg": "secret {{ item }} holds characters outside printable ASCII; the "
-                         "Ansible export cannot set such a database password (stack-tui apply can)",
+             "that": ["lookup('vars', 'stack_tui_' ~ item) is regex('^[ -?A-~]+$')"],
+             "fail_msg": "secret {{ item }} holds '@' or a character outside printable ASCII; "
+                         "choose a database password without them",
              "quiet": True},
          "loop": src.db_secrets(profile), "run_once": True, "delegate_to": "localhost",
          "become": False},
