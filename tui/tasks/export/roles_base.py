@@ -196,7 +196,12 @@ def rabbitmq_role(profile) -> dict:
 
 def memcached_role(profile) -> dict:
     lay = memcached.layout(src.PLATFORM)
-    tasks = [
+    tasks = [  # one -l line, the management address (Debian's file has two)
+        {"name": "Memcached listens on no other address",
+         "ansible.builtin.lineinfile": {
+             "path": lay.conf, "state": "absent",
+             "regexp": "^-l (?!{{ stack_tui_mgmt_address | regex_escape }}$)"},
+         "notify": "restart memcached"},
         {"name": "Memcached listens on the management address",
          "ansible.builtin.lineinfile": {"path": lay.conf, "regexp": "^-l ",
                                         "line": f"-l {MGMT}"},
