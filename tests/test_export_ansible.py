@@ -270,3 +270,10 @@ def test_cli_refuses_uncovered_service(tmp_path):
     assert r.returncode == 1
     assert "does not cover placement" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_help(tmp_path):
+    r = run(tmp_path, "export", "ansible", "--help")
+    assert r.returncode == 0 and "--vault-password-file" in r.stdout and "--force" in r.stdout
+    r = run(tmp_path, "export")
+    assert r.returncode == 2 and "ansible" in r.stderr

@@ -120,7 +120,7 @@ def _host_count(text: str) -> int:
 def _export(sub) -> None:
     sp = sub.add_parser("export", help="write the profile's plan for another tool "
                                        "(ansible: inventory and playbook)")
-    esub = sp.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    esub = sp.add_subparsers(dest="format", metavar="{ansible}", required=True)
     x = esub.add_parser("ansible", help="an inventory and a playbook (a role per service); "
                                         "see docs/ansible.md")
     x.add_argument("profile", metavar="PROFILE")
