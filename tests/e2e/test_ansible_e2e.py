@@ -9,10 +9,12 @@ is checked against the keys stack-tui trusts (the sandbox's own, read from its r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,26 @@ def playbook(venv: Path, dest: Path, *extra: str) -> subprocess.CompletedProcess
                           cwd=dest, capture_output=True, text=True, timeout=1200, env=env)
 
 
+@contextlib.contextmanager
+def argv_watch(info):
+    """Every process's command line on the host, read twice a second while the block runs."""
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.append(cloud.ssh(info, "ps -eo args", timeout=20).stdout)
+            stop.wait(0.5)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join(30)
+
+
 def recap(output: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
     out = {}
@@ -92,10 +114,15 @@ def test_export_runs_installs_and_second_run_changes_nothing(exported):
     for value in SECRETS.values():
         assert value not in text
 
-    first = playbook(venv, dest)
+    with argv_watch(info) as seen:
+        first = playbook(venv, dest)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
-    for value in SECRETS.values():   # no_log: never in Ansible's own output
+    assert len(seen) > 10
+    for value in SECRETS.values():   # no_log: never in Ansible's output nor the host's argv
         assert value not in first.stdout + first.stderr
+        assert not any(value in ps for ps in seen), "a secret showed in a command line"
+    r = cloud.ssh(info, "stat -c '%a %U' /root/admin-openrc.sh /root/demo-openrc.sh")
+    assert r.stdout.split("\n")[:2] == ["600 root", "600 root"], r.stdout + r.stderr
 
     # The engine's verification, from outside with the real clients.
     assert cloud.token(info.address, "admin", SECRETS["admin_password"], "admin")

@@ -74,18 +74,9 @@ def _ini(path: str, items: list[dict], group: str, handler: str) -> list[dict]:
     return out
 
 
-def keystone_role(profile) -> dict:
-    ap = src.keystone_apache(profile)
-    os_ = "openstack.cloud."
-    web = src.PLATFORM.web_service
-    keys = [{"name": f"{k.capitalize()} keys", "ansible.builtin.command": {
-        "cmd": f"keystone-manage {k}_setup --keystone-user keystone --keystone-group keystone",
-        "creates": f"/etc/keystone/{k}-keys/0"}} for k in ("fernet", "credential")]
-    tasks = [
-        *_ini(keystone.KEYSTONE_CONF, src.keystone_settings(profile), "keystone",
-              f"restart {web}"),
-        *marker_tasks("keystone", "keystone", "keystone-manage db_sync"),
-        *keys,
+def _apache_tasks(ap: dict, web: str) -> list[dict]:
+    """Keystone under Apache mod_wsgi on 5000 (keystone.apache)."""
+    return [
         {"name": "mod_wsgi processes for this host (two per CPU, 2..8, one per 512 MiB)",
          "ansible.builtin.set_fact": {"stack_tui_wsgi_processes": "{{ [2, [8, 2 * "
              "ansible_facts['processor_vcpus'], [ansible_facts['memtotal_mb'] // 512, 2] "
@@ -110,10 +101,12 @@ def keystone_role(profile) -> dict:
                   {"cmd": "a2enconf -q servername",
                    "creates": "/etc/apache2/conf-enabled/servername.conf"}],
          "notify": f"restart {web}"},
-        *service_up(web),
-        {"name": "Keystone answers on 5000", "ansible.builtin.uri": {
-            "url": "http://127.0.0.1:5000/v3/"}, "register": "stack_tui_ks_up",
-         "until": "stack_tui_ks_up.status == 200", "retries": 60, "delay": 1},
+    ]
+
+
+def _bootstrap_tasks(profile) -> list[dict]:
+    """keystone-manage bootstrap when admin does not get a token (keystone.bootstrap)."""
+    return [
         token_check("admin", "admin", "stack_tui_admin_token"),
         {"name": "Bootstrap admin, its role and the identity endpoints (password in the "
                  "environment)",
@@ -128,6 +121,27 @@ def keystone_role(profile) -> dict:
         {**token_check("admin", "admin", "stack_tui_admin_token", expect=(201,)),
          "name": "admin gets a token now", "until": "stack_tui_admin_token.status == 201",
          "retries": 30, "delay": 2},
+    ]
+
+
+def keystone_role(profile) -> dict:
+    ap = src.keystone_apache(profile)
+    os_ = "openstack.cloud."
+    web = src.PLATFORM.web_service
+    keys = [{"name": f"{k.capitalize()} keys", "ansible.builtin.command": {
+        "cmd": f"keystone-manage {k}_setup --keystone-user keystone --keystone-group keystone",
+        "creates": f"/etc/keystone/{k}-keys/0"}} for k in ("fernet", "credential")]
+    tasks = [
+        *_ini(keystone.KEYSTONE_CONF, src.keystone_settings(profile), "keystone",
+              f"restart {web}"),
+        *marker_tasks("keystone", "keystone", "keystone-manage db_sync"),
+        *keys,
+        *_apache_tasks(ap, web),
+        *service_up(web),
+        {"name": "Keystone answers on 5000", "ansible.builtin.uri": {
+            "url": "http://127.0.0.1:5000/v3/"}, "register": "stack_tui_ks_up",
+         "until": "stack_tui_ks_up.status == 200", "retries": 60, "delay": 1},
+        *_bootstrap_tasks(profile),
     ]
     projects = [("service", "Service Project")] + (
         [("demo", "Demo Project")] if profile.openstack.demo else [])
