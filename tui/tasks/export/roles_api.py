@@ -12,7 +12,7 @@ from ..services.common import DEMO_ROLES, SERVICE_ROLES
 from ..services.units import url_host
 from . import source as src
 from .roles_base import restart, role, service_up
-from .source import MGMT, var
+from .source import var
 
 TOKENS = "{{ stack_tui_identity_url }}auth/tokens"
 

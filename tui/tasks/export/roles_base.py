@@ -75,7 +75,6 @@ def installed_packages() -> list[dict]:
 
 
 def prepare(profile) -> dict:
-    plat = src.PLATFORM
     tasks = [
         {"name": "The host runs Debian 13, the platform this playbook is written for",
          "ansible.builtin.assert": {

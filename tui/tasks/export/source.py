@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from .. import platforms
 from ..services import glance, keystone, mariadb, packages_for, prepare
-from ..services.common import DEMO_ROLES, SERVICE_ROLES  # noqa: F401  (roles use them)
 
 # The services this export covers, in install order; any other selected one is refused.
 COVERED = ("mariadb", "rabbitmq", "memcached", "keystone", "glance")
