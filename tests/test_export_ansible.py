@@ -150,6 +150,16 @@ def handles_secret(task: dict) -> bool:
         any(k.startswith("openstack.cloud.") for k in task)
 
 
+def test_force_over_the_other_kind_leaves_one_secrets_file(tmp_path):
+    dest = tmp_path / "out"
+    exp.export(one_host(tmp_path), dest, secrets=HOSTILE, vault_password="pw")
+    exp.export(one_host(tmp_path), dest, force=True)
+    assert not (dest / "group_vars/all/vault.yml").exists()
+    exp.export(one_host(tmp_path), dest, force=True, secrets=HOSTILE, vault_password="pw")
+    assert not (dest / "group_vars/all/secrets.yml").exists()
+    assert (dest / "group_vars/all/vault.yml").exists()
+
+
 def test_secret_tasks_are_no_log(tmp_path):
     dest = tmp_path / "out"
     exp.export(one_host(tmp_path), dest)

@@ -203,6 +203,10 @@ def export(profile, dest: Path, *, force: bool = False, secrets: dict[str, str] 
     dest = Path(dest)
     check_dest(dest, force)
     files = files_for(profile, secrets, vault_password)
+    # --force over an export of the other kind: its secrets file would still be read
+    for stale in ("group_vars/all/secrets.yml", "group_vars/all/vault.yml"):
+        if stale not in files and (dest / stale).is_file():
+            (dest / stale).unlink()
     written = []
     for rel, (text, mode) in files.items():
         path = dest / rel
