@@ -205,12 +205,27 @@ def test_refuses_uncovered_services_naming_them(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_refuses_url_image_and_other_platform(tmp_path):
+def test_refuses_other_platform_and_missing_image_file(tmp_path):
+    p = one_host(tmp_path)
+    p.openstack.platform = "debian-12"
+    p.image.file = str(tmp_path / "nowhere.img")
+    text = "; ".join(exp.refusals(p))
+    assert "debian-12" in text and "nowhere.img does not exist" in text
+
+
+def test_url_image_is_downloaded_on_this_machine_then_copied(tmp_path):
     p = one_host(tmp_path)
     p.image.file, p.image.url = None, "https://example.org/x.img"
-    p.openstack.platform = "debian-12"
-    text = "; ".join(exp.refusals(p))
-    assert "from a URL" in text and "debian-12" in text
+    dest = tmp_path / "out"
+    exp.export(p, dest)
+    tasks = yaml.safe_load((dest / "roles/glance/tasks/main.yml").read_text())
+    get = next(t for t in tasks if "ansible.builtin.get_url" in t)
+    assert get["delegate_to"] == "localhost" and get["run_once"] is True
+    assert get["ansible.builtin.get_url"]["url"] == "https://example.org/x.img"
+    copy = next(t for t in tasks if t["name"] == "Copy the image to the host")
+    assert copy["ansible.builtin.copy"]["src"] == get["ansible.builtin.get_url"]["dest"]
+    img = next(t for t in tasks if "openstack.cloud.image" in t)["openstack.cloud.image"]
+    assert img["filename"] == copy["ansible.builtin.copy"]["dest"]
 
 
 def test_refuses_non_empty_dir_unless_force(tmp_path):

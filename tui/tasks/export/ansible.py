@@ -40,10 +40,7 @@ def refusals(profile) -> list[str]:
         out.append(f"the profile forces platform {profile.openstack.platform}; the Ansible "
                    f"export is written for {source.PLATFORM.id} only")
     img = profile.image
-    if "glance" in profile.openstack.services and img.upload and not img.file:
-        out.append("the image comes from a URL; the Ansible export uploads a local file: "
-                   "download it and set [image] file, or upload = false")
-    elif "glance" in profile.openstack.services and img.upload and \
+    if "glance" in profile.openstack.services and img.upload and img.file and \
             not Path(img.file).expanduser().is_file():
         out.append(f"the image file {img.file} does not exist")
     return out

@@ -4,6 +4,7 @@ the engine does: a token as admin and demo, the image listed)."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from pathlib import Path
 
@@ -216,16 +217,31 @@ def glance_role(profile) -> dict:
 
 
 def image_tasks(profile) -> tuple[list[dict], dict]:
-    """The image from the profile's local file (a URL's image: see docs/ansible.md)."""
+    """The image: the profile's local file, or its URL downloaded once on this machine (as
+    the engine does: the host needs no internet), copied to the host, then into Glance."""
     img = profile.image
-    path = Path(img.file).expanduser()
-    dest = f"/var/lib/stack-tui/images/{path.name}"
-    md5 = glance.file_md5(path) if path.is_file() else None
-    tasks = [
+    tasks: list[dict] = []
+    if img.file:
+        path = Path(img.file).expanduser()
+        local, dest = str(path), f"/var/lib/stack-tui/images/{path.name}"
+        md5 = glance.file_md5(path) if path.is_file() else None
+    else:
+        url = img.source()
+        key = hashlib.sha256(url.encode()).hexdigest()[:16]   # the engine's cache name
+        local, dest, md5 = "{{ playbook_dir }}/images/" + key, f"/var/lib/stack-tui/images/{key}", None
+        here = {"delegate_to": "localhost", "become": False, "run_once": True}
+        tasks += [
+            {"name": "Directory for the image on this machine", "ansible.builtin.file": {
+                "path": "{{ playbook_dir }}/images", "state": "directory", "mode": "0700"},
+             **here},
+            {"name": "Download the image on this machine (once)", "ansible.builtin.get_url": {
+                "url": url, "dest": local, "mode": "0600"}, **here},
+        ]
+    tasks += [
         {"name": "The image's directory on the host", "ansible.builtin.file": {
             "path": "/var/lib/stack-tui/images", "state": "directory", "mode": "0700"}},
-        {"name": f"Copy {path.name} to the host", "ansible.builtin.copy": {
-            "src": str(path), "dest": dest, "mode": "0600"}},
+        {"name": "Copy the image to the host", "ansible.builtin.copy": {
+            "src": local, "dest": dest, "mode": "0600"}},
         {"name": f"Image {img.name} in Glance", "openstack.cloud.image": {
             "name": img.name, "filename": dest, "disk_format": img.disk_format,
             "container_format": img.container_format, "visibility": img.visibility,
