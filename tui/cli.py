@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_profiles(args)
         if args.command == "sandbox":
             return cmd_sandbox(args)
+        if args.command == "export":
+            return cmd_export(args)
     except KeyboardInterrupt:
         print("\nInterrupted. The run state is saved; `stack-tui apply` resumes.", file=sys.stderr)
         return 130
@@ -498,6 +500,52 @@ def _sandbox_group_status(sandbox, st, name: str) -> int:
               f"{'running' if h['alive'] else 'NOT running'}")
     if profiles.is_group_profile(name, sandbox.group_host_infos(name)):
         print(f"profile        {name}")
+    return EXIT_OK
+
+
+# -- export ----------------------------------------------------------------------
+def cmd_export(args) -> int:
+    """`export ansible PROFILE DIR`: the inventory and playbook, then how to run them."""
+    from pathlib import Path
+
+    from .tasks.export import ansible as exp
+
+    prof = _load(args.profile)
+    if prof is None:
+        return EXIT_USAGE
+    password = secrets = None
+    if args.vault_password_file:
+        try:
+            password = Path(args.vault_password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            _err(f"stack-tui: cannot read the vault password file {args.vault_password_file}: "
+                 f"{getattr(exc, 'strerror', None) or exc}")
+            return EXIT_USAGE
+        if not password:
+            _err(f"stack-tui: the vault password file {args.vault_password_file} is empty")
+            return EXIT_USAGE
+        from .tasks.profile import ProfileError, load_secrets
+
+        try:
+            found = load_secrets(prof)
+        except ProfileError as exc:
+            _err(f"stack-tui: cannot read the secrets: {exc}")
+            return EXIT_USAGE
+        found.ensure(prof.needed_secrets())  # generated ones saved beside the profile (0600)
+        secrets = found.values
+    written = exp.export(prof, Path(args.dir), force=args.force, secrets=secrets,
+                         vault_password=password)
+    dest = Path(args.dir).resolve()
+    print(f"Wrote {len(written)} files to {dest}:")
+    for path in written:
+        print(f"  {path.relative_to(dest)}")
+    if password is None:
+        names = " ".join(f"STACK_TUI_{n.upper()}" for n in prof.needed_secrets())
+        print(f"No secret is in these files: set {names} in the environment, then run:")
+    else:
+        print("The secrets are in group_vars/all/vault.yml (encrypted, 0600). Run:")
+    print("  " + exp.run_command(dest, password is not None).replace(
+        "VAULT_PASSWORD_FILE", str(Path(args.vault_password_file or "").resolve())))
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     _bundle(sub)
     _profiles(sub)
     _sandbox(sub)
+    _export(sub)
     return p
 
 
@@ -114,3 +115,18 @@ def _host_count(text: str) -> int:
     if not (text.isdigit() and 1 <= int(text) <= 5):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of hosts from 1 to 5")
     return int(text)
+
+
+def _export(sub) -> None:
+    sp = sub.add_parser("export", help="write the profile's plan for another tool "
+                                       "(ansible: inventory and playbook)")
+    esub = sp.add_subparsers(dest="format", metavar="{ansible}", required=True)
+    x = esub.add_parser("ansible", help="an inventory and a playbook (a role per service); "
+                                        "see docs/ansible.md")
+    x.add_argument("profile", metavar="PROFILE")
+    x.add_argument("dir", metavar="DIR", help="a new or empty directory to write into")
+    x.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    x.add_argument("--vault-password-file", metavar="FILE",
+                   help="encrypt the secrets into group_vars/all/vault.yml with the password "
+                        "in FILE (without it: no secret is written; the playbook reads each "
+                        "from STACK_TUI_<NAME> at run time)")
