@@ -176,7 +176,10 @@ class FakeRunner:
             self.decisions.append((step.id, d))
             return d
 
-        self.engine = e.Engine(self.plan, ctx, listeners=[pin], decide=decide_and_record)
+        others = {h: e.Context(None, self.profile, self.secrets, redact, self._state)
+                  for h in self.plan.hosts() if h}     # several hosts: one context each
+        self.engine = e.Engine(self.plan, ctx, listeners=[pin], decide=decide_and_record,
+                               contexts=others)
         return self.engine
 
     @property

@@ -332,3 +332,36 @@ async def test_review_of_one_host_has_no_hosts_section(home):
     async with app.run_test(size=SIZE) as pilot:
         shown = await _review(pilot)
     assert "What goes where" not in shown and "Start refuses" not in shown
+
+
+async def test_the_progress_tree_groups_the_steps_per_host(home):
+    """Start with three hosts: a node per host (its roles), its phases under it; the other
+    hosts' phases without their name (the node says it), every step run."""
+    from tests.test_tui_fakes import runner_factory, small_plan
+    from tests.test_tui_pilot import start_install
+    from tui.tasks import engine as e
+    from tui.tasks.fleet import on_host
+
+    three_hosts()
+    plan = small_plan()
+    for n, h in enumerate(("compute1", "compute2")):
+        plan.phases.append(on_host(h, e.Phase("prepare", "Prepare the host", [
+            e.Step("prepare.packages", "Install the packages", run=lambda c: None)]), 0))
+    rf = runner_factory(plan=plan)
+    app = make_test_app(profile="lab", runner_factory=rf)
+    async with app.run_test(size=SIZE) as pilot:
+        app.go("review")
+        await wait_for(pilot, lambda: screen_name(app) == "ReviewScreen", what="review")
+        await start_install(pilot)
+        progress = app.screen
+        await wait_for(pilot, lambda: progress.stage in ("finished", "stopped"), what="the end")
+        root = progress.query_one("#steps").root
+        labels = [str(n.label) for n in root.children]
+        under = {str(n.label): [str(c.label) for c in n.children] for n in root.children}
+    assert labels == ["controller (controller, compute)", "compute1 (compute)",
+                      "compute2 (compute)"]
+    assert len(under["controller (controller, compute)"]) == len(small_plan().phases)
+    (phase,) = under["compute1 (compute)"]
+    assert "Prepare the host" in phase and "compute1" not in phase
+    assert progress.stage == "finished"
+    assert rf.made[-1].state.status("compute2:prepare.packages") == e.Status.DONE

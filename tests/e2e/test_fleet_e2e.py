@@ -6,11 +6,15 @@ command line as a user would.  Every host is prepared at once, the controller ge
 the compute hosts theirs at once, the controller discovers them; the verification boots one
 server on each compute host (the controller computes too) and pings each.  The real `openstack`
 CLI agrees (three hypervisors, three nova-computes up, a Neutron agent alive on each host), and a
-re-run changes nothing.  Debian 12 (`STACK_TUI_FLEET=13` for Debian 13).
+re-run changes nothing.  Debian 12 through the screens (the pilot test: Host screen with its
+three hosts, Review's "what goes where", Start, the progress tree grouped per host, the Summary's
+verification line per host), then `stack-tui apply`, which finds everything done and re-checks
+each server; `STACK_TUI_FLEET=13:apply` (release:way) changes that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,7 +26,8 @@ from tests import cloud
 
 pytestmark = pytest.mark.e2e
 
-RELEASE = os.environ.get("STACK_TUI_FLEET", "12")
+RELEASE, _, WAY = os.environ.get("STACK_TUI_FLEET", "12:tui").partition(":")
+WAY = WAY or "tui"
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +50,14 @@ def fleet(sandbox_factory, stack_home):
         pr.save(prof)
         booted = time.monotonic() - t0
         t0 = time.monotonic()
-        first = cloud.cli("apply", name, "--yes", "--accept-new-host-key", timeout=3000)
         res = {"name": name, "hosts": hosts, "infos": infos, "home": stack_home,
-               "first": first, "ok": first.returncode == 0,
-               "out": first.stdout + first.stderr,
-               "install": time.monotonic() - t0, "boot": booted}
+               "boot": booted, "way": WAY}
+        if WAY == "tui":
+            res.update(asyncio.run(_through_the_screens(name)))
+        else:
+            first = cloud.cli("apply", name, "--yes", "--accept-new-host-key", timeout=3000)
+            res.update(ok=first.returncode == 0, out=first.stdout + first.stderr)
+        res["install"] = time.monotonic() - t0
         from tui.tasks import paths
         res["logs"] = "\n".join(p.read_text(errors="replace")
                                 for p in sorted(paths.log_dir().glob(f"{name}-*.log")))
@@ -60,10 +68,58 @@ def fleet(sandbox_factory, stack_home):
         cloud.cli("sandbox", "down", "--name", name, timeout=300)
 
 
+async def _through_the_screens(name: str) -> dict:
+    """Host screen (three hosts) -> Credentials (generated) -> Services (as the profile says)
+    -> Review -> Start; the progress tree until the end; the Summary."""
+    from tests.test_tui_fakes import screen_name, wait_for
+    from tui.app import make_app
+
+    res: dict = {"out": ""}
+    app = make_app(name, blink=False, animations=False)
+    async with app.run_test(size=(110, 36)) as pilot:
+        await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host screen")
+        res["host_list"] = [h.name for h in app.state.profile.hosts]
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "CredentialsScreen", what="creds")
+        await pilot.press("ctrl+g")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ServicesScreen", what="services")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ReviewScreen", what="review")
+        res["review"] = " ".join(str(app.screen.query_one("#target").render()).split())
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ProgressScreen", timeout=60,
+                       what="progress screen")
+        progress = app.screen
+        await wait_for(pilot, lambda: progress.stage in ("finished", "stopped")
+                       or screen_name(app) == "FailureModal", timeout=3000, what="the end")
+        if screen_name(app) == "FailureModal":
+            modal = app.screen
+            pytest.fail(f"{modal.step_id} failed: {modal.info.text()}\n" + "\n".join(modal.tail))
+        tree = progress.query_one("#steps")
+        res["tree_hosts"] = [str(n.label) for n in tree.root.children]
+        res["statuses"] = {k: v.status.value for k, v in progress.steps.items()}
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "SummaryScreen", what="summary")
+        res["verification"] = app.screen.report.facts.get("verification") or []
+        res["ok"] = progress.stage == "finished" and bool(res["verification"]) and all(
+            ok for _w, ok, _d in res["verification"])
+    return res
+
+
 def test_a_server_boots_and_answers_ping_on_each_compute_host(fleet):
-    assert fleet["ok"], fleet["out"][-6000:]
+    assert fleet["ok"], fleet.get("out", "")[-6000:] + str(fleet.get("verification"))
     out, log = fleet["out"], fleet["logs"]
-    assert "OK:" in out and "FAILED" not in out, out[-3000:]
+    if fleet["way"] == "apply":
+        assert "OK:" in out and "FAILED" not in out, out[-3000:]
+    else:
+        assert "What goes where (3 hosts):" in fleet["review"], fleet["review"]
+        assert fleet["tree_hosts"] == [f"{fleet['hosts'][0]} (controller, compute)",
+                                       *(f"{h} (compute)" for h in fleet["hosts"][1:])]
+        assert set(fleet["statuses"].values()) <= {"done", "already done"}, fleet["statuses"]
+        lines = {w: d for w, _ok, d in fleet["verification"]}
+        for h in fleet["hosts"]:
+            assert f"stack-tui-verify-{h} ACTIVE on {h}" in lines.get(f"server on {h}", ""), lines
     for h in fleet["hosts"]:
         assert re.search(rf"ok +server on {h}: stack-tui-verify-{h} ACTIVE on {h}, floating IP "
                          r"172\.24\.4\.\d+ answers ping", log), log[-4000:]
