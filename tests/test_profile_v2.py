@@ -431,3 +431,23 @@ def test_controller_mgmt_from_a_compute_hosts_view():
     assert controller_mgmt(c2) == "10.198.1.99"        # what the controller recorded wins
     c3 = SimpleNamespace(profile=prof.on("lab-3"), facts={}, controller_facts={})
     assert mgmt(c3) == "10.199.0.10"                   # no mgmt_address: its SSH address
+
+
+def test_the_readmes_several_hosts_example_loads_and_plans(tmp_path):
+    """README's profile of several hosts is valid and plans a compute phase for lab-2."""
+    from pathlib import Path
+
+    from tui.tasks import deploy
+
+    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = doc[doc.index("```toml\nversion = 2"):]
+    text = block[len("```toml\n"):block.index("\n```")] + "\n"
+    key = tmp_path / "id_ed25519"
+    key.write_text("not a real key\n")
+    p = pr.load(write(tmp_path, text.replace("~/.ssh/id_ed25519", str(key))))
+    assert [(h.name, h.roles) for h in p.hosts] == [
+        ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"])]
+    p.openstack.platform = "debian-12"
+    plan = deploy.build_plan(p)
+    assert plan.find("lab-2:compute.services") is not None
+    assert plan.find("computes.discover") is not None
