@@ -440,6 +440,7 @@ def test_the_readmes_several_hosts_example_loads_and_plans(tmp_path):
     from tui.tasks import deploy
 
     doc = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    doc = doc[doc.index("### Several hosts"):]
     block = doc[doc.index("```toml\nversion = 2"):]
     text = block[len("```toml\n"):block.index("\n```")] + "\n"
     key = tmp_path / "id_ed25519"
