@@ -146,3 +146,14 @@ def test_remote_output_and_errors_reach_events_and_transcript_stripped(tmp_path)
     assert len(texts) >= 5
     for t in texts:
         assert not any(c in t for c in "\x1b\x07\x08\x9b\x7f\x00\r\u202e"), repr(t)
+
+
+@pytest.mark.parametrize("char", ["%", "@"])
+def test_a_database_password_with_percent_or_at_is_refused_naming_it(char):
+    """'%40' (an '@' in the database URL) broke keystone-manage db_sync on a real host, as '%'
+    does: Keystone's schema migrations read the URL through configparser."""
+    from tui.tasks import secrets
+
+    why = secrets.validate("keystone_db_password", f"pa{char}ss")
+    assert why is not None and why.startswith("keystone_db_password contains ") and char in why
+    assert secrets.validate("admin_password", f"pa{char}ss") is None   # not a database's

@@ -71,9 +71,11 @@ def validate(name: str, value: str) -> str | None:
         return (f"{name} is longer than 72 bytes; Keystone hashes passwords with bcrypt, "
                 "which reads only 72 bytes (Epoxy refuses longer ones)")
     if name in DB_PASSWORDS:
-        if "%" in value:
-            return (f"{name} contains '%'; Keystone's and Glance's schema migrations read the "
-                    "database URL through Python's configparser, where '%' breaks them")
+        if "%" in value or "@" in value:
+            c = "%" if "%" in value else "@"
+            return (f"{name} contains '{c}'; Keystone's and Glance's schema migrations read the "
+                    "database URL through Python's configparser, where '%' breaks them"
+                    + ("" if c == "%" else ", and an '@' must be written %40 in the URL"))
         try:
             value.encode("latin-1")
         except UnicodeEncodeError:

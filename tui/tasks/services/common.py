@@ -73,7 +73,8 @@ def db_url(ctx: Context, user: str, secret: str) -> str:
     """The SQLAlchemy URL as written into an oslo.config file.
 
     SQLAlchemy takes any character but '@' in the password and unquotes it, so only
-    '@' (and '%', refused by secrets.validate) is percent-encoded: a fully quoted
+    '@' and '%' would be percent-encoded (secrets.validate refuses both: '%40' broke
+    keystone-manage db_sync on a real host, as '%' does): a fully quoted
     password holds '%', which Keystone's alembic config (configparser) rejects.
     '$' is doubled for oslo.config's interpolation.
     """
