@@ -58,7 +58,7 @@ def _facts(os_release: str = TRIXIE, *, mem: int = 16 * GiB, kernel: str = SANDB
         "@@kernel", kernel, "@@kvm", kvm, "@@netcaps", netcaps, "@@net", net, "@@end", ""])
 
 
-def _run(facts: str, platform: str = "debian-13", services=COMPUTE):
+def _run(facts: str, platform: str = "debian-13", services=COMPUTE, roles=None):
     host = FakeHost()
     host.on(r"echo @@os", (0, facts))
     pkgs = "".join(f"{p} installed\n" for p in all_packages(PLATFORMS[platform]))
@@ -66,6 +66,8 @@ def _run(facts: str, platform: str = "debian-13", services=COMPUTE):
     p = Profile(name="t")
     p.host.address = "10.0.0.5"
     p.openstack.services = list(services)
+    if roles is not None:
+        p.host.roles = list(roles)
     ctx = host.ctx(p, platform=platform)
     ctx.facts.clear()
     results = preflight.run_checks(ctx)
@@ -305,3 +307,17 @@ def test_open_vswitch_ports_are_checked_only_where_open_vswitch_runs():
     rows, _ = _run(_facts(BOOKWORM, ss=ss), "debian-12")
     assert "port-6640" not in rows and "6640" not in rows["ports"].why
     assert {p.port for p in neutron.OVS_PORTS} == {6640, 6633}
+
+
+def test_a_compute_host_is_not_judged_on_the_controllers_ports_or_provider_network():
+    """A compute-only host serves none of the controller's ports and has no provider network
+    (its instances' traffic crosses in VXLAN to the controller): MariaDB's port in use there,
+    or 172.24.4.0/24 routed there, is no reason to stop; its compute rows stay."""
+    busy = 'LISTEN 0 80 *:3306 *:* users:(("nginx",pid=9,fd=3))'
+    taken = NET + "\nroute 172.24.4.0/24 dev eth9"
+    ctl, _ = _run(_facts(BOOKWORM, ss=busy, net=taken), "debian-12")
+    assert ctl["port-3306"].blocking and ctl["provider-subnet"].blocking
+    cmp, _ = _run(_facts(BOOKWORM, ss=busy, net=taken), "debian-12", roles=["compute"])
+    assert not [k for k in cmp if k.startswith(("port", "provider"))], list(cmp)
+    assert not [r for r in cmp.values() if r.blocking]
+    assert cmp["kernel-net"].level == "ok" and cmp["memory-compute"].level == "ok"

@@ -47,7 +47,8 @@ def run_checks(ctx: Context, *, wait_for_lock: bool = True) -> list[Result]:
     results.append(_disk(int(disk) if disk.isdigit() else None))
     name = s.get("hostname", "").strip()
     results.append(_hostname(ctx, name, s.get("resolved", "").split(), s.get("addrs", "").split()))
-    results += _ports(ctx, s.get("ss", ""), unused_ports(plat))
+    if "controller" in ctx.profile.host.roles:   # a compute host serves none of these ports
+        results += _ports(ctx, s.get("ss", ""), unused_ports(plat))
     results.append(_time(ctx, s.get("time", "")))
     if plat is not None:
         results += compute_checks(ctx, plat, s, mem)

@@ -403,6 +403,6 @@ def compute_checks(ctx: Context, plat: Platform, s: dict[str, str],
     if blocked:
         return out + blocked
     out += _kernel(ctx, plat, s)
-    if "neutron" in svc:
-        out += _provider(plat, s.get("net", ""))
+    if "neutron" in svc and "controller" in ctx.profile.host.roles:
+        out += _provider(plat, s.get("net", ""))   # the provider network is the controller's
     return out
