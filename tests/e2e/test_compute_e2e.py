@@ -39,7 +39,7 @@ RETRY_STEP, SKIP_STEP, KILL_STEP = "cloud.boot", "horizon.verify", "nova.schema"
 
 def _variants() -> list[tuple[str, str]]:
     out = []
-    for item in os.environ.get("STACK_TUI_COMPUTE", "13:apply,12:tui").split(","):
+    for item in os.environ.get("STACK_TUI_COMPUTE", "13:apply").split(","):
         release, _, way = item.strip().partition(":")
         if release:
             out.append((release, way or "apply"))
@@ -94,14 +94,18 @@ def _run_logs(name: str):
 # ------------------------------------------------------------------ the way through the screens
 
 
-def _through_the_screens(info, name: str, tmp) -> dict:
+def _through_the_screens(info, name: str, tmp, trusted: bool = False) -> dict:
+    """The first TUI killed at KILL_STEP, the second resuming through a Retry and a Skip.
+    ``info``: the host KILL_STEP runs on (the controller); ``trusted``: its key is trusted
+    already (a group's `sandbox up` trusts its hosts' keys), so no question is asked."""
     from tui.tasks import engine as e
 
     out = {}
     state = e.state_path(name, info.address)
     log = tmp / "first-tui.out"
     with open(log, "wb") as fh:
-        child = subprocess.Popen([sys.executable, "-c", FIRST_TUI, name], stdout=fh,
+        child = subprocess.Popen([sys.executable, "-c", FIRST_TUI, name, str(trusted)],
+                                 stdout=fh,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=cloud.ROOT)
 
@@ -131,11 +135,11 @@ def _through_the_screens(info, name: str, tmp) -> dict:
 FIRST_TUI = """
 import asyncio, sys
 from tests.e2e.test_compute_e2e import first_tui
-asyncio.run(first_tui(sys.argv[1]))
+asyncio.run(first_tui(sys.argv[1], sys.argv[2] == "True"))
 """
 
 
-async def first_tui(name: str) -> None:
+async def first_tui(name: str, trusted: bool = False) -> None:
     from tests.test_tui_fakes import screen_name, wait_for
     from tui.app import make_app
 
@@ -143,10 +147,11 @@ async def first_tui(name: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: screen_name(app) == "HostScreen", what="host screen")
         await pilot.press("ctrl+t")  # test the connection: the new host's key is unknown
-        await wait_for(pilot, lambda: screen_name(app) == "HostKeyModal", timeout=60,
-                       what="host key modal")
-        assert "SHA256:" in str(app.screen.fingerprint)
-        await pilot.press("t")
+        if not trusted:
+            await wait_for(pilot, lambda: screen_name(app) == "HostKeyModal", timeout=60,
+                           what="host key modal")
+            assert "SHA256:" in str(app.screen.fingerprint)
+            await pilot.press("t")
         await wait_for(pilot, lambda: app.state.facts is not None, timeout=60, what="facts")
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: screen_name(app) == "CredentialsScreen", what="creds")
@@ -159,6 +164,8 @@ async def first_tui(name: str) -> None:
         assert {"placement", "nova", "neutron", "horizon"} <= chosen, chosen
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: screen_name(app) == "ReviewScreen", what="review")
+        review = " ".join(str(app.screen.query_one("#target").render()).split())
+        print(f"first TUI: review: {review}", flush=True)
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: screen_name(app) == "ProgressScreen", timeout=30,
                        what="progress screen")
@@ -250,6 +257,7 @@ async def _resume_in_the_screens(name: str) -> dict:
             pytest.fail(f"{modal.step_id} failed: {modal.info.text()}\n" + "\n".join(modal.tail))
         res["failures_seen"] = seen
         res["statuses"] = {k: v.status for k, v in progress.steps.items()}
+        res["tree_top"] = [str(n.label) for n in progress.query_one("#steps").root.children]
         await pilot.press("ctrl+n")
         await wait_for(pilot, lambda: screen_name(app) == "SummaryScreen", what="summary")
         report = app.screen.report
