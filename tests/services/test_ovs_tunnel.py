@@ -181,3 +181,21 @@ def test_no_tunnel_bridge_for_one_host_or_on_debian_12(profile, plat):
     if len(profile.hosts) > 1:
         assert _tunnel_step(compute_node.phases(profile.on("lab-2"), plat)) is None
     assert not ovs_tunnel.needed(profile, neutron.layout(plat))
+
+
+def test_the_plan_of_three_hosts_on_debian_13_has_a_tunnel_step_on_each_before_its_agent():
+    from tui.tasks import deploy
+
+    plan = deploy.build_plan(_profile(), "debian-13")
+    ids = [s.id for ph in plan.phases for s in ph.steps]
+    assert "preflight.hosts" not in ids   # no longer refused
+    for tunnel, agent in (("neutron.tunnel", "neutron.services"),
+                          ("lab-2:compute.tunnel", "lab-2:compute.services"),
+                          ("lab-3:compute.tunnel", "lab-3:compute.services")):
+        assert ids.index(tunnel) < ids.index(agent)
+    # the controller's: before Neutron's first step; a compute host's: first of its phase
+    assert ids.index("neutron.tunnel") + 1 == ids.index("neutron.user")
+    stages = {ph.id: ph.stage for ph in plan.phases}
+    assert stages["neutron"] == 1 and stages["lab-2:compute"] == 2
+    one = deploy.build_plan(_profile(1), "debian-13")
+    assert not [s for ph in one.phases for s in ph.steps if s.id.endswith(".tunnel")]
