@@ -91,7 +91,8 @@ def test_a_server_boots_and_answers_ping_on_each_compute_host(fleet):
         assert "What goes where (3 hosts):" in fleet["first_out"], fleet["first_out"][-3000:]
         assert fleet["nova_manage_seen"] and fleet["killed_rc"] == -9
         assert KILL_STEP in fleet["resume_text"], fleet["resume_text"]
-        assert fleet["failures_seen"] == [RETRY_STEP, SKIP_STEP]
+        # several hosts: Horizon (the controller's services) comes before the boots
+        assert fleet["failures_seen"] == [SKIP_STEP, RETRY_STEP]
         assert fleet["tree_top"] == [f"{fleet['hosts'][0]} (controller, compute)",
                                      *(f"{h} (compute)" for h in fleet["hosts"][1:])]
         bad = {k: v for k, v in fleet["statuses"].items() if v.value not in ("done", "already done")}

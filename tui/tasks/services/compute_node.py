@@ -24,7 +24,7 @@ import time
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from ..profile_schema import CONTROLLER
-from . import neutron, nova
+from . import neutron, nova, ovs_tunnel
 from .base import PerPlatform
 from .common import (LOOK, SQL, admin_session, controller_mgmt, ensure_service, forward,
                      ini_target, one_line_settings, platform_of, put_file, q, service_ok,
@@ -60,11 +60,9 @@ def unsupported(profile, plat: Platform) -> str | None:
         return (f"the compute hosts ({', '.join(others)}) need Nova and Neutron: select both, "
                 "or remove those hosts")
     lay = neutron.layout(plat)
-    if lay.mechanism != "linuxbridge":
-        return (f"several hosts are not supported on {plat.name} yet: its Neutron has no Linux "
-                f"bridge agent, and VXLAN between hosts on Open vSwitch's {lay.ovs_datapath} "
-                "datapath needs a tunnel bridge stack-tui does not make yet; install several "
-                "hosts on Debian 12, or one host on this release")
+    if lay.mechanism not in ("linuxbridge", "openvswitch"):
+        return (f"several hosts are not supported on {plat.name}: stack-tui knows no network "
+                "mechanism for them there; install several hosts on Debian 13 or 12")
     return None
 
 
@@ -170,6 +168,8 @@ def phases(view, plat: Platform) -> list[Phase]:
     lay = neutron.layout(plat)
     agent, _type, agent_conf = neutron.AGENTS[lay.mechanism]
     steps = []
+    if ovs_tunnel.needed(view, lay):
+        steps.append(ovs_tunnel.step("compute"))
     if lay.mechanism == "linuxbridge":
         steps.append(Step("compute.kernel", "br_netfilter for the security groups",
                           run=_kernel_run, check=_kernel_check,

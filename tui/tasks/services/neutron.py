@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
-from . import ovs
+from . import ovs, ovs_tunnel
 from .base import PerPlatform, Port, Rule, Secret, Service, SummaryLine
 from .catalog import (UWSGI, authtoken, endpoints_ok, ensure_endpoints, messaging,
                       service_auth, service_url, uwsgi_ok, uwsgi_run)
@@ -200,7 +200,10 @@ def agent_file(ctx, provider: bool = True) -> tuple[str, dict, str]:
     m = mgmt(ctx)
     lay = layout(platform_of(ctx))
     if lay.mechanism == "openvswitch":
-        return OVS_CONF, ovs.agent_values(lay.ovs_datapath, PHYSNET, m), "neutron"
+        v = ovs.agent_values(lay.ovs_datapath, PHYSNET, m)
+        if not provider:   # the agent refuses to start while a mapped bridge is missing
+            v[("ovs", "bridge_mappings")] = ""
+        return OVS_CONF, v, "neutron"
     v = ({("linux_bridge", "physical_interface_mappings"): f"{PHYSNET}:{PROVIDER_PEER}"}
          if provider else {})
     v.update({
@@ -384,7 +387,10 @@ def phases(profile, plat: Platform) -> list[Phase]:
     if ovs_:
         exp = (f" (datapath {lay.ovs_datapath}"
                + (": userspace, no kernel module)" if lay.ovs_datapath == "netdev" else ")"))
+    # several hosts on the userspace datapath: the VXLAN endpoint first (ovs_tunnel)
+    tunnel = [ovs_tunnel.step("neutron")] if ovs_tunnel.needed(profile, lay) else []
     return [Phase("neutron", "Neutron (networking)", [
+        *tunnel,
         Step("neutron.user", "User neutron with roles admin and service on project service",
              run=_user_run, check=_user_check,
              detail="keystoneauth1: user neutron, password ********, admin+service on service"),

@@ -71,6 +71,15 @@ WantedBy=multi-user.target
 """
 
 
+def vswitchd_ok(ctx) -> bool:
+    """The drop-in is there and its setting in the database."""
+    if read_remote(ctx, VSWITCHD_DROPIN) != VSWITCHD_DROPIN_BODY:
+        return False
+    r = ctx.sh("ovs-vsctl --timeout=10 get Open_vSwitch . other_config:userspace-tso-enable "
+               "2>/dev/null", check=False, quiet=True, timeout=LOOK)
+    return r.stdout.split() == ['"true"']
+
+
 def provider_ok(ctx, peer: str) -> bool:
     """The drop-in is there, the setting is in the database, the peer is on the bridge."""
     if read_remote(ctx, VSWITCHD_DROPIN) != VSWITCHD_DROPIN_BODY:
