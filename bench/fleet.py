@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench import cli  # noqa: E402
+from bench import cli  # noqa: E402 - bench/bench.py, beside this script
 
 
 def compute_profile(name: str, image_of) -> None:
