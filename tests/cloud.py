@@ -101,3 +101,31 @@ def wait_until(pred, timeout: float, interval: float = 0.3) -> bool:
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+def rerun_changes_nothing(name: str, limit: float, timeout: float = 900) -> float:
+    """`stack-tui apply NAME` again: every step already done, nothing skipped, under ``limit``
+    seconds; the seconds it took."""
+    import time
+
+    t0 = time.monotonic()
+    r = cli("apply", name, "--yes", timeout=timeout)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "OK: 0 done," in r.stdout and " 0 skipped" in r.stdout, r.stdout[-3000:]
+    assert took < limit, f"a re-run that changes nothing took {took:.1f} s"
+    return took
+
+
+def leaked_secrets(profile_name: str, shown: str, at_least: int) -> list[str]:
+    """The profile's secret values (plain or URL-quoted) found in ``shown``, shortened."""
+    import tomllib
+    import urllib.parse
+
+    from tui.tasks import paths
+
+    secrets_file = paths.profiles_dir() / f"{profile_name}.secrets.toml"
+    values = [v for v in tomllib.loads(secrets_file.read_text()).values() if isinstance(v, str)]
+    assert len(values) >= at_least
+    return [v[:2] + "..." for v in values for form in {v, urllib.parse.quote(v, safe="")}
+            if form in shown]

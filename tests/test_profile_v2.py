@@ -377,16 +377,23 @@ def test_one_host_of_either_version_opens_a_session_as_before(tmp_path):
         session.close()
 
 
-def test_the_documented_example_loads(tmp_path):
-    """docs/multihost.md's three-host example is a valid profile (its key files made real)."""
+def _doc_profile(tmp_path, doc_file: str, after: str = ""):
+    """The first version 2 profile of ``doc_file`` (after the heading ``after``), loaded with
+    its key files made real."""
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "multihost.md").read_text()
+    doc = (Path(__file__).resolve().parent.parent / doc_file).read_text()
+    doc = doc[doc.index(after):] if after else doc
     block = doc[doc.index("```toml\nversion = 2"):]
     text = block[len("```toml\n"):block.index("\n```")] + "\n"
     key = tmp_path / "id_ed25519"
     key.write_text("not a real key\n")
-    p = pr.load(write(tmp_path, text.replace("~/.ssh/id_ed25519", str(key))))
+    return pr.load(write(tmp_path, text.replace("~/.ssh/id_ed25519", str(key))))
+
+
+def test_the_documented_example_loads(tmp_path):
+    """docs/multihost.md's three-host example is a valid profile (its key files made real)."""
+    p = _doc_profile(tmp_path, "docs/multihost.md")
     assert [(h.name, h.roles) for h in p.hosts] == [
         ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"]), ("lab-3", ["compute"])]
     assert p.host.address == "10.199.0.2" and len(p.computes) == 3
@@ -435,17 +442,7 @@ def test_controller_mgmt_from_a_compute_hosts_view():
 
 def test_the_readmes_several_hosts_example_loads_and_plans(tmp_path):
     """README's profile of several hosts is valid and plans a compute phase for lab-2."""
-    from pathlib import Path
-
-    from tui.tasks import deploy
-
-    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    doc = doc[doc.index("### Several hosts"):]
-    block = doc[doc.index("```toml\nversion = 2"):]
-    text = block[len("```toml\n"):block.index("\n```")] + "\n"
-    key = tmp_path / "id_ed25519"
-    key.write_text("not a real key\n")
-    p = pr.load(write(tmp_path, text.replace("~/.ssh/id_ed25519", str(key))))
+    p = _doc_profile(tmp_path, "README.md", after="### Several hosts")
     assert [(h.name, h.roles) for h in p.hosts] == [
         ("lab-1", ["controller", "compute"]), ("lab-2", ["compute"])]
     p.openstack.platform = "debian-12"
