@@ -136,6 +136,23 @@ def test_a_rerun_changes_nothing(fleet):
     print(f"3-host re-run: {cloud.rerun_changes_nothing(fleet['name'], 30):.1f} s")
 
 
+def test_the_bundle_collects_every_compute_host_without_a_secret(fleet, tmp_path):
+    """`stack-tui bundle` reaches every host: each compute host's nova.conf, redacted."""
+    import tarfile
+
+    assert fleet["ok"]
+    r = cloud.cli("bundle", fleet["name"], "-o", str(tmp_path), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [path] = tmp_path.glob("*.tar.gz")
+    with tarfile.open(path) as tar:
+        texts = {m.name.split("/", 1)[1]: tar.extractfile(m).read().decode("utf-8", "replace")
+                 for m in tar.getmembers() if m.isfile()}
+    for h in fleet["hosts"][1:]:
+        assert texts.get(f"hosts/{h}/etc/nova/nova.conf"), (sorted(texts), texts["MANIFEST.txt"])
+    leaked = cloud.leaked_secrets(fleet["name"], "\n".join(texts.values()), at_least=13)
+    assert not leaked, leaked
+
+
 def test_no_secret_in_the_log_or_the_screens_output(fleet):
     """Three hosts' output interleaved in one log: still no secret (the RabbitMQ password in
     every compute host's transport_url, the metadata secret, the services' passwords)."""

@@ -1,9 +1,10 @@
 """Support bundle: one tar.gz with what a helper needs to see, and no secret.
 
 Local: the newest run logs of the profile, the run state (step states, timings,
-errors), the rendered plan (the text of `stack-tui plan`).  From the host, when
-it is reachable: the OpenStack config files, /etc/hosts, service statuses,
-journal and log tails, the listening sockets.
+errors), the rendered plan (the text of `stack-tui plan`).  From every host of the
+profile that is reachable (bundle_hosts.py: the controller's under ``host/``, each other
+host's under ``hosts/<name>/``): the OpenStack config files, /etc/hosts, service
+statuses, journal and log tails, the listening sockets.
 
 Every file passes through the session's Redactor (every known secret in all its
 quoted/encoded forms) AND ``scrub``, which masks by shape what the redactor may
@@ -22,7 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
+from .bundle_hosts import _safe, collect_hosts, host_items, hosts_lines
 from .redact import MASK, Redactor
+
+__all__ = ["clean", "host_items", "make_bundle", "newest_logs", "plan_text", "scrub"]
 
 # settings whose value is a secret, whatever the file format (ini, shell, yaml, json, toml)
 # (names holding these words anywhere; names ending in _key or _keys, hmac_keys among them;
@@ -65,10 +69,6 @@ def clean(text: str | bytes, redact: Callable[[str], str]) -> str:
     return scrub(redact(text))
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def newest_logs(profile_name: str, n: int = 3) -> list[Path]:
     logs = sorted(paths.log_dir().glob(f"{_safe(profile_name)}-*.log"),
                   key=lambda p: (p.stat().st_mtime, p.name))
@@ -83,32 +83,6 @@ def plan_text(profile) -> str:
         return describe_plan(profile)
     except Exception as exc:  # noqa: BLE001 - the bundle still gets written
         return f"(could not render the plan: {type(exc).__name__}: {exc})\n"
-
-
-def host_items(plat) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(files to read, commands to run) on the host of platform ``plat``, each (name in
-    bundle, path/command).
-
-    Every service declares its config files, units and logs (services/base.py)."""
-    from .services import REGISTRY
-
-    configs = [c for s in REGISTRY for c in s.configs(plat)] + ["/etc/hosts", "/etc/os-release"]
-    files = [("etc/" + c.split("/etc/", 1)[-1], c) for c in configs]
-    units = [u for s in REGISTRY for u in s.units(plat)]
-    cmds = [("systemctl-status.txt",
-             "systemctl status --no-pager -n 0 " + " ".join(units) + " 2>&1")]
-    for u in units:
-        cmds.append((f"journal/{u}.txt", f"journalctl -u {u} -n 200 --no-pager -o short-iso 2>&1"))
-    for s in REGISTRY:
-        for log in s.logs(plat):
-            cmds.append((f"logs/{log.rsplit('/', 1)[-1]}", f"tail -n 300 {log} 2>&1"))
-    names = "|".join([s.id for s in REGISTRY] + ["apache2", "httpd", "wsgi", "openstack"])
-    cmds += [
-        ("ss-ltnp.txt", "ss -ltnp 2>&1"),
-        ("df.txt", "df -h 2>&1; free -m 2>&1"),
-        ("packages.txt", f"{plat.pm.list_all} | grep -E '{names}'"),
-    ]
-    return files, cmds
 
 
 def _redactor_for(profile, session) -> Redactor:
@@ -199,89 +173,12 @@ def _local_items(profile, items: dict, manifest: list) -> None:
     items["local/profile.toml"] = profile.dumps()
 
 
-def _open_transport(profile, redact):
-    from .transport import Transport
-    from .profile import load_secrets
-
-    sec = load_secrets(profile)
-    return Transport(profile.host.address, profile.host.port, profile.host.user,
-                     key_file=profile.host.key_file, password=sec.get("ssh_password"),
-                     sudo_password=sec.get("sudo_password"), redactor=redact)
-
-
-def _known_platform(session):
-    """The platform the run already resolved (its plan, else its facts), or None."""
-    from .platforms import PLATFORMS
-
-    if session is None:
-        return None
-    pid = session.plan.platform if session.plan is not None else session.state.facts.get("platform")
-    return PLATFORMS.get(pid or "")
-
-
-def _host_platform(session, profile, transport):
-    """The host's platform: the run's, else resolved once from the profile and the host.
-    An unknown system raises platforms.UnknownPlatform naming it (no guessed default)."""
-    from .platforms import resolve
-
-    plat = _known_platform(session)
-    if plat is not None:
-        return plat
-    forced = profile.openstack.platform
-    text = None if forced != "auto" else transport.read_file("/etc/os-release") or ""
-    return resolve(forced, text)
-
-
-def _collect(transport, plat, items: dict, manifest: list) -> None:
-    files, cmds = host_items(plat)
-    for name, path in files:
-        try:
-            data = transport.read_bytes(path)
-        except Exception as exc:  # noqa: BLE001
-            manifest.append(f"host/{name}: could not read {path}: {exc}")
-            continue
-        if data is None:
-            manifest.append(f"host/{name}: {path} does not exist")
-            continue
-        items[f"host/{name}"] = data
-    for name, cmd in cmds:
-        try:
-            r = transport.run(cmd, check=False, timeout=60)
-            items[f"host/{name}"] = r.raw or r.stdout
-        except Exception as exc:  # noqa: BLE001
-            manifest.append(f"host/{name}: `{cmd}` failed: {exc}")
-
-
-def _host(session, profile, redact, items: dict, manifest: list, say) -> None:
-    from .platforms import UnknownPlatform
-
-    transport = session.transport if session is not None else None
-    opened = None
-    try:
-        if transport is None:
-            opened = transport = _open_transport(profile, redact)
-        say(f"collecting from {profile.host.address}")
-        transport.connect()
-        try:
-            plat = _host_platform(session, profile, transport)
-        except UnknownPlatform as exc:
-            manifest.append(f"nothing collected from the host: {exc.what} {exc.why}")
-            return
-        _collect(transport, plat, items, manifest)
-    except Exception as exc:  # noqa: BLE001 - local parts are still worth having
-        what = getattr(exc, "what", None) or str(exc)
-        manifest.append(f"the host was not reachable, nothing collected from it: {what}")
-    finally:
-        if opened is not None:
-            opened.close()
-
-
 def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
                 connect: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """Write the support bundle; returns its path.
 
-    ``session_or_profile``: a runner.Session (its connection is reused), a Profile or a
-    profile name/path (a connection is opened if the host key is already known)."""
+    ``session_or_profile``: a runner.Session (its connections are reused), a Profile or a
+    profile name/path (a connection is opened to each host whose key is already known)."""
     say = log or (lambda s: None)
     session, profile = _load(session_or_profile)
     redact = _redactor_for(profile, session)
@@ -290,13 +187,12 @@ def make_bundle(session_or_profile, out_path: str | Path | None = None, *,
     out_path = _out_path(out_path, root)
     items: dict[str, str] = {}
     manifest: list[str] = [f"stack-tui support bundle for profile {profile.name}",
-                           f"host {profile.host.user}@{profile.host.address}:{profile.host.port}",
                            f"written {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
                            "every file is redacted (known secrets and secret-shaped values "
-                           f"are replaced by {MASK})", ""]
+                           f"are replaced by {MASK})", "", *hosts_lines(profile), ""]
     _local_items(profile, items, manifest)
     if connect:
-        _host(session, profile, redact, items, manifest, say)
+        manifest += ["", *collect_hosts(session, profile, redact, items, say)]
     manifest += ["", "files:"] + [f"  {k}" for k in sorted(items)]
     items["MANIFEST.txt"] = "\n".join(manifest) + "\n"
     _write_tar(out_path, root, items, redact)
