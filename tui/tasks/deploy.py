@@ -68,8 +68,9 @@ def describe_plan(profile) -> str:
             f"{h.name} ({', '.join(h.roles)}) {h.user}@{h.address}:{h.port}"
             + (f", management {h.mgmt_address}" if h.mgmt_address else "")
             for h in profile.hosts))
-        say("Stages: every host's preflight and packages at once; the controller's services; "
-            "the compute hosts at once; the controller discovers them and verifies")
+        say("Stages: every host's preflight at once; the controller's packages; its services "
+            "while the compute hosts install their packages; the compute hosts at once; the "
+            "controller discovers them and verifies")
     say(f"Platform: {plat.name}, OpenStack {plat.openstack}"
         + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
         + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))
