@@ -272,6 +272,42 @@ def test_a_controller_that_does_not_compute_installs_no_nova_compute():
     assert "nova-compute" in ctl
 
 
+def test_each_host_installs_its_own_packages_at_run_time_not_the_controllers():
+    """What the packages step installs and checks (prepare.wanted_packages, from the host's
+    own context) and what preflight probes are the host's own: a compute-only host gets no
+    database, queue or API server; a controller that does not compute gets no nova-compute."""
+    from types import SimpleNamespace
+
+    from tui.tasks.platforms import PLATFORMS
+    from tui.tasks.profile import SERVICES, HostConfig, Profile
+    from tui.tasks.services import host_packages, prepare
+
+    def prof(ctl_roles):
+        p = Profile("lab", hosts=[
+            HostConfig(name="ctl", roles=ctl_roles, address="10.0.0.1"),
+            HostConfig(name="cmp", roles=["compute"], address="10.0.0.2")])
+        p.openstack.services = [s for s in SERVICES if s != "horizon"]
+        return p
+
+    for plat in (PLATFORMS["debian-12"], PLATFORMS["debian-13"]):
+        p = prof(["controller"])
+        ctx = SimpleNamespace(profile=p.on("cmp"), facts={"platform": plat.id},
+                              controller_facts={})
+        cmp = prepare.wanted_packages(ctx)
+        assert cmp == host_packages(p.on("cmp"), plat)
+        assert "nova-compute" in cmp and "nova-compute-kvm" in cmp
+        assert not {"mariadb-server", "rabbitmq-server", "keystone", "glance", "nova-api",
+                    "neutron-server", "python3-openstackclient"} & set(cmp), cmp
+        ctl = prepare.wanted_packages(SimpleNamespace(profile=p, facts={"platform": plat.id},
+                                                      controller_facts={}))
+        assert "nova-api" in ctl and "nova-compute" not in ctl
+        assert "nova-compute" in host_packages(prof(["controller", "compute"]), plat)
+        one = Profile("one", hosts=[HostConfig(name="one", roles=["controller", "compute"],
+                                               address="10.0.0.1")])
+        one.openstack.services = list(p.openstack.services)
+        assert host_packages(one, plat)[:1] == ["python3-openstackclient"]
+
+
 def test_compute_hosts_install_their_packages_after_the_controllers_during_its_services():
     """The controller's packages are on the critical path: the other hosts' packages wait for
     them (stage 1, not 0) and then overlap the controller's services without gating them."""

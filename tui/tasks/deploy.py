@@ -8,7 +8,7 @@ from __future__ import annotations
 from .engine import Phase, Plan
 from . import explain, platforms
 from .platforms import PLAN_ASSUMED, PLATFORMS
-from .services import REGISTRY, finish, packages_for, prepare
+from .services import REGISTRY, finish, host_packages, prepare
 
 
 def build_plan(profile, platform_id: str | None = None) -> Plan:
@@ -32,11 +32,7 @@ def _one_host_phases(profile, plat) -> list[Phase]:
 
     svc = set(profile.openstack.services)
     chosen = [s for s in REGISTRY if s.id in svc]
-    pkgs = packages_for(plat, svc)
-    if "nova" in svc:   # a controller without the compute role: no nova-compute on it
-        from .services import nova
-        drop = set(nova.PACKAGES(plat)) - set(nova.packages(profile, plat))
-        pkgs = [p for p in pkgs if p not in drop]
+    pkgs = host_packages(profile, plat)
     phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:

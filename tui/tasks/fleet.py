@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from . import explain
 from .engine import Phase, Plan, Step, StepError
-from .services import REGISTRY, prepare
+from .services import REGISTRY, host_packages, prepare
 
 FIRST = ("preflight", "prepare")   # the controller's phases of stage 0
 LAST = ("cloud", "finish")         # the controller's phases that wait for the compute hosts
@@ -44,7 +44,6 @@ def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
     last = [replace(p, stage=3) for p in controller if p.id in LAST]
     hosts0: list[Phase] = []
     hosts2: list[Phase] = []
-    pkgs = list(prepare.BASE_PACKAGES(plat)) + list(compute_node.PACKAGES(plat))
     for h in profile.hosts:
         if h is profile.controller:
             continue
@@ -53,7 +52,7 @@ def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
         # its packages go on while the controller installs its services (stage 1), after
         # the controller's own: no one but the host itself (its compute phase) waits for them
         hosts0 += [replace(on_host(h.name, p, 1), gates=False)
-                   for p in prepare.phases(view, plat, pkgs)]
+                   for p in prepare.phases(view, plat, host_packages(view, plat))]
         hosts2 += [on_host(h.name, p, 2) for p in compute_node.phases(view, plat)]
     after = [replace(p, stage=3) for p in compute_node.controller_phases(profile, plat)]
     return Plan(first + hosts0 + middle + hosts2 + after + last, platform=plat.id, rules=rules)
