@@ -28,6 +28,27 @@ sys.path.insert(0, str(ROOT))
 from bench import cli  # noqa: E402 - bench/bench.py, beside this script
 
 
+def cli_logged(log: Path | None, *args, timeout=3600):
+    """cli(), and each output line with its second since the start into *log* (the timeline
+    that shows which host's step was on the critical path)."""
+    if log is None:
+        return cli(*args, timeout=timeout)
+    import subprocess
+
+    t0 = time.monotonic()
+    out: list[str] = []
+    with subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as p, \
+            log.open("w", buffering=1) as f:
+        for line in p.stdout:
+            out.append(line)
+            f.write(f"{time.monotonic() - t0:7.1f}  {line}")
+        p.wait(timeout=timeout)
+    r = subprocess.CompletedProcess(p.args, p.returncode, "".join(out), "")
+    return r, time.monotonic() - t0
+
+
 def compute_profile(name: str, image_of) -> None:
     from tui.tasks import profile as pr
     from tui.tasks.sandbox import guest
@@ -41,7 +62,12 @@ def compute_profile(name: str, image_of) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--release", default="12", choices=("12", "13"))
+    ap.add_argument("--timeline", metavar="DIR", type=Path,
+                    help="write each apply's output, with seconds since its start, into DIR")
     args = ap.parse_args()
+    tl = args.timeline
+    if tl:
+        tl.mkdir(parents=True, exist_ok=True)
     os.environ["STACK_TUI_HOME"] = tempfile.mkdtemp(prefix="stack-tui-bench-")
     os.environ.setdefault("STACK_TUI_CACHE_DIR", "/var/cache/stack-tui-test")
     from tui.cli import write_sandbox_profile
@@ -53,7 +79,7 @@ def main() -> int:
         write_sandbox_profile(a, name=one)
         compute_profile(one, a)
         print(f"== one host (Debian {args.release}) ...", flush=True)
-        r1, t1 = cli("apply", one, "--yes", "--accept-new-host-key", timeout=3600)
+        r1, t1 = cli_logged(tl and tl / "one.log", "apply", one, "--yes", "--accept-new-host-key", timeout=3600)
         if r1.returncode != 0:
             print(r1.stdout[-4000:], r1.stderr[-2000:])
             return 1
@@ -64,7 +90,7 @@ def main() -> int:
             return 1
         compute_profile(group, sandbox._load_info(f"{group}-1"))
         print("== three hosts (controller + 2 compute) ...", flush=True)
-        r3, t3 = cli("apply", group, "--yes", "--accept-new-host-key", timeout=3600)
+        r3, t3 = cli_logged(tl and tl / "three.log", "apply", group, "--yes", "--accept-new-host-key", timeout=3600)
         if r3.returncode != 0:
             print(r3.stdout[-4000:], r3.stderr[-2000:])
             return 1

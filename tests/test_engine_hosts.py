@@ -131,7 +131,7 @@ def test_a_phase_that_does_not_gate_goes_on_while_the_next_stage_runs(tmp_path):
 
     phases = [Phase("prepare", "P", [mark("prepare.packages")]),
               Phase("c1:prepare", "c1", [mark("c1:prepare.packages", wait_for=services_started)],
-                    host="c1", gates=False),
+                    host="c1", stage=1, gates=False),
               Phase("nova", "Nova", [mark("nova.services", then=services_started)], stage=1),
               Phase("c1:compute", "c1", [mark("c1:compute.services")], host="c1", stage=2),
               Phase("computes", "after", [mark("computes.discover")], stage=3)]
@@ -270,3 +270,61 @@ def test_a_controller_that_does_not_compute_installs_no_nova_compute():
     assert "nova-compute" not in ctl and "nova-api" in ctl and "nova-compute" in cmp
     ctl, _ = packages(["controller", "compute"])
     assert "nova-compute" in ctl
+
+
+def test_each_host_installs_its_own_packages_at_run_time_not_the_controllers():
+    """What the packages step installs and checks (prepare.wanted_packages, from the host's
+    own context) and what preflight probes are the host's own: a compute-only host gets no
+    database, queue or API server; a controller that does not compute gets no nova-compute."""
+    from types import SimpleNamespace
+
+    from tui.tasks.platforms import PLATFORMS
+    from tui.tasks.profile import SERVICES, HostConfig, Profile
+    from tui.tasks.services import host_packages, prepare
+
+    def prof(ctl_roles):
+        p = Profile("lab", hosts=[
+            HostConfig(name="ctl", roles=ctl_roles, address="10.0.0.1"),
+            HostConfig(name="cmp", roles=["compute"], address="10.0.0.2")])
+        p.openstack.services = [s for s in SERVICES if s != "horizon"]
+        return p
+
+    for plat in (PLATFORMS["debian-12"], PLATFORMS["debian-13"]):
+        p = prof(["controller"])
+        ctx = SimpleNamespace(profile=p.on("cmp"), facts={"platform": plat.id},
+                              controller_facts={})
+        cmp = prepare.wanted_packages(ctx)
+        assert cmp == host_packages(p.on("cmp"), plat)
+        assert "nova-compute" in cmp and "nova-compute-kvm" in cmp
+        assert not {"mariadb-server", "rabbitmq-server", "keystone", "glance", "nova-api",
+                    "neutron-server", "python3-openstackclient"} & set(cmp), cmp
+        ctl = prepare.wanted_packages(SimpleNamespace(profile=p, facts={"platform": plat.id},
+                                                      controller_facts={}))
+        assert "nova-api" in ctl and "nova-compute" not in ctl
+        assert "nova-compute" in host_packages(prof(["controller", "compute"]), plat)
+        one = Profile("one", hosts=[HostConfig(name="one", roles=["controller", "compute"],
+                                               address="10.0.0.1")])
+        one.openstack.services = list(p.openstack.services)
+        assert host_packages(one, plat)[:1] == ["python3-openstackclient"]
+
+
+def test_compute_hosts_install_their_packages_after_the_controllers_during_its_services():
+    """The controller's packages are on the critical path: the other hosts' packages wait for
+    them (stage 1, not 0) and then overlap the controller's services without gating them."""
+    from tui.tasks import deploy
+    from tui.tasks.profile import SERVICES, HostConfig, Profile
+
+    p = Profile("lab", hosts=[
+        HostConfig(name="ctl", roles=["controller", "compute"], address="10.0.0.1"),
+        HostConfig(name="c1", roles=["compute"], address="10.0.0.2"),
+        HostConfig(name="c2", roles=["compute"], address="10.0.0.3")])
+    p.openstack.services = [s for s in SERVICES if s != "horizon"]
+    for release in ("debian-12", "debian-13"):
+        p.openstack.platform = release
+        ph = {x.id: x for x in deploy.build_plan(p).phases}
+        assert (ph["prepare"].stage, ph["prepare"].gates) == (0, True)
+        assert ph["keystone"].stage == 1 and ph["keystone"].gates
+        for h in ("c1", "c2"):
+            assert (ph[f"{h}:preflight"].stage, ph[f"{h}:preflight"].gates) == (0, True)
+            assert (ph[f"{h}:prepare"].stage, ph[f"{h}:prepare"].gates) == (1, False)
+            assert ph[f"{h}:compute"].stage == 2

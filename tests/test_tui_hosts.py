@@ -311,8 +311,9 @@ async def test_review_says_what_goes_where_and_in_what_order(home):
            "nova-compute" in shown
     assert "compute1 10.0.0.3 compute: nova-compute and the Neutron agent" in shown
     assert "compute2 10.0.0.4 compute: nova-compute and the Neutron agent" in shown
-    assert "Every host is prepared at once; then controller's services; then the compute " \
-           "hosts at once; then a test server on each compute host." in shown
+    assert "controller's packages first; then its services while the other hosts install " \
+           "theirs; then the compute hosts at once; then a test server on each compute " \
+           "host." in shown
     assert "Start refuses" not in shown
 
 

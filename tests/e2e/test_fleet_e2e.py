@@ -2,8 +2,8 @@
 
 Three hosts of one sandbox group (`stack-tui sandbox up --hosts 3`: a management and a
 provider network between them), the group's profile with compute ticked, installed through the
-command line as a user would.  Every host is prepared at once, the controller gets its services,
-the compute hosts theirs at once, the controller discovers them; the verification boots one
+command line as a user would.  The controller gets its packages, then its services while the
+compute hosts get their packages, then the compute hosts theirs at once, the controller discovers them; the verification boots one
 server on each compute host (the controller computes too) and pings each.  The real `openstack`
 CLI agrees (three hypervisors, three nova-computes up, a Neutron agent alive on each host), and a
 re-run changes nothing.

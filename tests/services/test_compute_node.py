@@ -380,3 +380,16 @@ def test_a_controller_without_the_compute_role_runs_no_nova_compute(tmp_path):
     bare_ctx = FakeHost().ctx(bare, platform="debian-12", state_path=tmp_path / "b.json")
     assert [t for t, _h in co.targets(bare_ctx)] == ["stack-tui-verify-lab-2",
                                                     "stack-tui-verify-lab-3"]
+
+
+def test_the_agent_steps_detail_names_the_firewall_the_platform_uses():
+    """Debian 12's Linux bridge agent filters with iptables, Debian 13's Open vSwitch agent
+    with its own conntrack firewall: the plan must not say iptables there."""
+    def detail(plat):
+        step = next(s for ph in compute_node.phases(_profile().on("lab-2"), PLATFORMS[plat])
+                    for s in ph.steps if s.id == "compute.neutron_config")
+        return step.detail
+
+    assert "iptables" in detail("debian-12") and "Open vSwitch" not in detail("debian-12")
+    assert "Open vSwitch's own firewall" in detail("debian-13")
+    assert "iptables" not in detail("debian-13")

@@ -75,8 +75,9 @@ def where_text(prof) -> Text:
         t.append(f"{h.address} ", style="dim")
         t.append(f"{roles_text(h.roles)}: ", style="dim italic")
         t.append(host_services(prof, h))
-    t.append(f"\nEvery host is prepared at once; then {prof.host.name}'s services; then the "
-             "compute hosts at once; then a test server on each compute host.", style="dim")
+    t.append(f"\n{prof.host.name}'s packages first; then its services while the other hosts "
+             "install theirs; then the compute hosts at once; then a test server on each "
+             "compute host.", style="dim")
     return t
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .engine import Phase, Plan
 from . import explain, platforms
 from .platforms import PLAN_ASSUMED, PLATFORMS
-from .services import REGISTRY, finish, packages_for, prepare
+from .services import REGISTRY, finish, host_packages, prepare
 
 
 def build_plan(profile, platform_id: str | None = None) -> Plan:
@@ -32,11 +32,7 @@ def _one_host_phases(profile, plat) -> list[Phase]:
 
     svc = set(profile.openstack.services)
     chosen = [s for s in REGISTRY if s.id in svc]
-    pkgs = packages_for(plat, svc)
-    if "nova" in svc:   # a controller without the compute role: no nova-compute on it
-        from .services import nova
-        drop = set(nova.PACKAGES(plat)) - set(nova.packages(profile, plat))
-        pkgs = [p for p in pkgs if p not in drop]
+    pkgs = host_packages(profile, plat)
     phases: list[Phase] = [preflight_phase(svc)]  # first: blocks before anything is installed
     phases += prepare.phases(profile, plat, pkgs)
     for s in chosen:
@@ -68,8 +64,9 @@ def describe_plan(profile) -> str:
             f"{h.name} ({', '.join(h.roles)}) {h.user}@{h.address}:{h.port}"
             + (f", management {h.mgmt_address}" if h.mgmt_address else "")
             for h in profile.hosts))
-        say("Stages: every host's preflight and packages at once; the controller's services; "
-            "the compute hosts at once; the controller discovers them and verifies")
+        say("Stages: every host's preflight at once; the controller's packages; its services "
+            "while the compute hosts install their packages; the compute hosts at once; the "
+            "controller discovers them and verifies")
     say(f"Platform: {plat.name}, OpenStack {plat.openstack}"
         + ("" if forced else " (assumed; detected from /etc/os-release at run time)")
         + ("" if plat.verified else " - NOT YET VERIFIED on a real host"))

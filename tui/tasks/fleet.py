@@ -1,8 +1,12 @@
 """Several hosts: the plan in stages, each host's phases carrying its name.
 
-  stage 0  every host at once: preflight, prepare (its own packages)
-  stage 1  the controller: every selected service, as on one host; the other hosts' packages
-           go on meanwhile (their prepare does not gate: only their own next phase waits)
+  stage 0  every host's preflight at once; the controller's prepare (its packages)
+  stage 1  the controller: every selected service, as on one host; the other hosts' prepare
+           (their packages) meanwhile: it does not gate, only their own next phase waits
+           for it.  Not at the same time as the controller's packages: those are on the
+           critical path, and hosts that share a machine's cores or a mirror's bandwidth
+           would slow them down (2x with three hosts on two cores), while the controller's
+           services leave the cores mostly idle, waiting on databases and daemons
   stage 2  every other host at once: its compute node (services/compute_node.py)
   stage 3  the controller: the compute hosts discovered and their agents up, then the
            cloud objects and test servers, the credential files and the verification
@@ -17,7 +21,7 @@ from dataclasses import replace
 
 from . import explain
 from .engine import Phase, Plan, Step, StepError
-from .services import REGISTRY, prepare
+from .services import REGISTRY, host_packages, prepare
 
 FIRST = ("preflight", "prepare")   # the controller's phases of stage 0
 LAST = ("cloud", "finish")         # the controller's phases that wait for the compute hosts
@@ -40,16 +44,15 @@ def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
     last = [replace(p, stage=3) for p in controller if p.id in LAST]
     hosts0: list[Phase] = []
     hosts2: list[Phase] = []
-    pkgs = list(prepare.BASE_PACKAGES(plat)) + list(compute_node.PACKAGES(plat))
     for h in profile.hosts:
         if h is profile.controller:
             continue
         view = profile.on(h.name)
         hosts0.append(on_host(h.name, preflight_phase(COMPUTE_SERVICES), 0))
-        # its packages go on while the controller installs its services: no one but the
-        # host itself (its compute phase) waits for them
-        hosts0 += [replace(on_host(h.name, p, 0), gates=False)
-                   for p in prepare.phases(view, plat, pkgs)]
+        # its packages go on while the controller installs its services (stage 1), after
+        # the controller's own: no one but the host itself (its compute phase) waits for them
+        hosts0 += [replace(on_host(h.name, p, 1), gates=False)
+                   for p in prepare.phases(view, plat, host_packages(view, plat))]
         hosts2 += [on_host(h.name, p, 2) for p in compute_node.phases(view, plat)]
     after = [replace(p, stage=3) for p in compute_node.controller_phases(profile, plat)]
     return Plan(first + hosts0 + middle + hosts2 + after + last, platform=plat.id, rules=rules)

@@ -134,6 +134,12 @@ class Profile:
         """The host with the controller role (the first one when a broken profile has two)."""
         return next((h for h in self.hosts if CONTROLLER in h.roles), None)
 
+    @property
+    def controller_here(self) -> bool:
+        """Whether ``host`` (a view's own host, see ``on``) is the controller: always with
+        one host; with several, false on a compute-only host."""
+        return self.controller in (None, self.host)
+
     def on(self, name: str) -> "Profile":
         """This profile as seen by the steps that run on host ``name``: ``host`` is that
         host; the controller, the endpoints and every other choice stay the profile's.

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..engine import Context, Notice, Phase, Step, StepError
 from ..pkglock import lock_wait_seconds, run_lock_wait
 from ..platforms import Platform
-from ..services import neutron, packages_for
+from ..services import host_packages, neutron
 from .checks import (PORTS, _disk, _endpoint, _hostname, _lock, _memory, _platform, _ports,
                      _repos, _sudo, _time)
 from .compute import compute_checks, unused_ports
@@ -61,7 +61,7 @@ def _package_checks(ctx: Context, plat: Platform, s: dict[str, str],
                     wait_for_lock: bool) -> list[Result]:
     """Repositories reachable and the package manager's lock, in one more round trip."""
     pm = plat.pm
-    pkgs = packages_for(plat, ctx.profile.openstack.services)
+    pkgs = host_packages(ctx.profile, plat)
     urls = pm.sources(s)
     script = "echo @@pkgs\n" + pm.installed_check_cmd(pkgs) + "\n" + _probe_sh(urls, pm)
     s2 = _sections(ctx.sh(script, check=False, quiet=True, timeout=60).stdout)

@@ -36,6 +36,23 @@ def packages_for(plat, services) -> list[str]:
     return pkgs
 
 
+def host_packages(profile, plat) -> list[str]:
+    """The packages of ``profile.host`` (a view's own host, see Profile.on), one transaction:
+    the controller every selected service's, nova-compute and with it libvirt and QEMU only
+    when it computes too; a compute-only host nova-compute's and the Neutron agent's alone
+    (no database, queue or API server, whose packages would enable them at its next boot)."""
+    from . import compute_node
+
+    if not profile.controller_here:
+        return list(prepare.HOST_PACKAGES(plat)) + list(compute_node.PACKAGES(plat))
+    svc = set(profile.openstack.services)
+    pkgs = packages_for(plat, svc)
+    if "nova" in svc:
+        drop = set(nova.PACKAGES(plat)) - set(nova.packages(profile, plat))
+        pkgs = [p for p in pkgs if p not in drop]
+    return pkgs
+
+
 def summary_lines(profile, facts) -> list[SummaryLine]:
     """What the end of a run tells the user, each selected service's in registry order (its
     ``summary`` hook), without control characters (facts hold names the cloud gave)."""
@@ -57,4 +74,4 @@ def all_packages(plat) -> list[str]:
 
 
 __all__ = ["REGISTRY", "PerPlatform", "Port", "Secret", "Service", "SummaryLine",
-           "all_packages", "by_id", "finish", "packages_for", "prepare", "summary_lines"]
+           "all_packages", "by_id", "finish", "host_packages", "packages_for", "prepare", "summary_lines"]

@@ -190,8 +190,9 @@ def phases(view, plat: Platform) -> list[Phase]:
         Step("compute.neutron_config", f"neutron.conf and the {lay.mechanism} agent",
              run=_neutron_run, check=_neutron_check, files=[neutron.NEUTRON_CONF, agent_conf],
              detail=f"[DEFAULT] host = {name}, transport_url on the controller; VXLAN from "
-                    "this host's management address, l2_population, iptables security "
-                    "groups; no provider interface"),
+                    "this host's management address, l2_population, security groups by "
+                    + ("Open vSwitch's own firewall" if lay.mechanism == "openvswitch"
+                       else "iptables") + "; no provider interface"),
         Step("compute.services", f"Start nova-compute and {agent}", run=_services_run,
              check=_services_check,
              detail="systemctl enable --now each; restarted only when its files changed"),

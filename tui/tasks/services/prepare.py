@@ -130,12 +130,21 @@ def _repo_run(ctx: Context) -> None:
 # on EL, RDO's SELinux policies for the services).
 BASE_PACKAGES = PerPlatform(deb=("python3-openstackclient",),
                             rpm=("python3-openstackclient", "openstack-selinux"))
+# Of those, what a compute-only host needs too (its steps drive the cloud from here, not with
+# the client on the host).
+HOST_PACKAGES = PerPlatform(deb=(), rpm=("openstack-selinux",))
 
 
 def wanted_packages(ctx: Context) -> list[str]:
-    from . import packages_for  # the registry's: services/__init__.py imports this module
+    """This host's packages (services.host_packages: a compute-only host's are its own)."""
+    from . import host_packages  # the registry's: services/__init__.py imports this module
 
-    return packages_for(platform_of(ctx), ctx.profile.openstack.services)
+    return host_packages(ctx.profile, platform_of(ctx))
+
+
+def _keystone_here(ctx: Context) -> bool:
+    """Keystone is installed on this host (the controller's, when it is selected)."""
+    return "keystone" in ctx.profile.openstack.services and ctx.profile.controller_here
 
 
 def _missing_packages(ctx: Context) -> list[str]:
@@ -155,7 +164,7 @@ def _packages_check(ctx: Context) -> bool:
                                        quiet=True, timeout=LOOK).ok:
         return False  # left behind by a killed run: the run step removes it
     ks = distro_unit(plat)
-    if ks and "keystone" in ctx.profile.openstack.services:
+    if ks and _keystone_here(ctx):
         r = ctx.sh(f"systemctl is-enabled {q(ks)} 2>/dev/null",
                    check=False, quiet=True, timeout=LOOK)
         return r.stdout.strip() == "masked"
@@ -207,7 +216,7 @@ def _packages_run(ctx: Context) -> None:
             finally:
                 ctx.sh(f"grep -qs 'stack-tui' {POLICY_RC} && rm -f {POLICY_RC}; true",
                        quiet=True, timeout=LOOK)
-        if ks and "keystone" in ctx.profile.openstack.services:
+        if ks and _keystone_here(ctx):
             # Apache serves Keystone: the packaged uWSGI service must never grab :5000.
             # It never started (policy-rc.d), so there is no 15 s stop timeout to wait for.
             ctx.sh(f"systemctl disable -q {q(ks)}.service 2>/dev/null; "
