@@ -89,6 +89,27 @@ async def test_one_host_shows_no_list_and_adding_a_host_shows_it(home):
         assert [h.name for h in hosts] == ["controller", "compute1", "spare", "compute2"]
 
 
+async def test_the_host_screens_footer_keeps_quit_on_80_columns(home):
+    """Every key the footer shows fits an 80-column terminal beside the palette's (Browse,
+    whose button names its key, is not among them)."""
+    from textual.widgets._footer import FooterKey
+
+    three_hosts()
+    app = make_test_app(profile="lab")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_host(pilot, "10.0.0.2")
+        await pilot.pause()
+        keys = [k for k in app.screen.query(FooterKey) if k.display]
+        shown = {k.description for k in keys}
+        assert {"Back", "Next", "Test", "Add host", "Remove host", "Quit"} <= shown, shown
+        assert "Browse" not in shown
+        palette = [k for k in keys if k.key == "ctrl+p"]
+        right = min([k.region.x for k in palette] or [80])
+        assert all(k.region.right <= right for k in keys if k.key != "ctrl+p"), \
+            [(k.description, k.region) for k in keys]
+        assert "Browse (ctrl+o)" in str(app.screen.query_one("#browse").label)
+
+
 async def test_edit_a_compute_host_then_remove_it(home):
     app = make_test_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -608,6 +608,26 @@ async def test_resume_offer_for_an_unfinished_run(home):
         assert started[0].resumed
 
 
+def test_the_resume_offer_names_every_step_cut_off_on_every_host(home):
+    """Several hosts at work when the run died: the offer names each host's interrupted step
+    (the controller's first), not the first unfinished one in plan order."""
+    from tui.app import StackApp
+
+    p = save_profile("lab")
+    st = unfinished_state(p, failed=None)
+    st.steps["lab-3:prepare.packages"] = {"status": "running"}
+    st.steps["nova.schema"] = {"status": "running"}
+    st.steps["lab-2:prepare.packages"] = {"status": "running"}
+    st.save()
+    assert StackApp.unfinished_run(p) == (
+        2, 5, "nova.schema, lab-3:prepare.packages and lab-2:prepare.packages")
+    st.steps["lab-3:prepare.packages"] = st.steps["lab-2:prepare.packages"] = {"status": "done"}
+    st.save()
+    assert StackApp.unfinished_run(p) == (4, 5, "nova.schema")
+    unfinished_state(p)
+    assert StackApp.unfinished_run(p)[2] == "prepare.packages"   # failed: the first not done
+
+
 async def test_resume_offer_with_profile_argument(home):
     p = save_profile("lab")
     unfinished_state(p)

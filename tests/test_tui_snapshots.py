@@ -133,7 +133,7 @@ async def host_errors_run(pilot):
     await pilot.press("ctrl+n")
     await pilot.pause()
     app.clear_notifications()  # a toast's lifetime depends on the machine's speed
-    await settle(pilot, "Browse")
+    await settle(pilot, "Test")
 
 
 async def credentials_run(pilot):

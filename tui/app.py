@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from .tasks.engine import Engine, Plan, RunState
     from .tasks.secrets import Secrets
 
+
+def _stopped_at(st) -> str:
+    """Where a run stopped: the steps cut off mid-way (with several hosts, one per host that
+    was at work; the controller's first), else the first step not done."""
+    from .tasks.engine import Status
+
+    cut = sorted((s for s in st.steps if st.status(s) == Status.RUNNING), key=lambda s: ":" in s)
+    if cut:
+        return cut[0] if len(cut) == 1 else ", ".join(cut[:-1]) + " and " + cut[-1]
+    return next((s for s in st.steps
+                 if not st.status(s).finished_ok and st.status(s) != Status.SKIPPED), "")
+
+
 class LiveRunner:
     """The real engine behind the progress screen (tests inject a fake with this shape)."""
 
@@ -238,9 +251,7 @@ class StackApp(App):
         if not st.unfinished():
             return None
         done = sum(1 for s in st.steps if st.status(s).finished_ok)
-        stopped = next((s for s in st.steps if not st.status(s).finished_ok
-                        and st.status(s) != engine.Status.SKIPPED), "")
-        return done, len(st.steps), stopped
+        return done, len(st.steps), _stopped_at(st)
 
     # -- running -------------------------------------------------------------
     def start_run(self, *, resume: bool = False) -> None:

@@ -78,7 +78,8 @@ class HostScreen(HostsMixin, Responsive, Screen):
         Binding("escape", "back", "Back"),
         Binding("ctrl+n", "next", "Next"),
         Binding("ctrl+t", "test", "Test"),
-        Binding("ctrl+o", "browse", "Browse"),
+        # its button says the key; in the footer it would push Quit off an 80-column line
+        Binding("ctrl+o", "browse", "Browse", show=False),
         Binding("ctrl+b", "add_host", "Add host", tooltip="Add a compute host to the profile"),
         Binding("ctrl+r", "remove_host", "Remove host"),
     ]
@@ -122,7 +123,7 @@ class HostScreen(HostsMixin, Responsive, Screen):
                 yield Label("Key file", classes="label")
                 yield Field(h.key_file or "", id="key_file", compact=True,
                             placeholder="~/.ssh/id_ed25519")
-                yield Button("Browse", id="browse", compact=True)
+                yield Button("Browse (ctrl+o)", id="browse", compact=True)
             yield Static("", id="key_file-error", classes="error")
             yield from self.row("SSH password", Field(st.secrets.get("ssh_password", ""),
                                                       id="ssh_password", password=True,
