@@ -79,7 +79,6 @@ class Step:
     files: list[str] = field(default_factory=list)  # files it changes on the host
     retries: int = 0            # automatic retries for transient errors
     phase: str = ""
-    phase_host: str = ""        # the host it runs on (its phase's; set by the engine)
 
 
 @dataclass
@@ -206,6 +205,8 @@ class Engine:
         self.contexts: dict[str, Context] = {"": ctx, **(contexts or {})}
         for other in self.contexts.values():
             other.engine = self
+        # the host each step runs on: its phase's (the plan's steps are never changed)
+        self._host_of = {id(st): p.host for p in plan.phases for st in p.steps}
         missing = [h for h in plan.hosts() if h not in self.contexts]
         if missing:
             raise ValueError(f"no context for host(s) {', '.join(missing)}")
@@ -235,7 +236,7 @@ class Engine:
                     pass
 
     def context_of(self, step: Step) -> Context:
-        return self.contexts[step.phase_host]
+        return self.contexts[self._host_of.get(id(step), "")]
 
     def cancel_all(self) -> None:
         """Cancel what every host is running (a quit)."""

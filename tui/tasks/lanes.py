@@ -20,8 +20,6 @@ class Lanes:
         chosen = {id(s) for s in steps}
         self.phases = []      # (phase, its selected steps), plan order
         for p in engine.plan.phases:
-            for st in p.steps:
-                st.phase_host = p.host
             mine = [st for st in p.steps if id(st) in chosen]
             if mine:
                 self.phases.append((p, mine))
