@@ -56,18 +56,21 @@ def marker_block(marker: str, package: str, what: str, script: str) -> list[dict
 
 
 def uwsgi_tasks(processes: dict[str, str], handler: str) -> list[dict]:
-    """Each uWSGI ini sets ``processes`` once, to the engine's value (catalog.uwsgi_run)."""
+    """Each uWSGI ini that exists sets ``processes`` once, to the engine's value
+    (catalog.uwsgi_run)."""
     out = []
     for path, n in processes.items():
-        name = Path(path).name
+        name, reg = Path(path).name, "stack_tui_" + Path(path).stem.replace("-", "_")
         out += [
+            {"name": f"Is there {name}", "ansible.builtin.stat": {"path": path},
+             "register": reg},
             {"name": f"{name}: no other processes line", "ansible.builtin.lineinfile": {
                 "path": path, "regexp": rf"^\s*processes\s*=(?!\s*{n}\s*$)", "state": "absent"},
-             "notify": handler},
+             "notify": handler, "when": f"{reg}.stat.exists"},
             {"name": f"{name}: processes = {n} (one host needs few API processes)",
              "ansible.builtin.lineinfile": {"path": path, "regexp": r"^\s*processes\s*=",
                                             "line": f"processes = {n}"},
-             "notify": handler},
+             "notify": handler, "when": f"{reg}.stat.exists"},
         ]
     return out
 
@@ -246,11 +249,13 @@ def nova_role(profile) -> dict:
         *user_tasks("nova", "service", SERVICE_ROLES),
         *catalog("nova", "compute", "OpenStack Compute", url, profile.openstack.region),
         *_ini(nova.NOVA_CONF, src.nova_settings(profile), "nova", "restart nova"),
+        {"name": f"Is there {nova.CONSOLE_DEFAULTS}", "ansible.builtin.stat": {
+            "path": nova.CONSOLE_DEFAULTS}, "register": "stack_tui_console_defaults"},
         {"name": "nova-consoleproxy runs the noVNC proxy (Debian's default: spicehtml5)",
          "ansible.builtin.lineinfile": {"path": nova.CONSOLE_DEFAULTS,
                                         "regexp": "^NOVA_CONSOLE_PROXY_TYPE=",
                                         "line": "NOVA_CONSOLE_PROXY_TYPE=novnc"},
-         "notify": "restart nova"},
+         "notify": "restart nova", "when": "stack_tui_console_defaults.stat.exists"},
         *uwsgi_tasks(nova.UWSGI_PROCESSES, "restart nova"),
         *marker_block("nova.schema", "nova-common", "Nova schemas and cells (cell0, cell1)",
                       CELLS),
