@@ -72,6 +72,8 @@ def test_roles_in_the_engines_order(exported):
         assert (exported / f"roles/{role}/tasks/main.yml").is_file()
     for p in exported.rglob("*.yml"):
         assert yaml.load(p.read_text(), Loader=Loader) is not None, p
+    # the many settings tasks: modules over SSH's stdin, no module file on the host's disk
+    assert "[ssh_connection]\npipelining = True" in (exported / "ansible.cfg").read_text()
 
 
 def test_no_secret_in_any_file_env_mode(exported):

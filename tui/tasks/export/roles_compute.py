@@ -194,8 +194,8 @@ def neutron_role(profile) -> dict:
          "ansible.builtin.systemd_service": {"name": "{{ item }}", "state": "started",
                                              "enabled": True}, "loop": units},
         {"name": f"Neutron answers on {neutron.PORT}", "ansible.builtin.uri": {
-            "url": f"http://127.0.0.1:{neutron.PORT}/"}, "register": "stack_tui_nt_up",
-         "until": "stack_tui_nt_up.status == 200", "retries": 90, "delay": 2},
+            "url": f"http://127.0.0.1:{neutron.PORT}/", "status_code": [200, 300, 401]},
+         "register": "stack_tui_nt_up", "until": "stack_tui_nt_up.status in [200, 300, 401]", "retries": 90, "delay": 2},
         _agents_alive(),
     ]
     handler = {"name": "restart neutron", "ansible.builtin.systemd_service": {
@@ -265,8 +265,8 @@ def nova_role(profile) -> dict:
         {"name": "Start and enable Nova's services", "ansible.builtin.systemd_service": {
             "name": "{{ item }}", "state": "started", "enabled": True}, "loop": units},
         {"name": f"Nova answers on {nova.PORT}", "ansible.builtin.uri": {
-            "url": f"http://127.0.0.1:{nova.PORT}/"}, "register": "stack_tui_nv_up",
-         "until": "stack_tui_nv_up.status == 200", "retries": 90, "delay": 2},
+            "url": f"http://127.0.0.1:{nova.PORT}/", "status_code": [200, 300, 401]},
+         "register": "stack_tui_nv_up", "until": "stack_tui_nv_up.status in [200, 300, 401]", "retries": 90, "delay": 2},
         {"name": "Is this host mapped into a cell", "ansible.builtin.shell":
             "mysql --batch --skip-column-names -e \"SELECT COUNT(*) FROM "
             "nova_api.host_mappings WHERE host = '$(hostname)'\"",
