@@ -198,6 +198,10 @@ def test_cloud_objects_and_a_kept_verified_server(exported):
     assert srv["auth"] == "{{ stack_tui_os_auth_demo }}"   # as demo, like the engine
     ping = next(t for t in tasks if "ping" in str(t.get("ansible.builtin.command")))
     assert ping["changed_when"] is False and ping["until"] == "stack_tui_ping.rc == 0"
+    key = mods["keypair"]["openstack.cloud.keypair"]["public_key"]
+    gen = next(t for t in tasks if "ssh-keygen" in str(t.get("ansible.builtin.command")))
+    assert gen["ansible.builtin.command"]["creates"] == "{{ playbook_dir }}/demo-key"
+    assert key == "{{ lookup('file', playbook_dir ~ '/demo-key.pub') }}"   # no nested {{ }}
     auth = yaml.safe_load((exported / "group_vars/all/main.yml").read_text())[
         "stack_tui_os_auth_demo"]
     assert auth["password"] == "{{ stack_tui_demo_password }}"

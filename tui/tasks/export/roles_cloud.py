@@ -62,7 +62,7 @@ def _demo_objects() -> list[dict]:
                                               "comment": "stack-tui-demo", "mode": "0600"},
          **here},
         {"name": f"Keypair {co.KEYPAIR} (project demo)", OS_ + "keypair": {
-            "name": co.KEYPAIR, "public_key": "{{ lookup('file', '%s.pub') }}" % KEY,
+            "name": co.KEYPAIR, "public_key": "{{ lookup('file', playbook_dir ~ '/demo-key.pub') }}",
             "state": "present", **DEMO}, "no_log": True},
     ]
 

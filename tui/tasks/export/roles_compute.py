@@ -75,7 +75,7 @@ def uwsgi_tasks(processes: dict[str, str], handler: str) -> list[dict]:
     return out
 
 
-def key_value_lines(path: str, values: dict[str, str], handler: str) -> list[dict]:
+def key_value_lines(path: str, values: dict[str, str], handler) -> list[dict]:
     """libvirt's `key = value` files (catalog.with_lines): one line per key."""
     return [{"name": f"{Path(path).name}: {k} = {v}", "ansible.builtin.lineinfile": {
         "path": path, "regexp": rf"^\s*{k}\s*=", "line": f"{k} = {v}"}, "notify": handler}
@@ -229,9 +229,11 @@ def _libvirt_tasks() -> list[dict]:
         {"name": "Does the host run in a container", "ansible.builtin.command":
             "systemd-detect-virt --container", "register": "stack_tui_container",
          "changed_when": False, "failed_when": False},
-        *key_value_lines(nova.LIBVIRTD_CONF, lines, "restart libvirtd"),
+        # a restarted libvirtd: nova-compute restarted after it (the engine's
+        # nova_compute_restart)
+        *key_value_lines(nova.LIBVIRTD_CONF, lines, ["restart libvirtd", "restart nova-compute"]),
         {**key_value_lines(nova.QEMU_CONF, {"cgroup_controllers": "[ ]"},
-                           "restart libvirtd")[0],
+                           ["restart libvirtd", "restart nova-compute"])[0],
          "when": "stack_tui_container.rc == 0 and stack_tui_container.stdout | trim "
                  "not in ['', 'none']"},
         {"name": "nova-compute.conf: [libvirt] virt_type", "community.general.ini_file": {
