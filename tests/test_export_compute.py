@@ -229,3 +229,24 @@ def test_refuses_compute_on_several_hosts_and_horizon(tmp_path):
     p.openstack.platform = "debian-12"
     assert any("debian-12" in w for w in exp.refusals(p))
     assert exp.refusals(compute_host(tmp_path)) == []
+
+
+def test_no_template_inside_a_template(exported):
+    """A "{{" inside an open "{{ ... }}" is text to Jinja, never templated (a lookup's path
+    written so would name a file called "{{ playbook_dir }}/...")."""
+    import re
+
+    nested = re.compile(r"\{\{(?:(?!\}\}).)*\{\{", re.S)
+
+    def strings(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for v in node.values():
+                yield from strings(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from strings(v)
+    for p in exported.rglob("*.yml"):
+        for s in strings(yaml.load(p.read_text(), Loader=Loader)):
+            assert not nested.search(s), (p, s)
