@@ -162,6 +162,17 @@ def test_open_vswitch_traps_kept(exported):
         names.index(next(n for n in names if n.endswith("enabled and started")))
 
 
+def test_distro_placement_unit_disabled_only_while_not_masked(exported):
+    """A second run changes nothing: systemd_service would disable the masked unit again
+    (its init script's rc.d links read as enabled), so it is left alone once masked."""
+    tasks = tasks_of(exported, "placement")
+    off = next(t for t in tasks if t.get("ansible.builtin.systemd_service", {}).get("enabled")
+               is False)
+    assert off["when"] == "stack_tui_pl_distro.stdout | trim != 'masked'"
+    mask = next(t for t in tasks if t.get("ansible.builtin.systemd_service", {}).get("masked"))
+    assert tasks.index(off) < tasks.index(mask)
+
+
 def test_engine_markers_and_discovery(exported):
     """The schemas run when the engine's marker differs, and record it (apply finds them
     done); the host is mapped into cell1 only when it is not yet."""

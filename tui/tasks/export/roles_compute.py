@@ -97,9 +97,14 @@ def placement_role(profile) -> dict:
         *marker_block("placement.db_sync", placement.PACKAGES(src.PLATFORM)[0],
                       "Create the Placement database schema",
                       "runuser -u placement -- placement-manage db sync"),
+        # systemd_service's enabled=false on a masked unit that has an init script too
+        # reads it as enabled (the rc.d links) and disables it again on every run
+        {"name": f"Is {unit} masked", "ansible.builtin.command": f"systemctl is-enabled {unit}",
+         "register": "stack_tui_pl_distro", "changed_when": False, "failed_when": False},
         {"name": f"The packaged uWSGI {unit} unit stays off (Apache serves Placement)",
          "ansible.builtin.systemd_service": {"name": unit, "enabled": False,
-                                             "state": "stopped"}},
+                                             "state": "stopped"},
+         "when": "stack_tui_pl_distro.stdout | trim != 'masked'"},
         {"name": f"Mask {unit}", "ansible.builtin.systemd_service": {"name": unit,
                                                                    "masked": True}},
         {"name": "Placement's WSGI script", "ansible.builtin.copy": {
