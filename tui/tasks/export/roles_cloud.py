@@ -57,10 +57,11 @@ def _demo_objects() -> list[dict]:
              "port_range_max": "{{ item.port | default(omit) }}", "state": "present",
              **DEMO},
          "loop": [{"protocol": "icmp"}, {"protocol": "tcp", "port": 22}], "no_log": True},
-        {"name": "The demo keypair's key, made once on this machine (0600)",
-         "community.crypto.openssh_keypair": {"path": KEY, "type": "rsa", "size": 3072,
-                                              "comment": "stack-tui-demo", "mode": "0600"},
-         **here},
+        {"name": "The demo keypair's key, made once on this machine (0600, no passphrase: "
+                 "the engine's demo-key too)",
+         "ansible.builtin.command": {
+             "argv": ["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C",
+                      "stack-tui-demo", "-f", KEY], "creates": KEY}, **here},
         {"name": f"Keypair {co.KEYPAIR} (project demo)", OS_ + "keypair": {
             "name": co.KEYPAIR, "public_key": "{{ lookup('file', playbook_dir ~ '/demo-key.pub') }}",
             "state": "present", **DEMO}, "no_log": True},

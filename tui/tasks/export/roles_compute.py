@@ -139,6 +139,9 @@ def _provider_tasks() -> list[dict]:
     br-provider (datapath netdev)."""
     lay = neutron.layout(src.PLATFORM)
     return [
+        {"name": "ovs-vswitchd's drop-in directory", "ansible.builtin.file": {
+            "path": str(Path(ovs.VSWITCHD_DROPIN).parent), "state": "directory",
+            "mode": "0755"}},
         {"name": "ovs-vswitchd drop-in: userspace-tso-enable before each start (the "
                  "userspace datapath then finishes offloaded checksums: TCP and UDP pass)",
          "ansible.builtin.copy": {"dest": ovs.VSWITCHD_DROPIN,
