@@ -15,11 +15,14 @@ import yaml
 from ..errors import Failure
 from ..fsutil import atomic_write
 from ..secrets import DESCRIPTIONS, env_name
-from . import roles_api, roles_base, source, vault
+from . import roles_api, roles_base, roles_cloud, roles_compute, source, vault
 
+# Every role in the engine's order; the service ones written when the profile selects them.
 ROLES = {"prepare": roles_base.prepare, "mariadb": roles_base.mariadb_role,
          "rabbitmq": roles_base.rabbitmq_role, "memcached": roles_base.memcached_role,
          "keystone": roles_api.keystone_role, "glance": roles_api.glance_role,
+         "placement": roles_compute.placement_role, "neutron": roles_compute.neutron_role,
+         "nova": roles_compute.nova_role, "cloud": roles_cloud.cloud_role,
          "finish": roles_api.finish_role}
 PLAYBOOK = "site.yml"
 
@@ -36,6 +39,14 @@ def refusals(profile) -> list[str]:
         out.append(f"the Ansible export does not cover {', '.join(extra)} yet (it covers "
                    f"{', '.join(source.COVERED)}); untick {'it' if len(extra) == 1 else 'them'}"
                    " in the profile, or install with stack-tui apply")
+    compute = [s for s in source.COMPUTE if s in profile.openstack.services]
+    if compute and len(profile.hosts) > 1:
+        out.append(f"the Ansible export installs {', '.join(compute)} on one host (controller "
+                   "and compute) only; a profile of several hosts installs them with "
+                   "stack-tui apply")
+    elif compute and "compute" not in profile.host.roles:
+        out.append(f"the Ansible export installs {', '.join(compute)} on a host with the "
+                   "compute role only (one host that is controller and compute)")
     if profile.openstack.platform not in ("auto", source.PLATFORM.id):
         out.append(f"the profile forces platform {profile.openstack.platform}; the Ansible "
                    f"export is written for {source.PLATFORM.id} only")
@@ -85,6 +96,11 @@ def common_vars(profile) -> dict:
             "username": "admin", "password": "{{ stack_tui_admin_password }}",
             "project_name": "admin", "user_domain_name": "Default",
             "project_domain_name": "Default"},
+        **({"stack_tui_os_auth_demo": {
+            "auth_url": roles_api._identity_url(profile).rstrip("/"),
+            "username": "demo", "password": "{{ stack_tui_demo_password }}",
+            "project_name": "demo", "user_domain_name": "Default",
+            "project_domain_name": "Default"}} if profile.openstack.demo else {}),
     }
 
 
@@ -116,9 +132,16 @@ def dump(data) -> str:
                      default_flow_style=False)
 
 
+def role_names(profile) -> list[str]:
+    """The roles of the play, in the engine's order (services/__init__.py REGISTRY, the cloud
+    objects and test boot after Nova, finish last)."""
+    return [name for name in ROLES if name in ("prepare", "finish")
+            or name in profile.openstack.services
+            or (name == "cloud" and roles_cloud.wanted(profile))]
+
+
 def site(profile) -> list[dict]:
-    roles = ["prepare"] + [s for s in source.COVERED if s in profile.openstack.services] + \
-        ["finish"]
+    roles = role_names(profile)
     become = profile.host.user != "root"
     return [{"name": f"OpenStack control plane of profile {profile.name} (from stack-tui)",
              "hosts": "controller", "become": become,
@@ -132,7 +155,10 @@ def files_for(profile, secrets: dict[str, str] | None, vault_password: str | Non
     out: dict[str, tuple[str, int]] = {
         "ansible.cfg": ("[defaults]\ninventory = inventory.yml\nroles_path = roles\n"
                         "filter_plugins = filter_plugins\nstdout_callback = default\n"
-                        "interpreter_python = /usr/bin/python3\n", 0o644),
+                        "interpreter_python = /usr/bin/python3\n"
+                        # modules on the host's python3 stdin: fewer SSH round trips, and no
+                        # module file (with its arguments) written to the host's disk
+                        "\n[ssh_connection]\npipelining = True\n", 0o644),
         "inventory.yml": (dump(inventory(profile)), 0o644),
         PLAYBOOK: (dump(site(profile)), 0o644),
         "group_vars/all/main.yml": (dump(common_vars(profile)), 0o644),
@@ -145,10 +171,8 @@ def files_for(profile, secrets: dict[str, str] | None, vault_password: str | Non
     else:
         values = {source.var(n): _Unsafe(secrets[n]) for n in source.needed_secrets(profile)}
         out["group_vars/all/vault.yml"] = (vault.encrypt(dump(values), vault_password), 0o600)
-    for name, make in ROLES.items():
-        if name not in ("prepare", "finish") and name not in profile.openstack.services:
-            continue
-        r = make(profile)
+    for name in role_names(profile):
+        r = ROLES[name](profile)
         base = f"roles/{name}"
         out[f"{base}/tasks/main.yml"] = (dump(r["tasks"]), 0o644)
         if r["handlers"]:
@@ -168,10 +192,16 @@ def filter_plugin() -> str:
             "def db_url_password(value):\n"
             "    \"\"\"A password inside a SQLAlchemy URL in an oslo.config file (db_url).\"\"\"\n"
             "    return value.replace('%', '%25').replace('@', '%40').replace('$', '$$')\n\n\n"
+            "def url_quote(value):\n"
+            "    \"\"\"A password inside another URL (transport_url): every character but "
+            "letters,\n    digits and '_.-~' percent-encoded, as the engine does.\"\"\"\n"
+            "    import urllib.parse\n\n"
+            "    return urllib.parse.quote(value, safe='')\n\n\n"
             "class FilterModule:\n"
             "    def filters(self):\n"
             "        return {'stack_tui_oslo_value': oslo_value,\n"
-            "                'stack_tui_db_url_password': db_url_password}\n")
+            "                'stack_tui_db_url_password': db_url_password,\n"
+            "                'stack_tui_url_quote': url_quote}\n")
 
 
 def check_dest(dest: Path, force: bool) -> None:

@@ -137,6 +137,7 @@ def prepare(profile) -> dict:
 def mariadb_role(profile) -> dict:
     conf = mariadb.CONF(src.PLATFORM)
     sock = {"login_unix_socket": "/run/mysqld/mysqld.sock", "login_user": "root"}
+    dbs = databases(profile)
     tasks = [
         {"name": "OpenStack settings for MariaDB",
          "ansible.builtin.template": {"src": "99-openstack.cnf.j2", "dest": conf,
@@ -145,19 +146,33 @@ def mariadb_role(profile) -> dict:
         *service_up("mariadb", mariadb.PORT),
         {"name": "The services' databases",
          "community.mysql.mysql_db": {"name": "{{ item }}", "state": "present", **sock},
-         "loop": [name for name, _ in profile.databases()]},
+         "loop": [db for d in dbs for db in d["dbs"]]},
         {"name": "The services' database users, @localhost and @%, with their grants",
          "community.mysql.mysql_user": {
              "name": "{{ item.0.name }}", "host": "{{ item.1 }}",
              "password": "{{ lookup('vars', 'stack_tui_' ~ item.0.secret) }}",
-             "priv": "{{ item.0.name }}.*:ALL", "state": "present", **sock},
+             "priv": "{{ item.0.priv }}",
+             "state": "present", **sock},
          "loop": "{{ stack_tui_databases | product(['localhost', '%']) | list }}",
          "no_log": True},
     ]
     return role(tasks, handlers=[restart("mariadb")],
                 templates={"99-openstack.cnf.j2": src.mariadb_conf(profile)},
-                vars={"stack_tui_databases": [{"name": n, "secret": s}
-                                              for n, s in profile.databases()]})
+                vars={"stack_tui_databases": dbs})
+
+
+def databases(profile) -> list[dict]:
+    """Each service's user, its password's secret and its databases: Nova's user has
+    nova_api and nova_cell0 too (the engine's nova.databases step; granted here with the
+    rest, so no later task takes a grant back)."""
+    from ..services import nova
+
+    out = []
+    for n, s in profile.databases():
+        dbs = list(nova.DATABASES) if n == "nova" else [n]
+        out.append({"name": n, "secret": s, "dbs": dbs,
+                    "priv": "/".join(f"{d}.*:ALL" for d in dbs)})
+    return out
 
 
 def rabbitmq_role(profile) -> dict:

@@ -10,14 +10,19 @@ import re
 from dataclasses import dataclass, field
 
 from .. import platforms
-from ..services import glance, keystone, mariadb, packages_for, prepare
+from ..services import glance, keystone, mariadb, neutron, nova, packages_for, placement, prepare
 
 # The services this export covers, in install order; any other selected one is refused.
-COVERED = ("mariadb", "rabbitmq", "memcached", "keystone", "glance")
+COVERED = ("mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", "neutron",
+           "nova")
+# Of those, the compute cloud: exported for one host that is controller and compute.
+COMPUTE = ("placement", "neutron", "nova")
 # The platform the exported playbook is written for (and checks on each host before anything).
 PLATFORM = platforms.PLATFORMS["debian-13"]
 MGMT = "{{ stack_tui_mgmt_address }}"
 _MARK = re.compile(r"\[\[secret:([a-z_]+)\]\]")
+# The same marker inside a URL, percent-encoded by the engine (transport_url's password)
+_URL_MARK = re.compile(r"%5B%5Bsecret%3A([a-z_]+)%5D%5D")
 
 
 def var(name: str) -> str:
@@ -51,11 +56,14 @@ def secret_expr(value: str, *, url: bool = False) -> str:
     def sub(m: re.Match) -> str:
         f = "stack_tui_db_url_password" if url else "stack_tui_oslo_value"
         return "{{ " + var(m.group(1)) + " | " + f + " }}"
-    return _MARK.sub(sub, value)
+
+    def sub_quoted(m: re.Match) -> str:  # quote(safe=""): nothing oslo.config would read
+        return "{{ " + var(m.group(1)) + " | stack_tui_url_quote }}"
+    return _MARK.sub(sub, _URL_MARK.sub(sub_quoted, value))
 
 
 def has_secret(value) -> bool:
-    return isinstance(value, str) and bool(_MARK.search(value))
+    return isinstance(value, str) and bool(_MARK.search(value) or _URL_MARK.search(value))
 
 
 def packages(profile) -> list[str]:
@@ -92,6 +100,39 @@ def keystone_settings(profile) -> list[dict]:
 
 def glance_settings(profile) -> list[dict]:
     return ini_items(glance._glance_values(context(profile)))
+
+
+def placement_settings(profile) -> list[dict]:
+    return ini_items(placement._settings(context(profile)),
+                     url_keys=(("placement_database", "connection"),))
+
+
+def nova_settings(profile) -> list[dict]:
+    return ini_items(nova.settings(context(profile)),
+                     url_keys=(("database", "connection"), ("api_database", "connection")))
+
+
+def neutron_files(profile) -> list[tuple[str, list[dict], str]]:
+    """(path, settings, group) of every file Neutron's config step writes."""
+    from ..inifile import one_line
+
+    return [(path, ini_items(one_line(path, values)), group)
+            for path, values, group in neutron._files(context(profile))]
+
+
+def placement_apache(profile) -> dict:
+    """Placement's WSGI script and vhost (processes from the host's facts, at most 4)."""
+    from ..services.catalog import wsgi_vhost
+
+    lay = placement.layout(PLATFORM)
+    vhost = wsgi_vhost(title="Placement", port=placement.PORT, group="placement-api",
+                       script=placement.WSGI, user="placement",
+                       processes="{{ [4, stack_tui_wsgi_processes | int] | min }}",  # type: ignore[arg-type]
+                       server_name=profile.endpoint_host, log_dir=PLATFORM.apache_log_dir,
+                       log="placement")
+    return {"script": (placement.WSGI, placement.wsgi_body(PLATFORM)),
+            "vhost": (lay.vhost, vhost), "enable": lay.vhost_enable,
+            "distro_unit": lay.distro_service}
 
 
 def mariadb_conf(profile) -> str:
