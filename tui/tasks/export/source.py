@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import platforms
-from ..services import glance, keystone, mariadb, neutron, nova, packages_for, placement, prepare
+from ..services import glance, host_packages, keystone, mariadb, neutron, nova, placement, prepare
 
 # The services this export covers, in install order; any other selected one is refused.
 COVERED = ("mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", "neutron",
@@ -67,7 +67,8 @@ def has_secret(value) -> bool:
 
 
 def packages(profile) -> list[str]:
-    return packages_for(PLATFORM, profile.openstack.services)
+    """The controller's packages, as `stack-tui apply` installs them (services.host_packages)."""
+    return host_packages(profile, PLATFORM)
 
 
 def debconf() -> list[dict]:
