@@ -349,6 +349,24 @@ def test_a_port_held_by_another_program_fails_the_step_as_port_in_use(tmp_path):
     assert any("Address already in use" in t for t in info.tail)
 
 
+def test_a_unit_already_crashed_on_a_port_another_program_holds_names_the_holder(tmp_path):
+    """The probe may catch memcached after its bind failed (auto-restart, on a loaded
+    machine), not in its moment up: the holder on its port is still the cause named."""
+    from tui.tasks import explain
+
+    host = ScriptedHost([
+        (r"^systemctl is-active memcached 2>/dev/null;",
+         (0, "activating\nport-answers\nauto-restart\nport-foreign=python3/4242\n")),
+        (r"journalctl -u memcached", (0, "failed to listen on one of interface(s) 10.0.0.5: "
+                                         "Address already in use\n")),
+    ], {"/etc/memcached.conf": MEMCACHED_CONF})
+    eng, events, seen = make(tmp_path, host, memcached_phases())
+    assert not eng.run().ok
+    assert seen[0].what == ("memcached cannot have its port: port 11211 is already in use by "
+                            "python3/4242.")
+    assert explain.match(seen[0].what, explain.RULES).name == "port-in-use"
+
+
 def test_a_unit_systemd_is_restarting_after_a_crash_is_not_taken_for_running(tmp_path):
     host = ScriptedHost([
         (r"^systemctl is-active memcached 2>/dev/null;", (0, "activating\nauto-restart\n")),

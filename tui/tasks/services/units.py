@@ -109,16 +109,19 @@ def stays_up(ctx: Context, unit: str, *, port: int | None = None, host: str = "1
         state = out[0] if out and out[0] != "port-answers" else "unknown"
         if "auto-restart" in out:
             state = "crashed; systemd restarts it"
-        if state not in ("active", "activating", "reloading"):
-            raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).", since)
+        up = state in ("active", "activating", "reloading")
         foreign = [t.split("=", 1)[1] for t in out if t.startswith("port-foreign=")]
-        if foreign and answers:
+        # another program on its port: the cause, whether the probe caught the unit in the
+        # moment it was up (the holder answered for it) or already crashed on the bind
+        if foreign and (answers or not up):
             raise service_failed(
                 ctx, unit, f"{unit} cannot have its port: port {port} is already in use by "
                            f"{', '.join(foreign)}.", since,
                 why=f"{unit} is not what listens on port {port}",
                 hint=f"stop that program or move it off port {port} (ss -ltnp | grep {port} "
                      "names it), then Retry")
+        if not up:
+            raise service_failed(ctx, unit, f"{unit} started, then stopped ({state}).", since)
         waited = time.monotonic() - start
         if state == "active" and answers and waited >= MOMENT:
             return
