@@ -74,6 +74,7 @@ def test_tree_and_every_yaml_parses(tmp_path):
     assert play["roles"] == ["prepare", "mariadb", "rabbitmq", "memcached", "keystone",
                              "glance", "finish"]
     assert play["hosts"] == "controller"
+    assert play["timeout"] == 1800   # no task waits forever on the host
     assert "host_key_checking" not in (dest / "ansible.cfg").read_text()
 
 

@@ -25,6 +25,7 @@ ROLES = {"prepare": roles_base.prepare, "mariadb": roles_base.mariadb_role,
          "nova": roles_compute.nova_role, "cloud": roles_cloud.cloud_role,
          "finish": roles_api.finish_role}
 PLAYBOOK = "site.yml"
+TASK_LIMIT = 1800   # seconds, as prepare's apt-get (no task of the play may wait forever)
 
 
 class ExportError(Failure):
@@ -145,6 +146,8 @@ def site(profile) -> list[dict]:
     become = profile.host.user != "root"
     return [{"name": f"OpenStack control plane of profile {profile.name} (from stack-tui)",
              "hosts": "controller", "become": become,
+             # every task's time limit: the engine's longest (a package transaction)
+             "timeout": TASK_LIMIT,
              "module_defaults": {"group/openstack.cloud.openstack": {
                  "auth": "{{ stack_tui_os_auth }}", "region_name": "{{ stack_tui_region }}"}},
              "roles": roles}]
