@@ -42,20 +42,20 @@ def fleet_plan(profile, plat, controller: list[Phase]) -> Plan:
     first = [replace(p, stage=0) for p in controller if p.id in FIRST]
     middle = [replace(p, stage=1) for p in controller if p.id not in FIRST + LAST]
     last = [replace(p, stage=3) for p in controller if p.id in LAST]
-    hosts0: list[Phase] = []
+    hosts01: list[Phase] = []   # the other hosts' preflight (stage 0) and prepare (1)
     hosts2: list[Phase] = []
     for h in profile.hosts:
         if h is profile.controller:
             continue
         view = profile.on(h.name)
-        hosts0.append(on_host(h.name, preflight_phase(COMPUTE_SERVICES), 0))
+        hosts01.append(on_host(h.name, preflight_phase(COMPUTE_SERVICES), 0))
         # its packages go on while the controller installs its services (stage 1), after
         # the controller's own: no one but the host itself (its compute phase) waits for them
-        hosts0 += [replace(on_host(h.name, p, 1), gates=False)
+        hosts01 += [replace(on_host(h.name, p, 1), gates=False)
                    for p in prepare.phases(view, plat, host_packages(view, plat))]
         hosts2 += [on_host(h.name, p, 2) for p in compute_node.phases(view, plat)]
     after = [replace(p, stage=3) for p in compute_node.controller_phases(profile, plat)]
-    return Plan(first + hosts0 + middle + hosts2 + after + last, platform=plat.id, rules=rules)
+    return Plan(first + hosts01 + middle + hosts2 + after + last, platform=plat.id, rules=rules)
 
 
 def on_host(name: str, phase: Phase, stage: int) -> Phase:
