@@ -173,3 +173,30 @@ def test_unknown_key_message_names_the_skipped_lines():
     err = UnknownHostKey("[h]:2222", "ssh-ed25519", "SHA256:x", ["/k:3: invalid line, ignored"])
     assert "/k:3: invalid line, ignored" in err.why
     assert "SHA256:x" in err.why
+
+
+def test_a_port_forward_keeps_accepting_after_a_failed_accept(monkeypatch):
+    """accept() can fail for one client (ECONNABORTED: gone before it was accepted; EMFILE
+    for a moment); the forward must go on accepting, not leave its port listening with no
+    one behind it (every later request then times out)."""
+    from tui.tasks.transport import forwards
+
+    real, calls = socket.socket.accept, []
+
+    def flaky(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionAbortedError(103, "Software caused connection abort")
+        return real(self)
+
+    pumped = threading.Event()
+    monkeypatch.setattr(socket.socket, "accept", flaky)
+    monkeypatch.setattr(forwards.Forward, "_pump", lambda self, conn, peer: (conn.close(),
+                                                                             pumped.set()))
+    fw = forwards.Forward(object(), "127.0.0.1", 9696)
+    try:
+        with socket.create_connection(("127.0.0.1", fw.local_port), timeout=5):
+            assert pumped.wait(5), "the forward stopped accepting after one failed accept"
+        assert len(calls) >= 2
+    finally:
+        fw.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
 
 from .errors import TransportError
 
@@ -40,7 +41,13 @@ class Forward:
             try:
                 conn, peer = self.sock.accept()
             except OSError:
-                return
+                if not self.alive:
+                    return
+                # a client gone before it was accepted (ECONNABORTED), or no file descriptor
+                # left for a moment: keep serving. Returning here left the port listening
+                # with no one accepting: every later request timed out.
+                time.sleep(0.1)
+                continue
             if not self.alive:
                 conn.close()
                 return
