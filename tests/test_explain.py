@@ -81,6 +81,9 @@ KNOWN = [
       "be explicitly enabled in 'cfg.CONF.experimental'"], "neutron-experimental", False),
     ("The test server ended ERROR, not ACTIVE.",
      ["KVM internal error. Suberror: 1", "emulation failure"], "kvm-emulation", False),
+    # CI, three hosts: Neutron's API hung while the test servers booted
+    ("Unexpected error: ConnectTimeout: Request to http://127.0.0.1:41587/v2.0/floatingips "
+     "timed out", [], "api-timeout", False),
 ]
 
 
@@ -152,6 +155,39 @@ def test_unexpected_exception_that_is_known_is_not_called_a_bug():
         got = _explain(exc, Redactor(), ALL)
     assert "bug" not in got.why and "bug" not in got.hint
     assert "401" in got.why
+
+
+def test_an_api_that_does_not_answer_is_named_from_the_real_client_error():
+    """keystoneauth's own error for an API that accepts the connection and never answers
+    (its port forwarded, so only the URL's path says which API): named, with its log."""
+    import socket
+
+    from keystoneauth1 import session
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/v2.0/floatingips"
+        with pytest.raises(Exception) as exc:
+            session.Session(timeout=0.5).request(url, "POST", json={"floatingip": {}})
+    finally:
+        srv.close()
+    got = _explain(exc.value, Redactor(), ALL)
+    assert got.kind == "api-timeout" and "bug" not in got.why + got.hint
+    assert got.why.startswith("Neutron's API did not answer"), got.why
+    assert "/var/log/neutron/neutron-api.log on the controller" in got.hint
+    ran = []
+    ctx = SimpleNamespace(transport=SimpleNamespace(connected=True), facts={}, redact=str,
+                          sh=lambda cmd, **kw: ran.append(cmd) or SimpleNamespace(
+                              lines=["2026 ERROR neutron.api [-] DBDeadlock"]))
+    explain.add_logs(got, ctx, ALL)
+    assert "/var/log/neutron/neutron-api.log" in ran[0]
+    assert got.tail[-1].endswith("DBDeadlock")
+    for path, api in (("/v2.1/servers", "Nova's"), ("/v3/auth/tokens", "Keystone's"),
+                      ("/v2/images", "Glance's"), ("/resource_providers", "Placement's")):
+        text = f"Request to http://127.0.0.1:4000{path} timed out"
+        assert explain._timeout_why(text).startswith(api + " API"), path
 
 
 def test_unknown_failure_shows_command_and_output():

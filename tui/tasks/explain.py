@@ -98,8 +98,46 @@ GENERIC: list[Rule] = [
          "another port, then Retry"),
 ]
 
+# An API request through the run's tunnel, by the path of its URL (the port is the local
+# end of the tunnel, so it says nothing): (the API's name, its log on the controller)
+API_PATHS = [
+    (re.compile(r"/v2\.0/"), "Neutron", "/var/log/neutron/neutron-api.log"),
+    (re.compile(r"/v2\.1/"), "Nova", "/var/log/nova/nova-api.log"),
+    (re.compile(r"/v2/(images|schemas|info|stores)"), "Glance", "/var/log/glance/glance-api.log"),
+    (re.compile(r"/(resource_providers|allocation_candidates|placement)"), "Placement",
+     "/var/log/apache2/placement.log"),
+    (re.compile(r"/v3/"), "Keystone", "/var/log/keystone/keystone.log"),
+]
+API_TIMEOUT = re.compile(r"Request to (https?://\S+) timed out|Read timed out", re.I)
+
+
+def _api_of(text: str) -> tuple[str, str] | None:
+    m = API_TIMEOUT.search(text)
+    url = m.group(1) if m and m.group(1) else ""
+    for pattern, name, log in API_PATHS:
+        if pattern.search(url):
+            return name, log
+    return None
+
+
+def _timeout_why(text: str) -> str:
+    api = _api_of(text)
+    who = f"{api[0]}'s API" if api else "an OpenStack API"
+    return (f"{who} did not answer within the client's time limit (30 s): the controller is "
+            "overloaded, or the service's workers are all stuck waiting (on the database, the "
+            "message queue, or another service)")
+
+
+def _timeout_hint(text: str) -> str:
+    api = _api_of(text)
+    where = f"{api[1]} on the controller" if api else "the API's log on the controller"
+    return (f"read {where} (its last lines are below) and the load on the host (`uptime`); "
+            "when it answers again, Retry: the step looks before it acts")
+
+
 # Catch-alls: after the services' own rules, which say more.
 CATCH_ALL: list[Rule] = [
+    Rule("api-timeout", API_TIMEOUT, "error", _timeout_why, _timeout_hint, logs=("api-log",)),
     Rule("server-error",
          re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable|InternalServerError|"
                     r"ServiceUnavailable|HttpServerError|Bad Gateway", re.I),
@@ -218,6 +256,9 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
         if re.search(r"glance|9292|image", text, re.I):
             return _logs("glance", ctx, text)
         return _logs("keystone", ctx, text)
+    if key == "api-log":
+        api = _api_of(text)
+        return [(api[1], f"tail -n 400 {api[1]} 2>/dev/null | {errs}")] if api else []
     if key == "rabbitmq":
         return [("journalctl -u rabbitmq-server",
                  "journalctl -u rabbitmq-server -n 15 --no-pager -o cat 2>&1")]
