@@ -129,3 +129,31 @@ def leaked_secrets(profile_name: str, shown: str, at_least: int) -> list[str]:
     assert len(values) >= at_least
     return [v[:2] + "..." for v in values for form in {v, urllib.parse.quote(v, safe="")}
             if form in shown]
+
+
+def log_digest(infos, services=("nova", "neutron"), lines: int = 12) -> str:
+    """The last ERROR / WARNING / Traceback lines of each host's OpenStack logs, read from
+    its root on this machine: what an e2e failure prints, so a failure on CI (where only the
+    test output is seen) says what the services said."""
+    import re
+
+    pick = re.compile(r" (ERROR|WARNING|CRITICAL) |Traceback|Timeout|timed out")
+    out = []
+    for info in infos:
+        if info is None:
+            continue
+        for root in (Path(info.dir) / "upper", Path(info.rootfs)):
+            if (root / "var" / "log").is_dir():
+                break
+        for svc in services:
+            for path in sorted((root / "var" / "log" / svc).glob("*.log")):
+                try:
+                    hits = [ln for ln in path.read_text(errors="replace").splitlines()
+                            if pick.search(ln)]
+                except OSError:
+                    continue
+                if hits:
+                    out.append(f"--- {info.name}:{path.name} (last {min(lines, len(hits))} of "
+                               f"{len(hits)} error/warning lines)")
+                    out.extend(ln[:400] for ln in hits[-lines:])
+    return "\n".join(out) or "(no error or warning lines in the hosts' logs)"
