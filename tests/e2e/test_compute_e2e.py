@@ -69,15 +69,22 @@ def compute_cloud(request, sandbox_factory, stack_home, tmp_path_factory):
     name = f"compute{release}"
     res = {"info": info, "name": name, "home": stack_home, "release": release, "way": way}
     t0 = time.monotonic()
-    if way == "tui":
-        _profile(info, name, list(pr.DEFAULT_SERVICES))  # compute is ticked on the screen
-        res.update(_through_the_screens(info, name, tmp_path_factory.mktemp("tui")))
-        res["ok"] = res["summary_ok"]
-    else:
-        _profile(info, name, list(pr.SERVICES))
-        res["first"] = cloud.cli("apply", name, "--yes", "--accept-new-host-key", timeout=3000)
-        res["ok"] = res["first"].returncode == 0
-        res["stdout"] = res["first"].stdout + res["first"].stderr
+    try:
+        if way == "tui":
+            _profile(info, name, list(pr.DEFAULT_SERVICES))  # compute is ticked on the screen
+            res.update(_through_the_screens(info, name, tmp_path_factory.mktemp("tui")))
+            res["ok"] = res["summary_ok"]
+        else:
+            _profile(info, name, list(pr.SERVICES))
+            res["first"] = cloud.cli("apply", name, "--yes", "--accept-new-host-key",
+                                     timeout=3000)
+            res["ok"] = res["first"].returncode == 0
+            res["stdout"] = res["first"].stdout + res["first"].stderr
+    except (Exception, pytest.fail.Exception) as exc:
+        # CI shows only the test output: the services' own words go with the failure
+        pytest.fail(f"{exc}\n\nThe host's logs:\n{cloud.log_digest([info])}")
+    if not res["ok"]:
+        res["stdout"] = res.get("stdout", "") + "\n\nThe host's logs:\n" + cloud.log_digest([info])
     res["install"] = time.monotonic() - t0
     res["logs"] = "\n".join(p.read_text(errors="replace") for p in _run_logs(name))
     sandbox.harvest_debs(info)
@@ -274,7 +281,7 @@ async def _resume_in_the_screens(name: str) -> dict:
 
 
 def test_the_install_boots_a_server_that_answers_ping(compute_cloud):
-    assert compute_cloud["ok"], (compute_cloud.get("stdout", "")[-5000:] +
+    assert compute_cloud["ok"], (compute_cloud.get("stdout", "")[-10000:] +
                                  str(compute_cloud.get("verification")))
     if compute_cloud["way"] == "apply":
         out = compute_cloud["stdout"]
