@@ -271,3 +271,28 @@ def test_a_server_in_error_is_the_users_decision_not_an_automatic_retry(tmp_path
     with pytest.raises(StepError) as exc:
         _boot(_profile()).run(ctx)
     assert not exc.value.transient
+
+
+def test_nova_giving_up_on_the_port_first_is_the_same_wait_and_retried(tmp_path, cloud,
+                                                                       monkeypatch):
+    """Nova's own vif_plugging_timeout may run out before the step's limit: ERROR with
+    Nova's fault for it, the same wait as a BUILD past the limit, so booted once more."""
+    from tui.tasks.services import cloudobjects as co
+
+    host = _verify_host()
+    ctx = _ctrl_ctx(host, tmp_path)
+    ctx.cancel.wait = lambda _t: None
+    cloud.broken.add("lab-3")
+
+    def nova(ctx, sess, method, path, ok=None, **kw):
+        out = cloud.nova(ctx, sess, method, path, ok, **kw)
+        for srv in cloud.servers.values():
+            if srv["status"] == "ERROR":
+                srv["fault"] = {"message": "Build of instance s3 aborted: Failed to allocate "
+                                           "the network(s), not rescheduling."}
+        return out
+
+    monkeypatch.setattr(co, "_nova", nova)
+    with pytest.raises(StepError) as exc:
+        _boot(_profile()).run(ctx)
+    assert exc.value.transient and "Failed to allocate the network(s)" in exc.value.why

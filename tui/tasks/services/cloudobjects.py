@@ -8,6 +8,7 @@ All through keystoneauth1 sessions over the port forwards (the APIs' own JSON)."
 
 from __future__ import annotations
 
+import re
 import time
 
 from ..engine import Phase, Step, StepError
@@ -253,6 +254,11 @@ def _log_lines(ctx, files) -> list[str]:
         return []
 
 
+# Nova's fault when its own wait for the port (network-vif-plugged) ran out
+NETWORK_WAIT = re.compile(r"Failed to allocate the network|Virtual Interface creation failed",
+                          re.I)
+
+
 def _not_active(ctx, sess, cur: dict, where: str) -> StepError:
     """Why ``cur`` is not ACTIVE, in words: Nova's fault; else what it still waits for (a
     port the host's Neutron agent never reported wired is the usual one: Nova waits for
@@ -286,12 +292,14 @@ def _not_active(ctx, sess, cur: dict, where: str) -> StepError:
     else:
         tail += _log_lines(ctx, CONTROLLER_LOGS[:1])
     # Still BUILD without a fault: it waited on something that may yet come (seen on a
-    # loaded 2-core CI machine: a port the agent never reported up); the step boots it once
-    # more by itself. ERROR is Nova's verdict: the user decides.
+    # loaded 2-core CI machine: a port the agent never reported up); so did an ERROR of that
+    # same wait running out on Nova's side first (vif_plugging_timeout). The step boots it
+    # once more by itself. Any other ERROR is Nova's verdict: the user decides.
+    waited = (cur["status"] == "BUILD" and not fault) or bool(NETWORK_WAIT.search(fault))
     return StepError(f"The test server ended {cur['status']}, not ACTIVE.", why,
                      f"read the log lines below (nova-compute and the Neutron agent"
                      f"{' on ' + host if host else ''}; Nova's conductor on the controller)",
-                     tail=tail, transient=cur["status"] == "BUILD" and not fault)
+                     tail=tail, transient=waited)
 
 
 def _floating_ip(ctx, demo, s, sid: str) -> str:
