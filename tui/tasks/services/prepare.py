@@ -128,11 +128,12 @@ def _repo_run(ctx: Context) -> None:
 
 # Installed with any selection: the client the steps and the user drive the cloud with (and,
 # on EL, RDO's SELinux policies for the services).
-BASE_PACKAGES = PerPlatform(deb=("python3-openstackclient",),
-                            rpm=("python3-openstackclient", "openstack-selinux"))
-# Of those, what a compute-only host needs too (its steps drive the cloud from here, not with
-# the client on the host).
+# What every host gets, a compute-only host too (its steps drive the cloud from here, not with
+# the client on the host) ...
 HOST_PACKAGES = PerPlatform(deb=(), rpm=("openstack-selinux",))
+# ... and the controller, with the client.
+BASE_PACKAGES = PerPlatform(deb=("python3-openstackclient",) + HOST_PACKAGES.deb,
+                            rpm=("python3-openstackclient",) + HOST_PACKAGES.rpm)
 
 
 def wanted_packages(ctx: Context) -> list[str]:
