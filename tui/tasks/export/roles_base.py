@@ -97,8 +97,9 @@ def prepare(profile) -> dict:
                  "regexp": "^{{ stack_tui_mgmt_address | regex_escape }}\\s",
                  "line": "{{ stack_tui_mgmt_address }} {{ ansible_facts['hostname'] }}"}},
         ]
+    # a compute-only host (a view, see Profile.on) has no Keystone package
     ks = src.keystone_apache(profile)["distro_unit"] if "keystone" in \
-        profile.openstack.services else None
+        profile.openstack.services and profile.controller_here else None
     install = [
         {"name": "Answer debconf: the packages configure no database or endpoint themselves",
          "ansible.builtin.debconf": "{{ item }}", "loop": src.debconf()},
