@@ -43,14 +43,17 @@ def plays_of(dest: Path) -> list[dict]:
 
 
 def test_plays_in_the_engines_order(exported):
-    """The controller's services (the tunnel before Neutron), then the compute-only hosts'
-    own steps, then on the controller their discovery, the cloud and finish."""
+    """prepare on every host at once (each installs its packages at the same time), the
+    controller's services (the tunnel before Neutron), then the compute-only hosts' own
+    steps, then on the controller their discovery, the cloud and finish."""
     plays = plays_of(exported)
-    assert [p["hosts"] for p in plays] == ["controller", "compute:!controller", "controller"]
-    assert plays[0]["roles"] == ["prepare", "mariadb", "rabbitmq", "memcached", "keystone",
-                                 "glance", "placement", "tunnel", "neutron", "nova"]
-    assert plays[1]["roles"] == ["compute_prepare", "tunnel", "compute_node"]
-    assert plays[2]["roles"] == ["computes", "cloud", "finish"]
+    assert [p["hosts"] for p in plays] == ["controller:compute", "controller",
+                                           "compute:!controller", "controller"]
+    assert plays[0]["roles"] == ["prepare"]
+    assert plays[1]["roles"] == ["mariadb", "rabbitmq", "memcached", "keystone", "glance",
+                                 "placement", "tunnel", "neutron", "nova"]
+    assert plays[2]["roles"] == ["tunnel", "compute_node"]
+    assert plays[3]["roles"] == ["computes", "cloud", "finish"]
     for play in plays:   # no task waits forever on a host
         assert play["timeout"] == exp.TASK_LIMIT
     inv = yaml.safe_load((exported / "inventory.yml").read_text())["all"]["children"]
@@ -109,12 +112,17 @@ def test_compute_hosts_get_their_own_packages(exported):
 
     prof = hosts_profile(exported.parent)
     want = host_packages(prof.on("cmp1"), source.PLATFORM)
-    got = yaml.safe_load((exported / "roles/compute_prepare/vars/main.yml").read_text())
-    assert got["stack_tui_packages"] == want
+    got = yaml.safe_load((exported / "roles/prepare/vars/main.yml").read_text())[
+        "stack_tui_host_packages"]
+    assert got == {"controller": host_packages(prof, source.PLATFORM), "compute": want}
     assert "nova-compute" in want and "nova-api" not in want and "mariadb-server" not in want
-    text = (exported / "roles/compute_prepare/tasks/main.yml").read_text()
-    assert "systemctl unmask" not in text and "keystone.service" not in text
-    assert "systemctl unmask keystone" in (exported / "roles/prepare/tasks/main.yml").read_text()
+    tasks = tasks_of(exported, "prepare")
+    pick = tasks[0]["ansible.builtin.set_fact"]["stack_tui_packages"]
+    assert "'controller' if 'controller' in group_names else 'compute'" in pick
+    keystone = [t for t in tasks if "keystone" in t["name"].lower()
+                or "keystone" in str(t.get("ansible.builtin.systemd_service", ""))]
+    assert len(keystone) == 3   # the unmask, disable and mask: on the controller only
+    assert all(t["when"] == "'controller' in group_names" for t in keystone)
 
 
 def test_tunnel_is_the_engines_unit(exported):
@@ -197,7 +205,7 @@ def test_no_secret_in_any_file(exported, tmp_path):
 
 def test_every_task_handling_a_secret_is_no_log(exported):
     seen = 0
-    for role in ("compute_node", "tunnel", "computes", "cloud", "compute_prepare"):
+    for role in ("compute_node", "tunnel", "computes", "cloud", "prepare"):
         for t in tasks_of(exported, role):
             body = yaml.safe_dump(t)
             if handles_secret(t) or any(f"stack_tui_{n}" in body for n in HOSTILE):

@@ -19,16 +19,20 @@ from ..services import compute_node
 from . import roles_api, roles_base, roles_cloud, roles_compute, roles_hosts, source, vault
 
 # Every role in the engine's order; the service ones written when the profile selects them.
-ROLES = {"prepare": roles_base.prepare, "mariadb": roles_base.mariadb_role,
+def _prepare(profile) -> dict:
+    return (roles_hosts.prepare_hosts(profile) if roles_hosts.wanted(profile)
+            else roles_base.prepare(profile))
+
+
+ROLES = {"prepare": _prepare, "mariadb": roles_base.mariadb_role,
          "rabbitmq": roles_base.rabbitmq_role, "memcached": roles_base.memcached_role,
          "keystone": roles_api.keystone_role, "glance": roles_api.glance_role,
          "placement": roles_compute.placement_role, "tunnel": roles_hosts.tunnel_role,
          "neutron": roles_compute.neutron_role, "nova": roles_compute.nova_role,
-         "compute_prepare": roles_hosts.compute_prepare,
          "compute_node": roles_hosts.compute_node_role, "computes": roles_hosts.computes_role,
          "cloud": roles_cloud.cloud_role, "finish": roles_api.finish_role}
 # The roles of the compute-only hosts' play and of the controller's after it (several hosts)
-COMPUTE_ROLES = ("compute_prepare", "tunnel", "compute_node")
+COMPUTE_ROLES = ("tunnel", "compute_node")
 AFTER_ROLES = ("computes", "cloud", "finish")
 PLAYBOOK = "site.yml"
 TASK_LIMIT = 1800   # seconds, as prepare's apt-get (no task of the play may wait forever)
@@ -156,8 +160,9 @@ def role_names(profile) -> list[str]:
 
 def plays(profile) -> list[dict]:
     """(hosts, roles) of each play: one host, or a controller alone, one play; with
-    compute-only hosts the controller's services, then theirs (with the tunnel on Debian
-    13 first on each), then on the controller their discovery, the cloud and finish."""
+    compute-only hosts: prepare on every host at once (each installs its own packages at the
+    same time), the controller's services, then the compute-only hosts' (the tunnel on
+    Debian 13 first on each), then on the controller their discovery, the cloud and finish."""
     several = roles_hosts.wanted(profile)
     tunnel = several and roles_hosts.tunnel_wanted(profile)
 
@@ -174,26 +179,34 @@ def plays(profile) -> list[dict]:
     if not several:
         return [{"hosts": "controller", "roles": names}]
     # the tunnel is the controller's too (before its Neutron, as the engine's neutron.tunnel)
-    first = [n for n in names if (n == "tunnel" or n not in COMPUTE_ROLES)
-             and n not in AFTER_ROLES]
-    return [{"hosts": "controller", "roles": first},
+    services = [n for n in names if n != "prepare" and (n == "tunnel" or n not in COMPUTE_ROLES)
+                and n not in AFTER_ROLES]
+    return [{"hosts": "controller:compute", "roles": ["prepare"]},
+            {"hosts": "controller", "roles": services},
             {"hosts": "compute:!controller", "roles": [n for n in COMPUTE_ROLES if n in names]},
             {"hosts": "controller", "roles": [n for n in AFTER_ROLES if n in names]}]
 
 
-PLAY_NAMES = ("OpenStack control plane of profile {name} (from stack-tui)",
-              "Compute hosts of profile {name} (from stack-tui)",
-              "The compute hosts join the cloud of profile {name} (from stack-tui)")
+PLAY_NAMES = {
+    "controller:compute": "Every host of profile {name}: platform, host name, packages "
+                          "(from stack-tui)",
+    "compute:!controller": "Compute hosts of profile {name} (from stack-tui)"}
+CONTROLLER_PLAYS = ("OpenStack control plane of profile {name} (from stack-tui)",
+                    "The compute hosts join the cloud of profile {name} (from stack-tui)")
 
 
 def site(profile) -> list[dict]:
-    out = []
-    for k, play in enumerate(plays(profile)):
-        hosts = profile.hosts if len(profile.hosts) > 1 and k == 1 else [profile.host]
-        become = any(h.user != "root" for h in hosts
-                     if k != 1 or "controller" not in h.roles)
-        out.append({"name": PLAY_NAMES[k].format(name=profile.name), "hosts": play["hosts"],
-                    "become": become,
+    out, ctrl_plays = [], 0
+    for play in plays(profile):
+        if play["hosts"] == "controller":
+            name, hosts = CONTROLLER_PLAYS[ctrl_plays], [profile.host]
+            ctrl_plays += 1
+        else:
+            name = PLAY_NAMES[play["hosts"]]
+            hosts = [h for h in profile.hosts if play["hosts"] == "controller:compute"
+                     or "controller" not in h.roles]
+        out.append({"name": name.format(name=profile.name), "hosts": play["hosts"],
+                    "become": any(h.user != "root" for h in hosts),
                     # every task's time limit: the engine's longest (a package transaction)
                     "timeout": TASK_LIMIT,
                     "module_defaults": {"group/openstack.cloud.openstack": {

@@ -74,7 +74,13 @@ def installed_packages() -> list[dict]:
     ]
 
 
-def prepare(profile) -> dict:
+CONTROLLER_ONLY = "'controller' in group_names"
+
+
+def prepare(profile, compute_view=None) -> dict:
+    """prepare on the controller; with ``compute_view`` (a compute-only host's view of the
+    profile) on every host at once, each host its own packages (services.host_packages) and
+    the Keystone unit's tasks on the controller only."""
     tasks = [
         {"name": "The host runs Debian 13, the platform this playbook is written for",
          "ansible.builtin.assert": {
@@ -104,7 +110,8 @@ def prepare(profile) -> dict:
         {"name": "Answer debconf: the packages configure no database or endpoint themselves",
          "ansible.builtin.debconf": "{{ item }}", "loop": src.debconf()},
         {"name": "Let keystone's postinst enable its unit (it fails on a masked one)",
-         "ansible.builtin.command": f"systemctl unmask {ks}.service", "changed_when": False}
+         "ansible.builtin.command": f"systemctl unmask {ks}.service", "changed_when": False,
+         **({"when": CONTROLLER_ONLY} if compute_view else {})}
         if ks else None,
         {"name": "No service starts during the install (policy-rc.d)",
          "ansible.builtin.copy": {"dest": POLICY_RC, "content": POLICY_RC_BODY,
@@ -129,10 +136,19 @@ def prepare(profile) -> dict:
             {"name": f"Mask {ks}", "ansible.builtin.systemd_service": {"name": ks,
                                                                      "masked": True}},
         ]
+        if compute_view:
+            tasks[-2:] = [{**t, "when": CONTROLLER_ONLY} for t in tasks[-2:]]
     tasks.append({"name": "stack-tui's marker directory",
                   "ansible.builtin.file": {"path": "/var/lib/stack-tui", "state": "directory",
                                            "mode": "0755"}})
-    return role(tasks, vars={"stack_tui_packages": src.packages(profile)})
+    if compute_view is None:
+        return role(tasks, vars={"stack_tui_packages": src.packages(profile)})
+    pick = {"name": "This host's packages (the controller's, or a compute host's own)",
+            "ansible.builtin.set_fact": {"stack_tui_packages": (
+                "{{ stack_tui_host_packages['controller' if 'controller' in group_names "
+                "else 'compute'] }}")}}
+    return role([pick, *tasks], vars={"stack_tui_host_packages": {
+        "controller": src.packages(profile), "compute": src.packages(compute_view)}})
 
 
 def mariadb_role(profile) -> dict:

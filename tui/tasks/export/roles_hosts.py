@@ -5,7 +5,8 @@ services/ovs_tunnel.py and the controller's computes.* steps):
   management interface as its port and the management address moved onto it
   (stack-tui-tunnel.service, the engine's own unit text), on the controller before Neutron
   and on each compute-only host first;
-- ``compute_prepare``: prepare for a compute-only host (its own packages, no Keystone unit);
+- ``prepare`` on every host at once (each host its own packages; the Keystone unit's tasks on
+  the controller only), in a play of its own before the controller's services;
 - ``compute_node``: nova.conf and the Open vSwitch agent of a compute node (the engine's
   builders asked for one), libvirt as on the controller, nova-compute and the agent started;
 - ``computes``: on the controller, each compute host mapped into cell1 (changed only when
@@ -82,9 +83,11 @@ def tunnel_role(profile) -> dict:
     return role(tasks)
 
 
-def compute_prepare(profile) -> dict:
-    """prepare on a compute-only host: its own packages (services.host_packages)."""
-    return prepare(src.compute_view(profile))
+def prepare_hosts(profile) -> dict:
+    """prepare on every host in one play, so a compute host installs its own packages
+    (services.host_packages) while the controller installs its (as the engine overlaps
+    them)."""
+    return prepare(profile, compute_view=src.compute_view(profile))
 
 
 def _agent() -> tuple[str, str, str]:
