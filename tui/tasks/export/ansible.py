@@ -18,12 +18,12 @@ from ..secrets import DESCRIPTIONS, env_name
 from ..services import compute_node
 from . import roles_api, roles_base, roles_cloud, roles_compute, roles_hosts, source, vault
 
-# Every role in the engine's order; the service ones written when the profile selects them.
 def _prepare(profile) -> dict:
     return (roles_hosts.prepare_hosts(profile) if roles_hosts.wanted(profile)
             else roles_base.prepare(profile))
 
 
+# Every role in the engine's order; the service ones written when the profile selects them.
 ROLES = {"prepare": _prepare, "mariadb": roles_base.mariadb_role,
          "rabbitmq": roles_base.rabbitmq_role, "memcached": roles_base.memcached_role,
          "keystone": roles_api.keystone_role, "glance": roles_api.glance_role,
