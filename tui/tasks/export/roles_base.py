@@ -78,9 +78,9 @@ CONTROLLER_ONLY = "'controller' in group_names"
 
 
 def prepare(profile, compute_view=None) -> dict:
-    """prepare on the controller; with ``compute_view`` (a compute-only host's view of the
-    profile) on every host at once, each host its own packages (services.host_packages) and
-    the Keystone unit's tasks on the controller only."""
+    """prepare on the controller; with ``compute_view`` (a compute-only host's view) on every
+    host at once: each its own packages, the Keystone unit's tasks on the controller only."""
+    only = {"when": CONTROLLER_ONLY} if compute_view else {}
     tasks = [
         {"name": "The host runs Debian 13, the platform this playbook is written for",
          "ansible.builtin.assert": {
@@ -111,8 +111,7 @@ def prepare(profile, compute_view=None) -> dict:
          "ansible.builtin.debconf": "{{ item }}", "loop": src.debconf()},
         {"name": "Let keystone's postinst enable its unit (it fails on a masked one)",
          "ansible.builtin.command": f"systemctl unmask {ks}.service", "changed_when": False,
-         **({"when": CONTROLLER_ONLY} if compute_view else {})}
-        if ks else None,
+         **only} if ks else None,
         {"name": "No service starts during the install (policy-rc.d)",
          "ansible.builtin.copy": {"dest": POLICY_RC, "content": POLICY_RC_BODY,
                                   "mode": "0755"}},
@@ -132,15 +131,18 @@ def prepare(profile, compute_view=None) -> dict:
     if ks:
         tasks += [
             {"name": f"The packaged uWSGI {ks} unit stays off (Apache serves Keystone on 5000)",
-             "ansible.builtin.systemd_service": {"name": ks, "enabled": False}},
+             "ansible.builtin.systemd_service": {"name": ks, "enabled": False}, **only},
             {"name": f"Mask {ks}", "ansible.builtin.systemd_service": {"name": ks,
-                                                                     "masked": True}},
+                                                                     "masked": True}, **only},
         ]
-        if compute_view:
-            tasks[-2:] = [{**t, "when": CONTROLLER_ONLY} for t in tasks[-2:]]
-    tasks.append({"name": "stack-tui's marker directory",
-                  "ansible.builtin.file": {"path": "/var/lib/stack-tui", "state": "directory",
-                                           "mode": "0755"}})
+    return _with_packages(profile, compute_view, tasks)
+
+
+def _with_packages(profile, compute_view, tasks: list[dict]) -> dict:
+    """prepare's role: its tasks, stack-tui's marker directory last, the package list; on
+    every host (``compute_view``) each host picks its own list first."""
+    tasks = [*tasks, {"name": "stack-tui's marker directory", "ansible.builtin.file": {
+        "path": "/var/lib/stack-tui", "state": "directory", "mode": "0755"}}]
     if compute_view is None:
         return role(tasks, vars={"stack_tui_packages": src.packages(profile)})
     pick = {"name": "This host's packages (the controller's, or a compute host's own)",
