@@ -1,13 +1,14 @@
-"""`stack-tui export ansible`, run with the real `ansible-playbook` against a fresh Debian 13
-sandbox host with every service but Horizon (the compute cloud on one host): the cloud
-answers as after `stack-tui apply` (a token as admin and demo, the image listed, seen with
-keystoneauth1 and glanceclient from outside; the test server ACTIVE with a floating IP, seen
-with the `openstack` CLI, that answers ping from the host), and a second run changes nothing
-(changed=0 in the PLAY RECAP).
+"""`stack-tui export ansible`, run with the real `ansible-playbook` against a fresh group of
+two Debian 13 sandbox hosts (`stack-tui sandbox up --hosts 2`: a controller that computes and
+a compute-only host) with every service but Horizon: the cloud answers as after `stack-tui
+apply` (a token as admin and demo, the image listed, seen with keystoneauth1 and glanceclient
+from outside; two hypervisors, a test server ACTIVE on each host with a floating IP, seen with
+the `openstack` CLI, that answers ping from the controller), and a second run changes nothing
+on either host (changed=0 in the PLAY RECAP).
 
 Ansible is installed once into a venv of its own under the test cache, never into the
 project's dependencies.  Secrets come from the environment (STACK_TUI_<NAME>); the host key
-is checked against the keys stack-tui trusts (the sandbox's own, read from its rootfs)."""
+is checked against the keys stack-tui trusts (the sandboxes' own, read from their rootfs)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,26 +105,35 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def exported(sandbox_factory, stack_home, tmp_path_factory):
-    from tui.cli import write_sandbox_profile
     from tui.tasks import profile as pr
     from tui.tasks import sandbox
     from tui.tasks.sandbox import guest
 
     venv = ansible_venv()
-    info = sandbox_factory(f"ans13-{os.getpid()}", release="13")
-    sandbox.trust_own_host_keys(info)   # the keys this machine made, read from the rootfs
-    image = guest.guest_image(info)     # the bootable test guest (cached per release)
-    path = write_sandbox_profile(info, name="ans13")
-    prof = pr.load("ans13")
-    prof.openstack.services = [s for s in pr.SERVICES if s != "horizon"]
-    prof.image.file, prof.image.url = str(image), ""
-    pr.save(prof)
-    dest = tmp_path_factory.mktemp("ansible-export")
-    r = cloud.cli("export", "ansible", "ans13", str(dest), "--force")
-    assert r.returncode == 0, r.stdout + r.stderr
-    yield {"info": info, "venv": venv, "dest": dest, "export": r, "profile": path,
-           "image": image}
-    sandbox_factory.remove(info.name)
+    name = f"ans{os.getpid() % 100000}"
+    hosts = [f"{name}-{k}" for k in (1, 2)]
+    try:
+        t0 = time.monotonic()
+        up = cloud.cli("sandbox", "up", "--hosts", "2", "--name", name, "--release", "13",
+                       timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        infos = [sandbox._load_info(h) for h in hosts]
+        for info in infos:
+            sandbox.trust_own_host_keys(info)   # the keys this machine made, from the rootfs
+        image = guest.guest_image(infos[0])     # the bootable test guest (cached per release)
+        prof = pr.load(name)
+        assert [h.roles for h in prof.hosts] == [["controller", "compute"], ["compute"]], \
+            prof.hosts
+        prof.openstack.services = [s for s in pr.SERVICES if s != "horizon"]
+        prof.image.file, prof.image.url = str(image), ""
+        pr.save(prof)
+        dest = tmp_path_factory.mktemp("ansible-export")
+        r = cloud.cli("export", "ansible", name, str(dest), "--force")
+        assert r.returncode == 0, r.stdout + r.stderr
+        yield {"name": name, "hosts": hosts, "infos": infos, "info": infos[0], "venv": venv,
+               "dest": dest, "export": r, "image": image, "boot": time.monotonic() - t0}
+    finally:   # the whole group, whatever happened
+        cloud.cli("sandbox", "down", "--name", name, timeout=300)
 
 
 def clouds_yaml(info, tmp_path: Path) -> Path:
@@ -140,40 +151,51 @@ def clouds_yaml(info, tmp_path: Path) -> Path:
     return path
 
 
-def server_answers(info, tmp_path: Path) -> None:
-    """The playbook's test server, seen with the real `openstack` CLI: ACTIVE on this host,
-    a floating IP on the provider network that answers ping from the host (as the engine's
-    verification pings it); the hypervisor listed."""
+def servers_answer(info, hosts: list[str], tmp_path: Path) -> None:
+    """The playbook's test servers, seen with the real `openstack` CLI: one ACTIVE on each
+    host (stack-tui-verify-<host>, admin's, as the engine boots them on several hosts), a
+    floating IP each on the provider network that answers ping from the controller (as the
+    engine's verification pings them); both hypervisors listed."""
     import json
 
     clouds = clouds_yaml(info, tmp_path)
-    r = cloud.openstack(clouds, "demo", "server", "show", "stack-tui-verify", "-f", "json")
-    assert r.returncode == 0, r.stderr[-2000:]
-    srv = json.loads(r.stdout)
-    assert srv["status"] == "ACTIVE", srv
-    addrs = json.dumps(srv["addresses"])
-    fips = re.findall(r"172\.24\.4\.\d+", addrs)
-    assert len(fips) == 1, addrs
-    ping = cloud.ssh(info, f"ping -c 3 -W 2 {fips[0]}", timeout=30)
-    assert ping.returncode == 0, ping.stdout + ping.stderr
     r = cloud.openstack(clouds, "admin", "hypervisor", "list", "-f", "json")
-    assert r.returncode == 0 and len(json.loads(r.stdout)) == 1, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(h["Hypervisor Hostname"] for h in json.loads(r.stdout)) == hosts, r.stdout
+    r = cloud.openstack(clouds, "admin", "server", "list", "--long", "-f", "json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    servers = {s["Name"]: s for s in json.loads(r.stdout)}
+    assert sorted(servers) == [f"stack-tui-verify-{h}" for h in hosts], servers
+    for h in hosts:
+        srv = servers[f"stack-tui-verify-{h}"]
+        assert (srv["Status"], srv["Host"]) == ("ACTIVE", h), srv
+        addrs = json.dumps(srv["Networks"])
+        fips = re.findall(r"172\.24\.4\.\d+", addrs)
+        assert len(fips) == 1, addrs
+        ping = cloud.ssh(info, f"ping -c 3 -W 2 {fips[0]}", timeout=30)
+        assert ping.returncode == 0, (h, ping.stdout + ping.stderr)
 
 
 def test_export_runs_installs_and_second_run_changes_nothing(exported, tmp_path):
     info, venv, dest = exported["info"], exported["venv"], exported["dest"]
+    hosts, infos = exported["hosts"], exported["infos"]
     assert "ansible-playbook site.yml" in exported["export"].stdout
     text = "\n".join(p.read_text(errors="replace") for p in dest.rglob("*") if p.is_file())
     for value in SECRETS.values():
         assert value not in text
 
-    with argv_watch(info) as seen:
+    t0 = time.monotonic()
+    with argv_watch(infos[0]) as seen, argv_watch(infos[1]) as seen_compute:
         first = playbook(venv, dest, timeout=3000)
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
-    assert len(seen) > 10
-    for value in SECRETS.values():   # no_log: never in Ansible's output nor the host's argv
+    took = time.monotonic() - t0
+    if first.returncode != 0:
+        pytest.fail(first.stdout[-8000:] + first.stderr[-2000:]
+                    + "\n\nThe hosts' logs:\n" + cloud.log_digest(infos))
+    assert len(seen) > 10 and len(seen_compute) > 10
+    for value in SECRETS.values():   # no_log: never in Ansible's output nor the hosts' argv
         assert value not in first.stdout + first.stderr
-        assert not any(value in ps for ps in seen), "a secret showed in a command line"
+        assert not any(value in ps for ps in seen + seen_compute), \
+            "a secret showed in a command line"
     r = cloud.ssh(info, "stat -c '%a %U' /root/admin-openrc.sh /root/demo-openrc.sh")
     assert r.stdout.split("\n")[:2] == ["600 root", "600 root"], r.stdout + r.stderr
 
@@ -184,15 +206,16 @@ def test_export_runs_installs_and_second_run_changes_nothing(exported, tmp_path)
     imgs = cloud.images(info.address, SECRETS["admin_password"])
     assert [(i["name"], i["status"], i["checksum"]) for i in imgs] == [("cirros", "active", md5)]
 
-    server_answers(info, tmp_path)
+    servers_answer(info, hosts, tmp_path)
 
     second = playbook(venv, dest)
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-2000:]
-    hosts = recap(second.stdout)
-    assert hosts, second.stdout[-3000:]
+    counted = recap(second.stdout)
+    assert sorted(counted) == hosts, second.stdout[-3000:]
     changed = [ln for ln in second.stdout.splitlines() if ln.startswith("changed:")]
-    for host, counts in hosts.items():
+    for host, counts in counted.items():
         assert counts["changed"] == 0 and counts["failed"] == 0, (host, counts, changed)
+    print(f"2-host export run: {took:.1f} s (group boot {exported['boot']:.1f} s)")
 
 
 def test_vault_export_is_read_by_ansible_vault(exported, tmp_path):
@@ -203,8 +226,8 @@ def test_vault_export_is_read_by_ansible_vault(exported, tmp_path):
     pwfile.chmod(0o600)
     dest = tmp_path / "vaulted"
     env = {f"STACK_TUI_{k.upper()}": v for k, v in SECRETS.items()}
-    r = cloud.cli("export", "ansible", "ans13", str(dest), "--vault-password-file", str(pwfile),
-                  env=env)
+    r = cloud.cli("export", "ansible", exported["name"], str(dest), "--vault-password-file",
+                  str(pwfile), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     vault = dest / "group_vars" / "all" / "vault.yml"
     assert vault.stat().st_mode & 0o777 == 0o600

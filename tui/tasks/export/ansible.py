@@ -15,15 +15,25 @@ import yaml
 from ..errors import Failure
 from ..fsutil import atomic_write
 from ..secrets import DESCRIPTIONS, env_name
-from . import roles_api, roles_base, roles_cloud, roles_compute, source, vault
+from ..services import compute_node
+from . import roles_api, roles_base, roles_cloud, roles_compute, roles_hosts, source, vault
+
+def _prepare(profile) -> dict:
+    return (roles_hosts.prepare_hosts(profile) if roles_hosts.wanted(profile)
+            else roles_base.prepare(profile))
+
 
 # Every role in the engine's order; the service ones written when the profile selects them.
-ROLES = {"prepare": roles_base.prepare, "mariadb": roles_base.mariadb_role,
+ROLES = {"prepare": _prepare, "mariadb": roles_base.mariadb_role,
          "rabbitmq": roles_base.rabbitmq_role, "memcached": roles_base.memcached_role,
          "keystone": roles_api.keystone_role, "glance": roles_api.glance_role,
-         "placement": roles_compute.placement_role, "neutron": roles_compute.neutron_role,
-         "nova": roles_compute.nova_role, "cloud": roles_cloud.cloud_role,
-         "finish": roles_api.finish_role}
+         "placement": roles_compute.placement_role, "tunnel": roles_hosts.tunnel_role,
+         "neutron": roles_compute.neutron_role, "nova": roles_compute.nova_role,
+         "compute_node": roles_hosts.compute_node_role, "computes": roles_hosts.computes_role,
+         "cloud": roles_cloud.cloud_role, "finish": roles_api.finish_role}
+# The roles of the compute-only hosts' play and of the controller's after it (several hosts)
+COMPUTE_ROLES = ("tunnel", "compute_node")
+AFTER_ROLES = ("computes", "cloud", "finish")
 PLAYBOOK = "site.yml"
 TASK_LIMIT = 1800   # seconds, as prepare's apt-get (no task of the play may wait forever)
 
@@ -41,13 +51,18 @@ def refusals(profile) -> list[str]:
                    f"{', '.join(source.COVERED)}); untick {'it' if len(extra) == 1 else 'them'}"
                    " in the profile, or install with stack-tui apply")
     compute = [s for s in source.COMPUTE if s in profile.openstack.services]
-    if compute and len(profile.hosts) > 1:
-        out.append(f"the Ansible export installs {', '.join(compute)} on one host (controller "
-                   "and compute) only; a profile of several hosts installs them with "
-                   "stack-tui apply")
-    elif compute and "compute" not in profile.host.roles:
-        out.append(f"the Ansible export installs {', '.join(compute)} on a host with the "
-                   "compute role only (one host that is controller and compute)")
+    ctrl = profile.controller
+    if compute and (ctrl is None or "compute" not in ctrl.roles):
+        out.append(f"the Ansible export installs {', '.join(compute)} with a controller that "
+                   "computes too (a controller without the compute role is installed with "
+                   "stack-tui apply)")
+    if compute and compute_node.compute_hosts(profile) and \
+            not {"nova", "neutron"} <= set(profile.openstack.services):
+        out.append("the compute hosts need Nova and Neutron: select both, or remove those "
+                   "hosts")
+    idle = [h.name for h in profile.hosts if not h.roles]
+    if idle:
+        out.append(f"hosts without a role ({', '.join(idle)}) are not exported")
     if profile.openstack.platform not in ("auto", source.PLATFORM.id):
         out.append(f"the profile forces platform {profile.openstack.platform}; the Ansible "
                    f"export is written for {source.PLATFORM.id} only")
@@ -91,6 +106,9 @@ def common_vars(profile) -> dict:
         "stack_tui_profile": profile.name,
         "stack_tui_region": profile.openstack.region,
         "stack_tui_endpoint_host": ep,
+        # where every host's services reach the controller (its inventory address)
+        "stack_tui_controller_mgmt": (profile.controller or profile.host).mgmt_address
+        or (profile.controller or profile.host).address,
         "stack_tui_identity_url": roles_api._identity_url(profile),
         "stack_tui_os_auth": {
             "auth_url": roles_api._identity_url(profile).rstrip("/"),
@@ -134,23 +152,68 @@ def dump(data) -> str:
 
 
 def role_names(profile) -> list[str]:
-    """The roles of the play, in the engine's order (services/__init__.py REGISTRY, the cloud
-    objects and test boot after Nova, finish last)."""
-    return [name for name in ROLES if name in ("prepare", "finish")
-            or name in profile.openstack.services
-            or (name == "cloud" and roles_cloud.wanted(profile))]
+    """Every role the export writes, in the engine's order (services/__init__.py REGISTRY,
+    the compute-only hosts and their discovery after the controller's services, the cloud
+    objects and test boot after them, finish last)."""
+    return list(dict.fromkeys(r for play in plays(profile) for r in play["roles"]))
+
+
+def plays(profile) -> list[dict]:
+    """(hosts, roles) of each play: one host, or a controller alone, one play; with
+    compute-only hosts: prepare on every host at once (each installs its own packages at the
+    same time), the controller's services, then the compute-only hosts' (the tunnel on
+    Debian 13 first on each), then on the controller their discovery, the cloud and finish."""
+    several = roles_hosts.wanted(profile)
+    tunnel = several and roles_hosts.tunnel_wanted(profile)
+
+    def selected(name: str) -> bool:
+        if name == "cloud":
+            return roles_cloud.wanted(profile)
+        if name == "tunnel":
+            return tunnel
+        if name in COMPUTE_ROLES or name == "computes":
+            return several
+        return name in ("prepare", "finish") or name in profile.openstack.services
+
+    names = [n for n in ROLES if selected(n)]
+    if not several:
+        return [{"hosts": "controller", "roles": names}]
+    # the tunnel is the controller's too (before its Neutron, as the engine's neutron.tunnel)
+    services = [n for n in names if n != "prepare" and (n == "tunnel" or n not in COMPUTE_ROLES)
+                and n not in AFTER_ROLES]
+    return [{"hosts": "controller:compute", "roles": ["prepare"]},
+            {"hosts": "controller", "roles": services},
+            {"hosts": "compute:!controller", "roles": [n for n in COMPUTE_ROLES if n in names]},
+            {"hosts": "controller", "roles": [n for n in AFTER_ROLES if n in names]}]
+
+
+PLAY_NAMES = {
+    "controller:compute": "Every host of profile {name}: platform, host name, packages "
+                          "(from stack-tui)",
+    "compute:!controller": "Compute hosts of profile {name} (from stack-tui)"}
+CONTROLLER_PLAYS = ("OpenStack control plane of profile {name} (from stack-tui)",
+                    "The compute hosts join the cloud of profile {name} (from stack-tui)")
 
 
 def site(profile) -> list[dict]:
-    roles = role_names(profile)
-    become = profile.host.user != "root"
-    return [{"name": f"OpenStack control plane of profile {profile.name} (from stack-tui)",
-             "hosts": "controller", "become": become,
-             # every task's time limit: the engine's longest (a package transaction)
-             "timeout": TASK_LIMIT,
-             "module_defaults": {"group/openstack.cloud.openstack": {
-                 "auth": "{{ stack_tui_os_auth }}", "region_name": "{{ stack_tui_region }}"}},
-             "roles": roles}]
+    out, ctrl_plays = [], 0
+    for play in plays(profile):
+        if play["hosts"] == "controller":
+            name, hosts = CONTROLLER_PLAYS[ctrl_plays], [profile.host]
+            ctrl_plays += 1
+        else:
+            name = PLAY_NAMES[play["hosts"]]
+            hosts = [h for h in profile.hosts if play["hosts"] == "controller:compute"
+                     or "controller" not in h.roles]
+        out.append({"name": name.format(name=profile.name), "hosts": play["hosts"],
+                    "become": any(h.user != "root" for h in hosts),
+                    # every task's time limit: the engine's longest (a package transaction)
+                    "timeout": TASK_LIMIT,
+                    "module_defaults": {"group/openstack.cloud.openstack": {
+                        "auth": "{{ stack_tui_os_auth }}",
+                        "region_name": "{{ stack_tui_region }}"}},
+                    "roles": play["roles"]})
+    return out
 
 
 def files_for(profile, secrets: dict[str, str] | None, vault_password: str | None) -> dict:

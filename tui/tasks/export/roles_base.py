@@ -74,7 +74,13 @@ def installed_packages() -> list[dict]:
     ]
 
 
-def prepare(profile) -> dict:
+CONTROLLER_ONLY = "'controller' in group_names"
+
+
+def prepare(profile, compute_view=None) -> dict:
+    """prepare on the controller; with ``compute_view`` (a compute-only host's view) on every
+    host at once: each its own packages, the Keystone unit's tasks on the controller only."""
+    only = {"when": CONTROLLER_ONLY} if compute_view else {}
     tasks = [
         {"name": "The host runs Debian 13, the platform this playbook is written for",
          "ansible.builtin.assert": {
@@ -97,14 +103,15 @@ def prepare(profile) -> dict:
                  "regexp": "^{{ stack_tui_mgmt_address | regex_escape }}\\s",
                  "line": "{{ stack_tui_mgmt_address }} {{ ansible_facts['hostname'] }}"}},
         ]
+    # a compute-only host (a view, see Profile.on) has no Keystone package
     ks = src.keystone_apache(profile)["distro_unit"] if "keystone" in \
-        profile.openstack.services else None
+        profile.openstack.services and profile.controller_here else None
     install = [
         {"name": "Answer debconf: the packages configure no database or endpoint themselves",
          "ansible.builtin.debconf": "{{ item }}", "loop": src.debconf()},
         {"name": "Let keystone's postinst enable its unit (it fails on a masked one)",
-         "ansible.builtin.command": f"systemctl unmask {ks}.service", "changed_when": False}
-        if ks else None,
+         "ansible.builtin.command": f"systemctl unmask {ks}.service", "changed_when": False,
+         **only} if ks else None,
         {"name": "No service starts during the install (policy-rc.d)",
          "ansible.builtin.copy": {"dest": POLICY_RC, "content": POLICY_RC_BODY,
                                   "mode": "0755"}},
@@ -124,14 +131,26 @@ def prepare(profile) -> dict:
     if ks:
         tasks += [
             {"name": f"The packaged uWSGI {ks} unit stays off (Apache serves Keystone on 5000)",
-             "ansible.builtin.systemd_service": {"name": ks, "enabled": False}},
+             "ansible.builtin.systemd_service": {"name": ks, "enabled": False}, **only},
             {"name": f"Mask {ks}", "ansible.builtin.systemd_service": {"name": ks,
-                                                                     "masked": True}},
+                                                                     "masked": True}, **only},
         ]
-    tasks.append({"name": "stack-tui's marker directory",
-                  "ansible.builtin.file": {"path": "/var/lib/stack-tui", "state": "directory",
-                                           "mode": "0755"}})
-    return role(tasks, vars={"stack_tui_packages": src.packages(profile)})
+    return _with_packages(profile, compute_view, tasks)
+
+
+def _with_packages(profile, compute_view, tasks: list[dict]) -> dict:
+    """prepare's role: its tasks, stack-tui's marker directory last, the package list; on
+    every host (``compute_view``) each host picks its own list first."""
+    tasks = [*tasks, {"name": "stack-tui's marker directory", "ansible.builtin.file": {
+        "path": "/var/lib/stack-tui", "state": "directory", "mode": "0755"}}]
+    if compute_view is None:
+        return role(tasks, vars={"stack_tui_packages": src.packages(profile)})
+    pick = {"name": "This host's packages (the controller's, or a compute host's own)",
+            "ansible.builtin.set_fact": {"stack_tui_packages": (
+                "{{ stack_tui_host_packages['controller' if 'controller' in group_names "
+                "else 'compute'] }}")}}
+    return role([pick, *tasks], vars={"stack_tui_host_packages": {
+        "controller": src.packages(profile), "compute": src.packages(compute_view)}})
 
 
 def mariadb_role(profile) -> dict:

@@ -96,10 +96,77 @@ def _boot(profile) -> list[dict]:
     ]
 
 
+def _targets(profile) -> list[list[str]]:
+    """cloudobjects.targets: (server, Nova's name of the host) for each computing host; the
+    controller by its system host name (the engine's hostname fact)."""
+    from .source import context
+
+    ctx = context(profile)
+    ctx.facts["hostname"] = "{{ ansible_facts['hostname'] }}"
+    return [[server, host] for server, host in co.targets(ctx)]
+
+
+def _boot_hosts(profile) -> list[dict]:
+    """cloud.boot on several hosts: as admin on the demo network, one server per computing
+    host in availability zone nova:<host>, ACTIVE there, a floating IP each that answers
+    ping from the controller; kept (a second run finds them and changes nothing)."""
+    name = profile.image.name
+    label = {"label": "{{ item[0] }} on {{ item[1] }}"}
+    return [
+        {"name": f"Image {name}'s id", OS_ + "image_info": {"image": name},
+         "register": "stack_tui_image", "no_log": True},
+        {"name": f"Security group {co.VERIFY_SG} (admin) for the test servers",
+         OS_ + "security_group": {"name": co.VERIFY_SG,
+                                  "description": "stack-tui's per-host test servers",
+                                  "state": "present"}, "no_log": True},
+        {"name": f"{co.VERIFY_SG} lets ICMP and SSH in", OS_ + "security_group_rule": {
+            "security_group": co.VERIFY_SG, "direction": "ingress", "ether_type": "IPv4",
+            "protocol": "{{ item.protocol }}",
+            "port_range_min": "{{ item.port | default(omit) }}",
+            "port_range_max": "{{ item.port | default(omit) }}", "state": "present"},
+         "loop": [{"protocol": "icmp"}, {"protocol": "tcp", "port": 22}], "no_log": True},
+        {"name": f"A test server on each computing host, ACTIVE (as admin on {co.NET}, "
+                 "availability zone nova:<host>; kept)", OS_ + "server": {
+             "name": "{{ item[0] }}", "image": name, "flavor": co.FLAVOR,
+             "nics": [{"net-id": "{{ stack_tui_net.network.id }}"}],
+             "security_groups": [co.VERIFY_SG], "availability_zone": "nova:{{ item[1] }}",
+             "auto_ip": False, "wait": True, "timeout": co.BOOT_TIMEOUT, "state": "present"},
+         "loop": _targets(profile), "loop_control": label, "register": "stack_tui_servers",
+         "no_log": True},
+        {"name": "Each server runs on its host", "ansible.builtin.assert": {
+            "that": ["item.server.compute_host == item.item[1]"],
+            "fail_msg": "{{ item.item[0] }} runs on {{ item.server.compute_host }}, not "
+                        "{{ item.item[1] }}", "quiet": True},
+         "loop": "{{ stack_tui_servers.results }}",
+         "loop_control": {"label": "{{ item.item[0] }}"}},
+        {"name": "Each server's floating IP on the provider network", OS_ + "floating_ip": {
+            "server": "{{ item[0] }}", "network": "provider", "reuse": True, "wait": True,
+            "timeout": 120},
+         "loop": _targets(profile), "loop_control": label, "register": "stack_tui_fips",
+         "no_log": True},
+        {"name": "Verify: each floating IP answers ping from the controller",
+         "ansible.builtin.command": {"argv": [
+             "ping", "-c", "1", "-W", "2",
+             "{{ item.floating_ip.floating_ip_address }}"]},
+         "loop": "{{ stack_tui_fips.results }}",
+         "loop_control": {"label": "{{ item.item[0] }}"},
+         "register": "stack_tui_ping", "until": "stack_tui_ping.rc == 0", "retries": 90,
+         "delay": 1, "changed_when": False},
+        # what the engine's cloud.boot records on several hosts: image, network, flavor, hosts
+        {"name": "Record the proven boots (stack-tui apply finds cloud.boot done)",
+         "ansible.builtin.copy": {
+             "dest": "/var/lib/stack-tui/cloud.boot_hosts", "mode": "0644",
+             "content": "{{ stack_tui_image.images[0].id }} {{ stack_tui_net.network.id }} "
+                        "{{ stack_tui_flavor.flavor.id }} " +
+                        ",".join(h for _s, h in _targets(profile)) + "\n"}},
+    ]
+
+
 def cloud_role(profile) -> dict:
     from .roles_base import role
 
-    return role([*_admin_objects(), *_demo_objects(), *_boot(profile)])
+    boot = _boot_hosts(profile) if co.several_hosts(profile) else _boot(profile)
+    return role([*_admin_objects(), *_demo_objects(), *boot])
 
 
 def wanted(profile) -> bool:

@@ -1,4 +1,5 @@
-"""The exported roles for the compute cloud on one host that is controller and compute:
+"""The exported roles for the compute cloud on the controller, which computes too (alone, or
+with compute-only hosts: roles_hosts.py):
 Placement (under the Apache that serves Keystone), Neutron (Open vSwitch, userspace datapath:
 the ovs-vswitchd drop-in, the provider veth pair on br-provider) and Nova (its databases,
 cells, libvirt, the services, host discovery).  Each mirrors the engine's steps of the same

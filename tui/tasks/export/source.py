@@ -15,7 +15,8 @@ from ..services import glance, host_packages, keystone, mariadb, neutron, nova, 
 # The services this export covers, in install order; any other selected one is refused.
 COVERED = ("mariadb", "rabbitmq", "memcached", "keystone", "glance", "placement", "neutron",
            "nova")
-# Of those, the compute cloud: exported for one host that is controller and compute.
+# Of those, the compute cloud: exported for a controller that computes, alone or with
+# compute-only hosts (Debian 13: Open vSwitch, the br-phy tunnel between them).
 COMPUTE = ("placement", "neutron", "nova")
 # The platform the exported playbook is written for (and checks on each host before anything).
 PLATFORM = platforms.PLATFORMS["debian-13"]
@@ -43,10 +44,48 @@ class _Ctx:
     facts: dict = field(default_factory=lambda: {"mgmt_address": MGMT,
                                                  "platform": PLATFORM.id})
     cache: dict = field(default_factory=dict)
+    # on a compute-only host: empty, so the controller's address is the profile's (the
+    # inventory's stack_tui_mgmt_address of the controller)
+    controller_facts: dict = field(default_factory=dict)
 
 
 def context(profile) -> _Ctx:
     return _Ctx(profile)
+
+
+def compute_view(profile):
+    """The profile as seen from its first compute-only host (services.compute_node's
+    settings are built on it; the host's own name becomes ``{{ inventory_hostname }}``)."""
+    from ..services import compute_node
+
+    return profile.on(compute_node.compute_hosts(profile)[0])
+
+
+HOST_NAME = "{{ inventory_hostname }}"
+
+
+def _named_here(view, settings: dict) -> dict:
+    """``settings`` of a compute view with the view's host name replaced by the Ansible
+    host's (the profile's host names are the inventory's)."""
+    return {k: (HOST_NAME if k == ("DEFAULT", "host") and v == view.host.name else v)
+            for k, v in settings.items()}
+
+
+def compute_nova_settings(profile) -> list[dict]:
+    """nova.conf of a compute-only host (compute_node's nova_config: nova.settings for a
+    compute node)."""
+    view = compute_view(profile)
+    return ini_items(_named_here(view, nova.settings(context(view), controller=False)))
+
+
+def compute_neutron_files(profile) -> list[tuple[str, list[dict], str]]:
+    """(path, settings, group) of the files compute_node's neutron_config writes."""
+    from ..inifile import one_line
+    from ..services import compute_node
+
+    view = compute_view(profile)
+    return [(path, ini_items(_named_here(view, one_line(path, values))), group)
+            for path, values, group in compute_node._neutron_files(context(view))]
 
 
 def secret_expr(value: str, *, url: bool = False) -> str:
