@@ -83,17 +83,28 @@ def _boot(profile) -> list[dict]:
          OS_ + "floating_ip": {"server": co.SERVER, "network": "provider", "reuse": True,
                                "wait": True, "timeout": 120, **DEMO},
          "register": "stack_tui_fip", "no_log": True},
-        {"name": "Verify: the floating IP answers ping from the host",
-         "ansible.builtin.command": {"argv": ["ping", "-c", "1", "-W", "2", fip]},
-         "register": "stack_tui_ping", "until": "stack_tui_ping.rc == 0", "retries": 90,
-         "delay": 1, "changed_when": False},
+        _ping("Verify: the floating IP answers ping from the host", fip),
         # what the engine's cloud.boot records: this image on this network with this flavor
-        {"name": "Record the proven boot (stack-tui apply finds cloud.boot done)",
-         "ansible.builtin.copy": {
-             "dest": "/var/lib/stack-tui/cloud.boot", "mode": "0644",
-             "content": "{{ stack_tui_image.images[0].id }} {{ stack_tui_net.network.id }} "
-                        "{{ stack_tui_flavor.flavor.id }}\n"}},
+        _record("Record the proven boot (stack-tui apply finds cloud.boot done)",
+                "cloud.boot", ""),
     ]
+
+
+def _ping(name: str, address: str, **loop) -> dict:
+    """The engine's _ping: ``address`` answers one ping within 90 tries, a second apart."""
+    return {"name": name, "ansible.builtin.command": {
+                "argv": ["ping", "-c", "1", "-W", "2", address]},
+            **loop, "register": "stack_tui_ping", "until": "stack_tui_ping.rc == 0",
+            "retries": 90, "delay": 1, "changed_when": False}
+
+
+def _record(name: str, marker: str, more: str) -> dict:
+    """The engine's marker of a proven boot: this image on this network with this flavor
+    (and ``more``), so `stack-tui apply` finds the step done."""
+    return {"name": name, "ansible.builtin.copy": {
+        "dest": f"/var/lib/stack-tui/{marker}", "mode": "0644",
+        "content": "{{ stack_tui_image.images[0].id }} {{ stack_tui_net.network.id }} "
+                   "{{ stack_tui_flavor.flavor.id }}" + more + "\n"}}
 
 
 def _targets(profile) -> list[list[str]]:
@@ -144,21 +155,13 @@ def _boot_hosts(profile) -> list[dict]:
             "timeout": 120},
          "loop": _targets(profile), "loop_control": label, "register": "stack_tui_fips",
          "no_log": True},
-        {"name": "Verify: each floating IP answers ping from the controller",
-         "ansible.builtin.command": {"argv": [
-             "ping", "-c", "1", "-W", "2",
-             "{{ item.floating_ip.floating_ip_address }}"]},
-         "loop": "{{ stack_tui_fips.results }}",
-         "loop_control": {"label": "{{ item.item[0] }}"},
-         "register": "stack_tui_ping", "until": "stack_tui_ping.rc == 0", "retries": 90,
-         "delay": 1, "changed_when": False},
+        _ping("Verify: each floating IP answers ping from the controller",
+              "{{ item.floating_ip.floating_ip_address }}",
+              loop="{{ stack_tui_fips.results }}",
+              loop_control={"label": "{{ item.item[0] }}"}),
         # what the engine's cloud.boot records on several hosts: image, network, flavor, hosts
-        {"name": "Record the proven boots (stack-tui apply finds cloud.boot done)",
-         "ansible.builtin.copy": {
-             "dest": "/var/lib/stack-tui/cloud.boot_hosts", "mode": "0644",
-             "content": "{{ stack_tui_image.images[0].id }} {{ stack_tui_net.network.id }} "
-                        "{{ stack_tui_flavor.flavor.id }} " +
-                        ",".join(h for _s, h in _targets(profile)) + "\n"}},
+        _record("Record the proven boots (stack-tui apply finds cloud.boot done)",
+                "cloud.boot_hosts", " " + ",".join(h for _s, h in _targets(profile))),
     ]
 
 
