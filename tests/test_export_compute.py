@@ -84,15 +84,20 @@ def test_no_secret_in_any_file_env_mode(exported):
     assert set(sec) == {f"stack_tui_{n}" for n in HOSTILE}
 
 
-def test_no_secret_in_any_file_vault_mode(tmp_path):
-    dest = tmp_path / "out"
-    exp.export(compute_host(tmp_path), dest, secrets=HOSTILE, vault_password="pw")
+def assert_vaulted_without_a_plain_secret(profile, dest) -> None:
+    """``profile`` exported to ``dest`` with the vault: no secret in any file, plain or
+    URL-encoded, and the vault holds every one of them."""
+    exp.export(profile, dest, secrets=HOSTILE, vault_password="pw")
     text = all_text(dest)
     for v in HOSTILE.values():
         assert v not in text and urllib.parse.quote(v, safe="") not in text
     data = yaml.load(vault.decrypt((dest / "group_vars/all/vault.yml").read_text(), "pw"),
                      Loader=Loader)
     assert data == {f"stack_tui_{k}": v for k, v in HOSTILE.items()}
+
+
+def test_no_secret_in_any_file_vault_mode(tmp_path):
+    assert_vaulted_without_a_plain_secret(compute_host(tmp_path), tmp_path / "out")
 
 
 def test_every_task_handling_a_secret_is_no_log(exported):

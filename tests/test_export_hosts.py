@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from tests.test_export_ansible import Loader, all_text, handles_secret
-from tests.test_export_compute import HOSTILE, compute_host, ini_keys, tasks_of
+from tests.test_export_compute import (HOSTILE, assert_vaulted_without_a_plain_secret,
+                                       compute_host, ini_keys, tasks_of)
 from tui.tasks.export import ansible as exp
-from tui.tasks.export import source, vault
+from tui.tasks.export import source
 from tui.tasks.profile import HostConfig
 
 
@@ -193,14 +194,7 @@ def test_no_secret_in_any_file(exported, tmp_path):
     for dest, text in ((exported, all_text(exported)),):
         for v in HOSTILE.values():
             assert v not in text and urllib.parse.quote(v, safe="") not in text, dest
-    vdest = tmp_path / "vaulted"
-    exp.export(hosts_profile(tmp_path), vdest, secrets=HOSTILE, vault_password="pw")
-    text = all_text(vdest)
-    for v in HOSTILE.values():
-        assert v not in text and urllib.parse.quote(v, safe="") not in text
-    data = yaml.load(vault.decrypt((vdest / "group_vars/all/vault.yml").read_text(), "pw"),
-                     Loader=Loader)
-    assert data == {f"stack_tui_{k}": v for k, v in HOSTILE.items()}
+    assert_vaulted_without_a_plain_secret(hosts_profile(tmp_path), tmp_path / "vaulted")
 
 
 def test_every_task_handling_a_secret_is_no_log(exported):
