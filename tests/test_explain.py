@@ -84,6 +84,10 @@ KNOWN = [
     # CI, three hosts: Neutron's API hung while the test servers booted
     ("Unexpected error: ConnectTimeout: Request to http://127.0.0.1:41587/v2.0/floatingips "
      "timed out", [], "api-timeout", False),
+    # CI, one host: nova-api reset the connection of `openstack server delete --wait`
+    ("Unable to establish connection to http://10.199.0.6:8774/v2.1/servers/78bef125: "
+     "('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))", [],
+     "api-dropped", False),
 ]
 
 
@@ -188,6 +192,47 @@ def test_an_api_that_does_not_answer_is_named_from_the_real_client_error():
                       ("/v2/images", "Glance's"), ("/resource_providers", "Placement's")):
         text = f"Request to http://127.0.0.1:4000{path} timed out"
         assert explain._timeout_why(text).startswith(api + " API"), path
+
+
+def test_an_api_that_drops_the_connection_is_named_from_the_real_client_error():
+    """keystoneauth's own error for an API whose worker reads the request and closes the
+    connection with a reset (a uWSGI worker that dies mid-request): named, with its log."""
+    import socket
+    import struct
+    import threading
+
+    from keystoneauth1 import session
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def reset_each():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # SO_LINGER 0: RST, as from a process that died
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/v2.1/servers/abc"
+        with pytest.raises(Exception) as exc:
+            session.Session(timeout=5).request(url, "DELETE")
+    finally:
+        srv.close()
+    got = _explain(exc.value, Redactor(), ALL)
+    assert got.kind == "api-dropped", (got.kind, str(exc.value))
+    assert got.why.startswith("Nova's API closed the connection"), got.why
+    assert "/var/log/nova/nova-api.log on the controller" in got.hint
+    assert "bug" not in got.why + got.hint
+    # a refused connection (nothing listens) is not a dropped one
+    refused = explain.match("Unable to establish connection to http://127.0.0.1:1/v2.1/servers:"
+                            " [Errno 111] Connection refused", ALL)
+    assert refused is None or refused.name != "api-dropped"
 
 
 def test_unknown_failure_shows_command_and_output():

@@ -109,10 +109,13 @@ API_PATHS = [
     (re.compile(r"/v3/"), "Keystone", "/var/log/keystone/keystone.log"),
 ]
 API_TIMEOUT = re.compile(r"Request to (https?://\S+) timed out|Read timed out", re.I)
+# keystoneauth's ConnectFailure for a connection the server closed mid-request (not refused)
+API_DROPPED = re.compile(r"Unable to establish connection to (https?://[^\s:]+(?::\d+)?\S*?):? "
+                         r".*(Connection aborted|reset by peer|RemoteDisconnected)", re.I)
 
 
 def _api_of(text: str) -> tuple[str, str] | None:
-    m = API_TIMEOUT.search(text)
+    m = API_TIMEOUT.search(text) or API_DROPPED.search(text)
     url = m.group(1) if m and m.group(1) else ""
     for pattern, name, log in API_PATHS:
         if pattern.search(url):
@@ -135,9 +138,25 @@ def _timeout_hint(text: str) -> str:
             "when it answers again, Retry: the step looks before it acts")
 
 
+def _dropped_why(text: str) -> str:
+    api = _api_of(text)
+    who = f"{api[0]}'s API" if api else "an OpenStack API"
+    return (f"{who} closed the connection in the middle of a request (reset, no answer): the "
+            "worker process that held it died or was restarted, or the service restarted")
+
+
+def _dropped_hint(text: str) -> str:
+    api = _api_of(text)
+    where = f"{api[1]} on the controller" if api else "the API's log on the controller"
+    return (f"read {where} (its last lines are below; uWSGI writes \"DAMN ! worker ... died\" "
+            "when a worker dies) and `systemctl status` of the service; then Retry: the step "
+            "looks before it acts")
+
+
 # Catch-alls: after the services' own rules, which say more.
 CATCH_ALL: list[Rule] = [
     Rule("api-timeout", API_TIMEOUT, "error", _timeout_why, _timeout_hint, logs=("api-log",)),
+    Rule("api-dropped", API_DROPPED, "error", _dropped_why, _dropped_hint, logs=("api-log",)),
     Rule("server-error",
          re.compile(r"\b50[0-3]\b|Internal Server Error|Service Unavailable|InternalServerError|"
                     r"ServiceUnavailable|HttpServerError|Bad Gateway", re.I),
@@ -244,7 +263,7 @@ def _logs(key: str, ctx, text: str) -> list[tuple[str, str]]:
     # failure came before prepare.detect), no guess: the rule's own text must do.
     ks = f"{plat.apache_log_dir}/keystone.log" if plat is not None else None
     gl = "/var/log/glance/glance-api.log"
-    errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING' | "
+    errs = ("grep -E 'ERROR|CRITICAL|Error|Exception|denied|refused|WARNING|DAMN' | "
             "awk '!seen[$0]++' | tail -n 12")
     if key == "keystone":
         # Keystone's own log (refused logins are its WARNINGs) and the web server's for it.
