@@ -137,7 +137,8 @@ def log_digest(infos, services=("nova", "neutron"), lines: int = 12) -> str:
     test output is seen) says what the services said."""
     import re
 
-    pick = re.compile(r" (ERROR|WARNING|CRITICAL) |Traceback|Timeout|timed out")
+    # (uWSGI says "DAMN ! worker 1 (pid: N) died, killed by signal 11" when an API process dies)
+    pick = re.compile(r" (ERROR|WARNING|CRITICAL) |Traceback|Timeout|timed out|DAMN|died")
     out = []
     for info in infos:
         if info is None:

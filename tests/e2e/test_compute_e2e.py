@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -399,6 +400,16 @@ def test_the_demo_user_creates_a_server_with_the_generated_clouds_yaml(compute_c
                     + _why_not_active(compute_cloud, server))
     finally:
         d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server, timeout=180)
+        if d.returncode and "Unable to establish connection" in d.stderr:
+            # Seen once on CI: nova-api reset the connection of a DELETE or of the wait's GET.
+            # The services' words go to the warnings summary (seen when the test passes);
+            # the cleanup is tried once more (the server may be gone already) and `gone()`
+            # below is the outcome asserted.
+            digest = cloud.log_digest([compute_cloud["info"]], ("nova",))
+            warnings.warn(f"server delete, first try: {d.stderr[-500:]}\n{digest}")
+            d = cloud.openstack(clouds, demo, "server", "delete", "--wait", server, timeout=180)
+            if "No server with a name or ID" in d.stderr:
+                d = subprocess.CompletedProcess(d.args, 0, d.stdout, d.stderr)
     assert d.returncode == 0, d.stderr[-2000:]
 
     def gone() -> bool:  # `delete --wait` returns while the list can still say DELETED
