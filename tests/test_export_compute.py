@@ -42,6 +42,40 @@ def tasks_of(dest: Path, role: str) -> list[dict]:
     return out
 
 
+def script(task: dict) -> str:
+    """What a command task runs on the host under its time limit: a shell's script (the
+    argument after -c), else the command line."""
+    args = task["ansible.builtin.command"]
+    args = {"cmd": args} if isinstance(args, str) else args
+    argv = args.get("argv") or []
+    return argv[argv.index("-c") + 1] if "-c" in argv else args.get("cmd") or " ".join(argv)
+
+
+def assert_every_command_is_bounded_on_the_host(dest: Path) -> int:
+    """Each command of every role's tasks and handlers runs under timeout(1) on the host
+    (the play's own timeout does not end it there), and no shell task is left unbounded."""
+    seen = 0
+
+    def walk(tasks):
+        nonlocal seen
+        for t in tasks or []:
+            for key in ("block", "rescue", "always"):
+                walk(t.get(key))
+            assert "ansible.builtin.shell" not in t, t["name"]
+            if "ansible.builtin.command" in t:
+                args = t["ansible.builtin.command"]
+                line = args if isinstance(args, str) else args.get("cmd") or args["argv"]
+                words = line.split() if isinstance(line, str) else line
+                assert words[0] == "timeout" and words[1] == "-k" and int(words[3]) <= 1800, \
+                    t["name"]
+                seen += 1
+
+    for f in sorted(dest.glob("roles/*/*/main.yml")):
+        if f.parent.name in ("tasks", "handlers"):
+            walk(yaml.safe_load(f.read_text()))
+    return seen
+
+
 def ini_keys(dest: Path, role: str, path: str) -> dict:
     """(section, option) -> value of the settings tasks of ``path``."""
     out = {}
@@ -188,9 +222,14 @@ def test_engine_markers_and_discovery(exported):
         assert rec["ansible.builtin.copy"]["dest"] == f"/var/lib/stack-tui/{marker}"
     nova_tasks = tasks_of(exported, "nova")
     cells = next(t for t in nova_tasks if "cell_v2 map_cell0" in str(t))
-    assert "create_cell --name=cell1" in cells["ansible.builtin.shell"]["cmd"]
-    disc = next(t for t in nova_tasks if "discover_hosts" in t.get("ansible.builtin.shell", ""))
+    assert "create_cell --name=cell1" in script(cells)
+    disc = next(t for t in nova_tasks if "ansible.builtin.command" in t
+                and "discover_hosts" in script(t) and "map_cell0" not in script(t))
     assert disc["when"] == "stack_tui_mapped.stdout | trim == '0'"
+
+
+def test_every_command_has_a_time_limit_on_the_host(exported):
+    assert assert_every_command_is_bounded_on_the_host(exported) >= 20
 
 
 def test_nova_user_granted_its_three_databases(exported):

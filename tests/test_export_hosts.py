@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from tests.test_export_ansible import Loader, all_text, handles_secret
-from tests.test_export_compute import (HOSTILE, assert_vaulted_without_a_plain_secret,
-                                       compute_host, ini_keys, tasks_of)
+from tests.test_export_compute import (HOSTILE, assert_every_command_is_bounded_on_the_host,
+                                       assert_vaulted_without_a_plain_secret, compute_host,
+                                       ini_keys, script, tasks_of)
 from tui.tasks.export import ansible as exp
 from tui.tasks.export import source
 from tui.tasks.profile import HostConfig
@@ -154,17 +155,19 @@ def test_tunnel_is_the_engines_unit(exported):
 def test_discovery_changes_only_when_it_maps(exported):
     tasks = tasks_of(exported, "computes")
     look, disc, agents = tasks
-    assert "nova_api.host_mappings WHERE host IN ('cmp1', 'cmp2')" in look[
-        "ansible.builtin.shell"]
+    assert "nova_api.host_mappings WHERE host IN ('cmp1', 'cmp2')" in script(look)
     assert look["changed_when"] is False
     assert disc["when"] == "stack_tui_hosts_mapped.stdout_lines | map('trim') | unique | " \
                            "length != 2"
-    cmd = disc["ansible.builtin.shell"]["cmd"]
+    cmd = script(disc)
     assert "nova-manage cell_v2 discover_hosts $by" in cmd and "--by-service" in cmd
     assert "for i in $(seq 48)" in cmd   # the engine's DISCOVER_TIMEOUT, then a failure
-    assert agents["changed_when"] is False and "'Open vSwitch agent'" in agents[
-        "ansible.builtin.shell"]
+    assert agents["changed_when"] is False and "'Open vSwitch agent'" in script(agents)
     assert agents["retries"] * agents["delay"] <= 120
+
+
+def test_every_command_of_every_host_has_a_time_limit_on_the_host(exported):
+    assert assert_every_command_is_bounded_on_the_host(exported) >= 25
 
 
 def test_a_kept_server_on_each_computing_host(exported):

@@ -216,6 +216,44 @@ def site(profile) -> list[dict]:
     return out
 
 
+KILL_AFTER = 10     # seconds between timeout's TERM and its KILL
+COMMAND, SHELL = "ansible.builtin.command", "ansible.builtin.shell"
+
+
+def bounded(tasks: list[dict]) -> list[dict]:
+    """``tasks`` with every command and shell task run under timeout(1) on the host.
+
+    The play's ``timeout`` ends Ansible's wait for a task, but nothing promises that the
+    command on the host ends with it (without a terminal nothing hangs up on it), so each
+    one carries its own limit there, as every command the engine runs does.  A shell task
+    becomes a command task running its shell under timeout: the script is one argument,
+    so nothing in it needs quoting again."""
+    limit = ["timeout", "-k", str(KILL_AFTER), str(TASK_LIMIT)]
+    out = []
+    for task in tasks:
+        task = dict(task)
+        for key in ("block", "rescue", "always"):
+            if key in task:
+                task[key] = bounded(task[key])
+        if SHELL in task:
+            args = task.pop(SHELL)
+            args = dict(args) if isinstance(args, dict) else {"cmd": args}
+            script, shell = args.pop("cmd"), args.pop("executable", "/bin/sh")
+            task[COMMAND] = {"argv": [*limit, shell, "-c", script], **args}
+        elif COMMAND in task:
+            args = task[COMMAND]
+            if isinstance(args, str):
+                args = {"cmd": args}
+            args = dict(args)
+            if "argv" in args:
+                args["argv"] = [*limit, *args["argv"]]
+            elif not args["cmd"].startswith("timeout "):
+                args["cmd"] = " ".join(limit) + " " + args["cmd"]
+            task[COMMAND] = args
+        out.append(task)
+    return out
+
+
 def files_for(profile, secrets: dict[str, str] | None, vault_password: str | None) -> dict:
     """Every exported file: relative path -> (text, mode)."""
     out: dict[str, tuple[str, int]] = {
@@ -240,9 +278,9 @@ def files_for(profile, secrets: dict[str, str] | None, vault_password: str | Non
     for name in role_names(profile):
         r = ROLES[name](profile)
         base = f"roles/{name}"
-        out[f"{base}/tasks/main.yml"] = (dump(r["tasks"]), 0o644)
+        out[f"{base}/tasks/main.yml"] = (dump(bounded(r["tasks"])), 0o644)
         if r["handlers"]:
-            out[f"{base}/handlers/main.yml"] = (dump(r["handlers"]), 0o644)
+            out[f"{base}/handlers/main.yml"] = (dump(bounded(r["handlers"])), 0o644)
         if r["vars"]:
             out[f"{base}/vars/main.yml"] = (dump(r["vars"]), 0o644)
         for tname, body in r["templates"].items():
