@@ -276,6 +276,35 @@ def test_transient_by_explain_rule_is_retried(tmp_path, monkeypatch):
     assert calls["n"] == 2
 
 
+def test_a_connection_an_api_reset_is_retried_once_by_itself(tmp_path, monkeypatch):
+    """keystoneauth's error for a reset mid-request (CI: nova-api) in a step without retries
+    of its own: run again once (the step looks before it acts), then the user decides."""
+    from keystoneauth1.exceptions import ConnectFailure
+
+    monkeypatch.setattr(threading.Event, "wait", lambda self, timeout=None: False)
+    reset = ("Unable to establish connection to http://127.0.0.1:41587/v2.1/servers/abc: "
+             "('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))")
+    for fails, want_calls, ok in ((1, 2, True), (5, 2, False)):
+        calls = {"n": 0}
+        asked: list = []
+
+        def api(c, fails=fails, calls=calls):
+            calls["n"] += 1
+            if calls["n"] <= fails:
+                raise ConnectFailure(reset)
+
+        (tmp_path / str(fails)).mkdir()
+        eng, rec, state = make_engine(
+            tmp_path / str(fails), [Phase("p", "P", [Step("a", "A", run=api)])],
+            decide=lambda s, err, asked=asked: asked.append(err) or Decision.ABORT)
+        assert eng.run().ok is ok
+        assert calls["n"] == want_calls
+        assert [n for n in rec.notices() if "retrying" in n and "(1/1)" in n]
+        if not ok:
+            assert len(asked) == 1 and asked[0].kind == "api-dropped"
+            assert asked[0].why.startswith("Nova's API closed the connection"), asked[0].why
+
+
 def test_non_transient_error_is_not_auto_retried(tmp_path):
     calls = {"n": 0}
 

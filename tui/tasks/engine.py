@@ -346,11 +346,12 @@ class Engine:
             info.kind = "cancelled"
         explain.add_logs(info, ctx, rules)  # a known failure's log tail (Keystone, Glance...)
         transient = getattr(exc, "transient", False) or info.kind == "transient"
-        if transient and tries.auto < step.retries:
+        limit = max(step.retries, 1) if info.kind in explain.RETRY_ONCE else step.retries
+        if (transient or info.kind in explain.RETRY_ONCE) and tries.auto < limit:
             tries.auto += 1
             delay = min(2 ** tries.auto, 20)
             self.emit(Notice(f"{info.what} - retrying in {delay} s "
-                             f"({tries.auto}/{step.retries})", step.id))
+                             f"({tries.auto}/{limit})", step.id))
             ctx.cancel.wait(delay)
             return None
         return self._decided(step, info, tries, dur)

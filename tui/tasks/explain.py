@@ -153,6 +153,12 @@ def _dropped_hint(text: str) -> str:
             "looks before it acts")
 
 
+# Failures the engine retries once by itself, whatever the step's own retries: a connection
+# an API reset mid-request was most likely not served, and every step looks before it acts,
+# so running it again is safe.  (Not a timeout: that request may still be running.)
+RETRY_ONCE = frozenset({"api-dropped"})
+
+
 # Catch-alls: after the services' own rules, which say more.
 CATCH_ALL: list[Rule] = [
     Rule("api-timeout", API_TIMEOUT, "error", _timeout_why, _timeout_hint, logs=("api-log",)),
