@@ -312,6 +312,12 @@ if [ -f /etc/default/nova-consoleproxy ]; then
 fi
 uwsgi_processes /etc/nova/nova-api-uwsgi.ini 2
 uwsgi_processes /etc/nova/nova-api-metadata-uwsgi.ini 1
+for ini in /etc/nova/nova-api-uwsgi.ini /etc/nova/nova-api-metadata-uwsgi.ini; do
+  # uWSGI closes each connection after its answer: say so, as Debian's other API inis do
+  if [ -f "$ini" ] && ! grep -q '^add-header = Connection: close' "$ini"; then
+    sed -i "s/^\[uwsgi\]$/[uwsgi]\nadd-header = Connection: close/" "$ini"
+  fi
+done
 su -s /bin/sh -c "nova-manage api_db sync" nova
 su -s /bin/sh -c "nova-manage cell_v2 map_cell0" nova
 su -s /bin/sh -c "nova-manage cell_v2 create_cell --name=cell1 --verbose" nova

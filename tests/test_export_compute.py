@@ -228,6 +228,28 @@ def test_engine_markers_and_discovery(exported):
     assert disc["when"] == "stack_tui_mapped.stdout | trim == '0'"
 
 
+def test_uwsgi_inis_get_the_engines_lines(exported):
+    """The engine's uWSGI values (catalog.uwsgi_run), each key once: few processes, and
+    nova's `Connection: close`; a line of the key with another value is removed first."""
+    import re
+
+    from tui.tasks.services import neutron, nova
+
+    for role, inis in (("nova", nova.UWSGI_INIS), ("neutron", neutron.UWSGI_INIS)):
+        tasks = tasks_of(exported, role)
+        for path, values in inis.items():
+            edits = [t["ansible.builtin.lineinfile"] for t in tasks
+                     if t.get("ansible.builtin.lineinfile", {}).get("path") == path]
+            assert [e["line"] for e in edits if "line" in e] == [
+                f"{k} = {v}" for k, v in values.items()]
+            for key, value in values.items():
+                gone = next(e["regexp"] for e in edits if e.get("state") == "absent"
+                            and key in e["regexp"].replace("\\", ""))
+                assert re.search(gone, f"{key} = other") and not re.search(gone,
+                                                                          f"{key} = {value}")
+    assert nova.UWSGI_INIS["/etc/nova/nova-api-uwsgi.ini"]["add-header"] == "Connection: close"
+
+
 def test_every_command_has_a_time_limit_on_the_host(exported):
     assert assert_every_command_is_bounded_on_the_host(exported) >= 20
 

@@ -7,6 +7,7 @@ name in tui/tasks/services/, with the settings those modules build themselves.""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..services import neutron, nova, ovs, placement
@@ -56,23 +57,24 @@ def marker_block(marker: str, package: str, what: str, script: str) -> list[dict
     ]
 
 
-def uwsgi_tasks(processes: dict[str, str], handler: str) -> list[dict]:
-    """Each uWSGI ini that exists sets ``processes`` once, to the engine's value
-    (catalog.uwsgi_run)."""
+def uwsgi_tasks(settings: dict[str, dict[str, str]], handler: str) -> list[dict]:
+    """Each uWSGI ini that exists sets each of the engine's keys once, to its value
+    (catalog.uwsgi_run: few processes, and nova's `Connection: close`)."""
     out = []
-    for path, n in processes.items():
+    for path, values in settings.items():
         name, reg = Path(path).name, "stack_tui_" + Path(path).stem.replace("-", "_")
-        out += [
-            {"name": f"Is there {name}", "ansible.builtin.stat": {"path": path},
-             "register": reg},
-            {"name": f"{name}: no other processes line", "ansible.builtin.lineinfile": {
-                "path": path, "regexp": rf"^\s*processes\s*=(?!\s*{n}\s*$)", "state": "absent"},
-             "notify": handler, "when": f"{reg}.stat.exists"},
-            {"name": f"{name}: processes = {n} (one host needs few API processes)",
-             "ansible.builtin.lineinfile": {"path": path, "regexp": r"^\s*processes\s*=",
-                                            "line": f"processes = {n}"},
-             "notify": handler, "when": f"{reg}.stat.exists"},
-        ]
+        out.append({"name": f"Is there {name}", "ansible.builtin.stat": {"path": path},
+                    "register": reg})
+        for key, value in values.items():
+            k, v = re.escape(key), re.escape(value)
+            out += [
+                {"name": f"{name}: no other {key} line", "ansible.builtin.lineinfile": {
+                    "path": path, "regexp": rf"^\s*{k}\s*=(?!\s*{v}\s*$)", "state": "absent"},
+                 "notify": handler, "when": f"{reg}.stat.exists"},
+                {"name": f"{name}: {key} = {value}", "ansible.builtin.lineinfile": {
+                    "path": path, "regexp": rf"^\s*{k}\s*=", "line": f"{key} = {value}"},
+                 "notify": handler, "when": f"{reg}.stat.exists"},
+            ]
     return out
 
 
@@ -191,7 +193,7 @@ def neutron_role(profile) -> dict:
         *catalog("neutron", "network", "OpenStack Networking", url, profile.openstack.region),
         *_provider_tasks(),
         *conf,
-        *uwsgi_tasks(neutron.UWSGI_PROCESSES, "restart neutron"),
+        *uwsgi_tasks(neutron.UWSGI_INIS, "restart neutron"),
         *marker_block("neutron.schema", "neutron-common", "Create the Neutron database schema",
                       f"runuser -u neutron -- neutron-db-manage --config-file "
                       f"{neutron.NEUTRON_CONF} --config-file {neutron.ML2_CONF} upgrade head"),
@@ -267,7 +269,7 @@ def nova_role(profile) -> dict:
                                         "regexp": "^NOVA_CONSOLE_PROXY_TYPE=",
                                         "line": "NOVA_CONSOLE_PROXY_TYPE=novnc"},
          "notify": "restart nova", "when": "stack_tui_console_defaults.stat.exists"},
-        *uwsgi_tasks(nova.UWSGI_PROCESSES, "restart nova"),
+        *uwsgi_tasks(nova.UWSGI_INIS, "restart nova"),
         *marker_block("nova.schema", "nova-common", "Nova schemas and cells (cell0, cell1)",
                       CELLS),
         *_libvirt_tasks(),

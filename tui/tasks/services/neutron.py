@@ -252,20 +252,21 @@ def _targets(ctx):
         yield path, old, new, group
 
 
-# Debian's neutron-api runs 8 uWSGI processes of 32 threads; one host needs 2.
-UWSGI_PROCESSES = {"/etc/neutron/neutron-api-uwsgi.ini": "2"}
+# Debian's neutron-api runs 8 uWSGI processes of 32 threads; one host needs 2.  (Its ini
+# says `Connection: close` itself.)
+UWSGI_INIS = {"/etc/neutron/neutron-api-uwsgi.ini": {"processes": "2"}}
 
 
 def _conf_check(ctx) -> bool:
     return (all(old == new for _p, old, new, _g in _targets(ctx))
-            and uwsgi_ok(ctx, UWSGI_PROCESSES))
+            and uwsgi_ok(ctx, UWSGI_INIS))
 
 
 def _conf_run(ctx) -> None:
     for path, old, new, group in _targets(ctx):
         if put_file(ctx, path, new, mode=0o640, owner="root", group=group, old=old):
             ctx.cache["neutron_conf_changed"] = True
-    if uwsgi_run(ctx, UWSGI_PROCESSES):
+    if uwsgi_run(ctx, UWSGI_INIS):
         ctx.cache["neutron_conf_changed"] = True
 
 
@@ -380,7 +381,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
     lay = layout(plat)
     if not lay.mechanism:
         return _no_mechanism_phases(plat)
-    conf_files = [*configs(plat), *UWSGI_PROCESSES]
+    conf_files = [*configs(plat), *UWSGI_INIS]
     exp = (" ([experimental] linuxbridge = true: experimental on this release)"
            if lay.linuxbridge_experimental else "")
     ovs_ = lay.mechanism == "openvswitch"

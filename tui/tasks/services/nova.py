@@ -10,8 +10,9 @@ from .. import inifile
 from ..engine import Phase, Step, StepError
 from ..platforms import Platform
 from .base import PerPlatform, Port, Rule, Secret, Service, SummaryLine
-from .catalog import (UWSGI, api_host, authtoken, endpoints_ok, ensure_endpoints, lines_ok,
-                      messaging, service_auth, service_url, uwsgi_ok, uwsgi_run, with_lines)
+from .catalog import (CONNECTION_CLOSE, UWSGI, api_host, authtoken, endpoints_ok,
+                      ensure_endpoints, lines_ok, messaging, service_auth, service_url, uwsgi_ok,
+                      uwsgi_run, with_lines)
 from .common import one_line_settings
 from .common import (LOOK, SERVICE_ROLES, SQL, db_url, ensure_service, ensure_user, ep,
                      ini_target, manage, marker_check, marker_set, mgmt, put_file, q, root_sql,
@@ -139,15 +140,17 @@ def _console_target(ctx) -> tuple[str | None, str | None]:
 
 
 # Debian's uWSGI units: nova-api ships with 16 processes, the metadata API with 4 and 8
-# (the key twice); on one host 2 and 1 serve (each process holds ~170-220 MB).
-UWSGI_PROCESSES = {"/etc/nova/nova-api-uwsgi.ini": "2",
-                   "/etc/nova/nova-api-metadata-uwsgi.ini": "1"}
+# (the key twice); on one host 2 and 1 serve (each process holds ~170-220 MB).  Neither ini
+# has Debian's `Connection: close` of the other APIs (catalog.CONNECTION_CLOSE): CI met
+# `openstack server delete --wait` reset by nova-api.
+UWSGI_INIS = {"/etc/nova/nova-api-uwsgi.ini": {"processes": "2", **CONNECTION_CLOSE},
+         "/etc/nova/nova-api-metadata-uwsgi.ini": {"processes": "1", **CONNECTION_CLOSE}}
 
 
 def _conf_check(ctx) -> bool:
     old, new = ini_target(ctx, NOVA_CONF, settings(ctx))
     c_old, c_new = _console_target(ctx)
-    return old == new and c_old == c_new and uwsgi_ok(ctx, UWSGI_PROCESSES)
+    return old == new and c_old == c_new and uwsgi_ok(ctx, UWSGI_INIS)
 
 
 def _conf_run(ctx) -> None:
@@ -157,7 +160,7 @@ def _conf_run(ctx) -> None:
     c_old, c_new = _console_target(ctx)
     if c_new is not None and put_file(ctx, CONSOLE_DEFAULTS, c_new, old=c_old):
         ctx.cache["nova_conf_changed"] = True
-    if uwsgi_run(ctx, UWSGI_PROCESSES):
+    if uwsgi_run(ctx, UWSGI_INIS):
         ctx.cache["nova_conf_changed"] = True
 
 
@@ -351,7 +354,7 @@ def phases(profile, plat: Platform) -> list[Phase]:
              run=_extra_dbs_run, check=_extra_dbs_check,
              detail="CREATE DATABASE IF NOT EXISTS; GRANT to nova@localhost and nova@%"),
         Step("nova.config", "nova.conf: messaging, databases, keystone, placement, vnc",
-             run=_conf_run, check=_conf_check, files=[NOVA_CONF, CONSOLE_DEFAULTS, *UWSGI_PROCESSES],
+             run=_conf_run, check=_conf_check, files=[NOVA_CONF, CONSOLE_DEFAULTS, *UWSGI_INIS],
              detail="transport_url (quorum queues on RabbitMQ 4), [api_database], [database], "
                     "[keystone_authtoken], [service_user], [vnc], [glance], [placement]"
                     + (", [neutron] with the metadata secret"
