@@ -123,34 +123,35 @@ def _api_of(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _timeout_why(text: str) -> str:
+def _api_words(text: str) -> tuple[str, str]:
+    """(which API, where its log is) for a client error about the URL in ``text``."""
     api = _api_of(text)
-    who = f"{api[0]}'s API" if api else "an OpenStack API"
-    return (f"{who} did not answer within the client's time limit (30 s): the controller is "
-            "overloaded, or the service's workers are all stuck waiting (on the database, the "
-            "message queue, or another service)")
+    if api is None:
+        return "an OpenStack API", "the API's log on the controller"
+    return f"{api[0]}'s API", f"{api[1]} on the controller"
+
+
+def _timeout_why(text: str) -> str:
+    return (f"{_api_words(text)[0]} did not answer within the client's time limit (30 s): the "
+            "controller is overloaded, or the service's workers are all stuck waiting (on the "
+            "database, the message queue, or another service)")
 
 
 def _timeout_hint(text: str) -> str:
-    api = _api_of(text)
-    where = f"{api[1]} on the controller" if api else "the API's log on the controller"
-    return (f"read {where} (its last lines are below) and the load on the host (`uptime`); "
-            "when it answers again, Retry: the step looks before it acts")
+    return (f"read {_api_words(text)[1]} (its last lines are below) and the load on the host "
+            "(`uptime`); when it answers again, Retry: the step looks before it acts")
 
 
 def _dropped_why(text: str) -> str:
-    api = _api_of(text)
-    who = f"{api[0]}'s API" if api else "an OpenStack API"
-    return (f"{who} closed the connection in the middle of a request (reset, no answer): the "
-            "worker process that held it died or was restarted, or the service restarted")
+    return (f"{_api_words(text)[0]} closed the connection in the middle of a request (reset, "
+            "no answer): the worker process that held it died or was restarted, or the "
+            "service restarted")
 
 
 def _dropped_hint(text: str) -> str:
-    api = _api_of(text)
-    where = f"{api[1]} on the controller" if api else "the API's log on the controller"
-    return (f"read {where} (its last lines are below; uWSGI writes \"DAMN ! worker ... died\" "
-            "when a worker dies) and `systemctl status` of the service; then Retry: the step "
-            "looks before it acts")
+    return (f"read {_api_words(text)[1]} (its last lines are below; uWSGI writes \"DAMN ! "
+            "worker ... died\" when a worker dies) and `systemctl status` of the service; "
+            "then Retry: the step looks before it acts")
 
 
 # Failures the engine retries once by itself, whatever the step's own retries: a connection
